@@ -1,0 +1,80 @@
+"""Sessions: serve, docs, tests (matrix), doctests, lint — see README.md."""
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "tests", "docs", "doctests"]
+nox.options.reuse_existing_virtualenvs = True
+
+# Django 5.2 LTS on Python 3.11 and Django 6.1 on Python 3.12: uv.lock resolves one per Python.
+PYTHONS = ["3.11", "3.12"]
+DOCS_ENV = {"NO_MKDOCS_2_WARNING": "1"}
+
+
+def sync(session: nox.Session, *groups: str) -> None:
+    """Install exactly the locked versions of the given dependency groups."""
+    session.run_install(
+        "uv", "sync", "--locked", "--no-default-groups", *(f"--group={g}" for g in groups),
+        env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
+        external=True,
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The behaviour tests on a real worker: embedded by default, real services from the env.
+
+    CELERY_BROKER_URL / CELERY_RESULT_BACKEND / DATABASE_URL pick the services; with
+    SNIPPETS_REQUIRE_SERVICES=1 a missing service fails the run and coverage of snippets/
+    must be 100 %.
+    """
+    sync(session, "test")
+    strict = os.environ.get("SNIPPETS_REQUIRE_SERVICES") == "1"
+    session.run("coverage", "erase")
+    session.run(
+        "pytest", "--cov", "--cov-report=term-missing:skip-covered",
+        *(["--cov-fail-under=100"] if strict else []),
+        *session.posargs,
+    )  # fmt: skip
+
+
+@nox.session(python="3.11")
+def doctests(session: nox.Session) -> None:
+    """Run every page's Python as the reader sees it (includes expanded by docs/conftest.py)."""
+    sync(session, "doctest")
+    session.run(
+        "pytest", "--markdown-docs", "--markdown-docs-syntax=superfences", "-p", "no:cov",
+        "docs", *session.posargs,
+    )  # fmt: skip
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Build the site, failing on any warning (broken link, missing include)."""
+    sync(session, "docs")
+    session.run("mkdocs", "build", "--strict", env=DOCS_ENV)
+
+
+@nox.session(python="3.11")
+def serve(session: nox.Session) -> None:
+    """Serve the site on http://127.0.0.1:8000, reloading when docs/ or snippets/ change."""
+    sync(session, "docs")
+    session.run("mkdocs", "serve", "--dev-addr", "127.0.0.1:8000", *session.posargs, env=DOCS_ENV)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff: lint and format."""
+    sync(session, "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def zensical(session: nox.Session) -> None:
+    """Forward compatibility: build the same mkdocs.yml with Zensical (non-blocking)."""
+    sync(session, "docs")
+    session.install("zensical")
+    session.run("zensical", "build", success_codes=[0, 1, 2])

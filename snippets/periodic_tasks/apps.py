@@ -1,0 +1,6 @@
+from snippets.project import apps
+
+
+class PeriodicTasksConfig(apps.SnippetsAppConfig):
+    name = "snippets.periodic_tasks"
+    label = "periodic_tasks"

@@ -1,0 +1,67 @@
+"""The landing page's "describe your request" box, run under Node with the page's own script
+(docs/assets/javascripts/classifier.js) and keyword table (docs/assets/data/classifier.json)."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "docs/assets/javascripts/classifier.js"
+TABLE = ROOT / "docs/assets/data/classifier.json"
+SECTIONS = {
+    "django-integration", "task-design", "configuration", "error-handling",
+    "periodic-tasks", "monitoring", "production",
+}  # fmt: skip
+
+
+def classify(*requests: str) -> list[list[str]]:
+    node = shutil.which("node") or pytest.fail("node is needed to run the page's classifier")
+    program = (
+        f"const {{classify}} = require({json.dumps(str(SCRIPT))});"
+        f"const table = require({json.dumps(str(TABLE))});"
+        "const requests = JSON.parse(process.argv[1]);"
+        "console.log(JSON.stringify(requests.map(r => classify(r, table).map(s => s.slug))));"
+    )
+    out = subprocess.run(
+        [node, "-e", program, json.dumps(requests)], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def test_the_table_covers_the_seven_sections_and_their_index_pages_exist():
+    table = json.loads(TABLE.read_text())
+    assert {s["slug"] for s in table["sections"]} == SECTIONS
+    for section in table["sections"]:
+        assert section["url"] == f"{section['slug']}/"
+        assert (ROOT / "docs" / section["slug"] / "index.md").is_file()
+        assert section["keywords"], section["slug"]
+
+
+@pytest.mark.parametrize(
+    ("request_text", "expected"),
+    [
+        ("Send welcome emails in the background after user registration",
+         {"django-integration", "task-design"}),
+        ("Process a large CSV import with progress updates", {"task-design"}),
+        ("Process an order: validate inventory, charge payment, then send confirmation",
+         {"task-design", "error-handling"}),
+        ("My task fails with DoesNotExist right after I save the model", {"django-integration",
+                                                                           "error-handling"}),
+        ("Run a cleanup every night at 2am Berlin time", {"periodic-tasks"}),
+        ("Alert when the queue length grows", {"monitoring", "configuration"}),
+        ("Deploy workers on Kubernetes with graceful shutdown", {"production"}),
+        ("Retry an HTTP call with exponential backoff", {"error-handling"}),
+        ("Which broker should I use, Redis or RabbitMQ?", {"configuration"}),
+    ],
+)  # fmt: skip
+def test_requests_are_classified_into_their_sections(request_text, expected):
+    [found] = classify(request_text)
+    assert set(found) >= expected, found
+    assert set(found) <= SECTIONS
+
+
+def test_an_unrelated_request_suggests_nothing():
+    assert classify("What is the capital of France?") == [[]]
