@@ -206,8 +206,8 @@ def worker_env(**extra: str) -> dict[str, str]:
 def worker_process(celery_app, tmp_path, request) -> Iterator[Callable[..., WorkerProcess]]:
     """Factory: start a real `celery worker` subprocess; stopped (SIGTERM, then SIGKILL) after.
 
-    ``worker_process(pool="prefork", concurrency=1, args=[...], env={...})`` returns a ready
-    `WorkerProcess`; publish to ``wp.queue``. Needs a network broker (memory cannot be shared).
+    ``worker_process(pool="prefork", concurrency=1, args=[...], env={...}, app="snippets.project")``
+    returns a ready `WorkerProcess`; publish to ``wp.queue``. Needs a network broker (memory cannot be shared).
     """
     require_services("broker")
     started: list[WorkerProcess] = []
@@ -219,12 +219,13 @@ def worker_process(celery_app, tmp_path, request) -> Iterator[Callable[..., Work
         env: dict[str, str] | None = None,
         queue: str | None = None,
         ready: bool = True,
+        app: str = "snippets.project",
     ) -> WorkerProcess:
         name = f"wp{len(started)}-{uuid.uuid4().hex[:8]}"
         queue = queue or f"q-{request.node.name[:40]}-{name}"
         log_path = tmp_path / f"{name}.log"
         cmd = [
-            sys.executable, "-m", "tests.covered_celery", "-A", "snippets.project", "worker",
+            sys.executable, "-m", "tests.covered_celery", "-A", app, "worker",
             f"--pool={pool}", f"--concurrency={concurrency}", f"--hostname={name}@%h",
             f"--queues={queue}", "--loglevel=INFO", "--without-gossip", "--without-mingle",
             *(args or []),
