@@ -207,7 +207,8 @@ def worker_process(celery_app, tmp_path, request) -> Iterator[Callable[..., Work
     """Factory: start a real `celery worker` subprocess; stopped (SIGTERM, then SIGKILL) after.
 
     ``worker_process(pool="prefork", concurrency=1, args=[...], env={...}, app="snippets.project")``
-    returns a ready `WorkerProcess`; publish to ``wp.queue``. Needs a network broker (memory cannot be shared).
+    returns a ready `WorkerProcess`; publish to ``wp.queue``.
+    Needs a network broker (memory cannot be shared).
     """
     require_services("broker")
     started: list[WorkerProcess] = []
