@@ -30,7 +30,7 @@ def tests(session: nox.Session) -> None:
     SNIPPETS_REQUIRE_SERVICES=1 a missing service fails the run and coverage of snippets/
     must be 100 %.
     """
-    sync(session, "test")
+    sync(session, "test", "docs")  # docs: the contract test builds the site
     strict = os.environ.get("SNIPPETS_REQUIRE_SERVICES") == "1"
     session.run("coverage", "erase")
     session.run(
