@@ -1,0 +1,139 @@
+"""Idempotency: a task that can be delivered twice must do its work once."""
+
+# --8<-- [start:key]
+import logging
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from snippets.task_design.models import Account, ProcessedKey
+
+logger = logging.getLogger(__name__)
+
+
+def apply_credit(account_id: int, amount_cents: int, idempotency_key: str) -> bool:
+    """Credit the account once per key; return False when this key was already applied."""
+    try:
+        with transaction.atomic():  # (1)!
+            ProcessedKey.objects.create(key=idempotency_key)  # (2)!
+            credited = Account.objects.filter(pk=account_id).update(
+                balance_cents=F("balance_cents") + amount_cents
+            )
+            if not credited:
+                raise Account.DoesNotExist(f"account {account_id} does not exist")  # (3)!
+    except IntegrityError:
+        return False
+    return True
+
+
+# --8<-- [end:key]
+
+
+# --8<-- [start:task]
+import logging
+import time
+
+from celery import Task, shared_task
+
+from snippets.task_design.idempotency import apply_credit
+
+logger = logging.getLogger(__name__)
+PROOF = "tests/task_design/test_idempotency.py::"
+
+
+def credit_once(
+    task: Task, account_id: int, amount_cents: int, idempotency_key: str, pause: float
+) -> str:
+    """The body of the credit tasks: the key makes a second delivery a logged no-op."""
+    if not apply_credit(account_id, amount_cents, idempotency_key):
+        logger.warning(
+            "%s[%s]: key %r already applied to account %s, skipping (redelivered=%s)",
+            task.name, task.request.id, idempotency_key, account_id,
+            (task.request.delivery_info or {}).get("redelivered"),
+        )  # fmt: skip
+        return "duplicate"
+    time.sleep(pause)  # (1)!
+    return "applied"
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,  # (2)!
+    reject_on_worker_lost=True,  # (3)!
+    proved_idempotent_by=PROOF + "test_sigkill_mid_task_runs_it_again_and_the_key_credits_once",
+)
+def credit_account(
+    self: Task, account_id: int, amount_cents: int, idempotency_key: str, pause: float = 0.0
+) -> str:
+    """Credit an account; safe to deliver any number of times with the same key."""
+    return credit_once(self, account_id, amount_cents, idempotency_key, pause)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    retry_on_worker_lost=True,  # (4)!
+    default_retry_delay=1,
+    max_retries=3,
+    proved_idempotent_by=PROOF + "test_retry_on_worker_lost_sends_a_retry_and_the_key_credits_once",
+)
+def credit_account_retrying(
+    self: Task, account_id: int, amount_cents: int, idempotency_key: str, pause: float = 0.0
+) -> str:
+    """The same credit, re-sent as a retry (counted against max_retries) if its child dies."""
+    return credit_once(self, account_id, amount_cents, idempotency_key, pause)
+
+
+# --8<-- [end:task]
+
+
+# --8<-- [start:conditional]
+import logging
+
+from celery import shared_task
+from django.utils import timezone
+
+from snippets.task_design.models import Invoice
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task
+def mark_invoice_paid(invoice_id: int) -> bool:
+    """Move an invoice from open to paid; a second delivery finds nothing to move."""
+    moved = Invoice.objects.filter(pk=invoice_id, status=Invoice.Status.OPEN).update(
+        status=Invoice.Status.PAID, paid_at=timezone.now()
+    )  # (1)!
+    if not moved:
+        logger.info("invoice %s is not open (already paid or unknown): nothing to do", invoice_id)
+        return False
+    # Side effects of the transition (a receipt e-mail...) go here: only the winner runs them.
+    return True
+
+
+# --8<-- [end:conditional]
+
+
+# --8<-- [start:antipattern]
+import time
+
+from celery import shared_task
+from django.db.models import F
+
+from snippets.task_design.models import Account
+
+
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    antipattern="tests/task_design/test_idempotency.py::"
+    "test_why_without_a_key_the_redelivery_credits_twice_even_with_deduplication",
+)
+def credit_account_without_key(account_id: int, amount_cents: int, pause: float = 0.0) -> str:
+    """ANTI-PATTERN: redelivered after a crash, it credits the account a second time."""
+    Account.objects.filter(pk=account_id).update(balance_cents=F("balance_cents") + amount_cents)
+    time.sleep(pause)
+    return "applied"
+
+
+# --8<-- [end:antipattern]

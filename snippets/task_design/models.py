@@ -1,0 +1,46 @@
+"""Models used by the task design pages."""
+
+# --8<-- [start:idempotency]
+from django.db import models
+
+
+class Account(models.Model):
+    """The side effect under test: a credit must land once, however often the task runs."""
+
+    balance_cents = models.BigIntegerField(default=0)
+
+
+class ProcessedKey(models.Model):
+    """One row per unit of work already done; the unique index refuses a second one."""
+
+    key = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class Invoice(models.Model):
+    """A state machine: each transition is a conditional UPDATE that only one run can win."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        PAID = "paid"
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+
+# --8<-- [end:idempotency]
+
+
+# --8<-- [start:calling]
+from django.db import models
+
+
+class Reminder(models.Model):
+    """One row per reminder sent: the tests count rows to count executions."""
+
+    user_id = models.IntegerField()
+    text = models.CharField(max_length=200)
+    sent_at = models.DateTimeField(auto_now_add=True)
+
+
+# --8<-- [end:calling]
