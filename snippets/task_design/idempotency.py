@@ -30,14 +30,10 @@ def apply_credit(account_id: int, amount_cents: int, idempotency_key: str) -> bo
 
 
 # --8<-- [start:task]
-import logging
 import time
 
 from celery import Task, shared_task
 
-from snippets.task_design.idempotency import apply_credit
-
-logger = logging.getLogger(__name__)
 PROOF = "tests/task_design/test_idempotency.py::"
 
 
@@ -115,12 +111,12 @@ def mark_invoice_paid(invoice_id: int) -> bool:
 
 
 # --8<-- [start:antipattern]
-import time
+import time  # noqa: F811
 
 from celery import shared_task
-from django.db.models import F
+from django.db.models import F  # noqa: F811
 
-from snippets.task_design.models import Account
+from snippets.task_design.models import Account  # noqa: F811
 
 
 @shared_task(
