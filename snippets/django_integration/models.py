@@ -13,3 +13,57 @@ class Report(models.Model):
 
 
 # --8<-- [end:report]
+
+
+# --8<-- [start:outbox]
+import uuid
+
+from django.db import models
+
+
+class OutboxMessage(models.Model):
+    """A task to publish, written in the same transaction as the data it is about."""
+
+    task_name = models.CharField(max_length=200)
+    args = models.JSONField(default=list)  # JSON only: ids, never model instances
+    task_id = models.UUIDField(default=uuid.uuid4, unique=True)  # the published task's id
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+
+# --8<-- [end:outbox]
+
+
+# --8<-- [start:job]
+from django.db import models
+
+
+class Job(models.Model):
+    """A unit of work that exactly one worker may claim."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+
+    title = models.CharField(max_length=200)
+    status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
+    claimed_by = models.CharField(max_length=200, blank=True)
+    claims = models.PositiveIntegerField(default=0)  # how many workers believed they won
+
+
+# --8<-- [end:job]
+
+
+# --8<-- [start:stock]
+from django.db import models
+
+
+class StockItem(models.Model):
+    """A counter that concurrent tasks decrement."""
+
+    sku = models.CharField(max_length=50, unique=True)
+    available = models.IntegerField(default=0)  # no CHECK >= 0: the tests must show it going < 0
+
+
+# --8<-- [end:stock]

@@ -1,13 +1,22 @@
 """Proof for docs/django-integration/transactions.md: enqueue after commit, on a real worker."""
 
+import logging
+from functools import partial
+
+import django
 import pytest
 from django.db import transaction
+from kombu.exceptions import OperationalError
 
-from snippets.django_integration.models import Report
+from snippets.django_integration.models import OutboxMessage, Report
 from snippets.django_integration.transactions import (
     create_report,
     create_report_on,
+    create_report_on_other_too_early,
+    create_report_robust,
     create_report_too_early,
+    create_report_with_outbox,
+    relay_outbox,
     render_report,
 )
 
@@ -83,3 +92,108 @@ def test_unknown_id_fails_loudly_and_is_not_retried(celery_worker, published):
         result.get(timeout=20)
     assert result.state == "FAILURE"
     assert len(renders_of(published)) == 1  # a retry would have published it again
+
+
+def test_a_rolled_back_savepoint_drops_only_its_own_task(celery_worker, published):
+    """on_commit callbacks registered inside a rolled-back savepoint are discarded."""
+    with transaction.atomic():
+        kept = create_report("kept")
+        with pytest.raises(Rollback), transaction.atomic():  # a savepoint
+            create_report("dropped")
+            raise Rollback
+        assert renders_of(published) == []
+    [sent] = renders_of(published)
+    assert sent["args"] == [kept.pk]
+    assert render_report.AsyncResult(sent["id"]).get(timeout=20) == "kept"
+    assert list(Report.objects.values_list("title", flat=True)) == ["kept"]
+
+
+@pytest.mark.antipattern("create_report_on_other_too_early")
+def test_why_delay_on_commit_inside_another_database_block_publishes_at_once(
+    celery_worker, published
+):
+    """delay_on_commit() registers on "default", which is in autocommit: it publishes now."""
+    with pytest.raises(Rollback), transaction.atomic(using="other"):
+        create_report_on_other_too_early("other, rolled back")
+        [sent] = renders_of(published)  # published while the "other" transaction is open
+        raise Rollback
+    assert not Report.objects.using("other").exists()
+    with pytest.raises(Report.DoesNotExist):
+        render_report.AsyncResult(sent["id"]).get(timeout=20)
+
+
+def test_broker_down_at_commit_plain_on_commit_raises_after_the_row_committed(
+    celery_worker, broker_down
+):
+    """The row is committed, the publish fails, and the caller gets the broker's error."""
+    with broker_down(), pytest.raises(OperationalError):
+        create_report("broker down")
+    report = Report.objects.get(title="broker down")  # committed all the same
+    assert report.render_count == 0  # and its task was never published: lost
+
+
+@pytest.mark.antipattern("create_report_robust")
+def test_why_robust_on_commit_logs_the_failure_and_loses_the_task(
+    celery_worker, broker_down, published, caplog
+):
+    """robust=True hides the failure from the caller: logged, and the task is lost."""
+    with broker_down(), caplog.at_level(logging.ERROR, logger="django.db.backends.base"):
+        report = create_report_robust("robust")
+    [record] = [r for r in caplog.records if r.name == "django.db.backends.base"]
+    assert "in on_commit()" in record.getMessage()
+    assert isinstance(record.exc_info[1], OperationalError)
+    # The broker is back: a later task runs, the lost one never does.
+    later = create_report("later")
+    [*_, sent] = renders_of(published)
+    assert render_report.AsyncResult(sent["id"]).get(timeout=20) == "later"
+    assert Report.objects.get(pk=report.pk).render_count == 0
+    assert Report.objects.get(pk=later.pk).render_count == 1
+
+
+def test_outbox_survives_a_broker_outage_and_runs_the_task_exactly_once(
+    celery_worker, broker_down, published, caplog
+):
+    """Broker down at commit: the outbox row waits; after recovery exactly one task runs."""
+    with broker_down(), caplog.at_level(logging.ERROR):
+        report = create_report_with_outbox("outbox")  # the relay nudge fails, logged
+        assert relay_outbox() == 0  # a relay run during the outage: nothing sent, nothing lost
+    assert "broker unavailable: 1 of 1 outbox rows left" in caplog.text
+    [row] = OutboxMessage.objects.all()
+    assert row.sent_at is None
+    assert row.args == [report.pk]
+
+    # The broker is back; beat's next tick publishes the relay, which publishes the task.
+    attempts_during_outage = len(renders_of(published))  # failed publishes signal too
+    assert relay_outbox.delay().get(timeout=20) == 1
+    result = render_report.AsyncResult(str(row.task_id))
+    assert result.get(timeout=20) == "outbox"
+    assert relay_outbox.delay().get(timeout=20) == 0  # already sent: not published twice
+    after_outage = renders_of(published)[attempts_during_outage:]
+    assert [p["id"] for p in after_outage] == [str(row.task_id)]
+    assert Report.objects.get(pk=report.pk).render_count == 1
+    assert OutboxMessage.objects.get().sent_at is not None
+
+
+def test_outbox_commits_nothing_when_the_transaction_rolls_back(celery_worker, published):
+    with pytest.raises(Rollback), transaction.atomic():
+        create_report_with_outbox("rolled back")
+        raise Rollback
+    assert not OutboxMessage.objects.exists()
+    assert relay_outbox() == 0
+    assert renders_of(published) == []
+
+
+def test_robust_on_commit_with_a_partial_depends_on_the_django_version(caplog):
+    """Django 5.2 formats the log line with func.__qualname__, which a partial lacks."""
+
+    def fail(reason: str) -> None:
+        raise OperationalError(reason)
+
+    with caplog.at_level(logging.ERROR, logger="django.db.backends.base"):
+        if django.VERSION < (6, 0):
+            with pytest.raises(AttributeError, match="__qualname__"), transaction.atomic():
+                transaction.on_commit(partial(fail, "broker down"), robust=True)
+        else:
+            with transaction.atomic():
+                transaction.on_commit(partial(fail, "broker down"), robust=True)
+            assert "broker down" in caplog.text
