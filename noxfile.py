@@ -78,3 +78,18 @@ def zensical(session: nox.Session) -> None:
     sync(session, "docs")
     session.install("zensical")
     session.run("zensical", "build", success_codes=[0, 1, 2])
+
+
+@nox.session(python="3.11")
+def browser(session: nox.Session) -> None:
+    """The built site in Debian's Chromium (/usr/bin/chromium): tree, request box, search,
+    copy button, palette, mermaid, accessibility (axe-core), landing-page weight."""
+    sync(session, "browser")
+    session.run("pytest", "-m", "browser", "-p", "no:cov", "tests/site", *session.posargs)
+
+
+@nox.session(python="3.11")
+def diagrams(session: nox.Session) -> None:
+    """Redraw docs/assets/decision-tree.svg from decision-tree.mmd with the site's mermaid."""
+    sync(session, "browser")
+    session.run("python", "docs/hooks/render_diagrams.py")

@@ -1,0 +1,89 @@
+"""The built site as a product, without a browser: search quality on the real index, the
+generated pages (versions, patterns A-Z, llms.txt) and the pre-drawn decision tree."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+from lunr import lunr
+
+ROOT = Path(__file__).resolve().parents[2]
+ASSETS = ROOT / "docs" / "assets"
+
+# (what a user types, the page it must find in the first five results)
+QUERIES = [
+    ("DoesNotExist", "django-integration/transactions/"),
+    ("delay_on_commit", "django-integration/transactions/"),
+    ("rollback", "django-integration/transactions/"),
+    ("task_failure", "error-handling/failure-logging/"),
+    ("task_acks_late", "project/"),
+    ("CELERY_TASK_ACKS_LATE", "project/"),
+    ("config_from_object", "project/"),
+    ("idempotent retries", "checklist/"),
+]
+
+
+@pytest.fixture(scope="module")
+def search(built_site):
+    data = json.loads((built_site / "search" / "search_index.json").read_text())
+    separator = re.compile(data["config"]["separator"])
+    docs = [{"id": d["location"], "title": d["title"], "text": d["text"]} for d in data["docs"]]
+    index = lunr(
+        ref="id", fields=[{"field_name": "title", "boost": 10}, "text"], documents=docs,
+    )  # fmt: skip
+
+    def top(query: str, n: int = 5) -> list[str]:
+        terms = [t for t in separator.split(query) if t]
+        hits = index.search(" ".join(terms))
+        pages = []
+        for hit in hits:
+            page = hit["ref"].split("#")[0]
+            if page not in pages:
+                pages.append(page)
+        return pages[:n]
+
+    return top
+
+
+@pytest.mark.parametrize(("query", "page"), QUERIES)
+def test_search_finds_the_page_for_a_representative_query(search, query, page):
+    results = search(query)
+    print(f"\nsearch {query!r}: {results}")
+    assert page in results
+
+
+def test_the_search_separator_keeps_snake_case_and_dotted_names_whole(built_site):
+    config = json.loads((built_site / "search" / "search_index.json").read_text())["config"]
+    separator = re.compile(config["separator"])
+    assert [t for t in separator.split("task_acks_late app.conf.broker_url") if t] == [
+        "task_acks_late",
+        "app.conf.broker_url",
+    ]
+
+
+def test_the_decision_tree_svg_is_drawn_from_the_current_source():
+    svg = (ASSETS / "decision-tree.svg").read_text()
+    digest = hashlib.sha256((ASSETS / "decision-tree.mmd").read_bytes()).hexdigest()
+    assert f"sha256:{digest}" in svg, "run `nox -s diagrams` after editing decision-tree.mmd"
+    for slug in ("django-integration", "task-design", "configuration", "error-handling",
+                 "periodic-tasks", "monitoring", "production", "checklist"):  # fmt: skip
+        assert f'xlink:href="{slug}/"' in svg
+
+
+def test_generated_pages_state_installed_versions_and_list_every_pattern(built_site):
+    from importlib.metadata import version
+
+    versions = (built_site / "versions" / "index.html").read_text()
+    assert f"<td>{version('celery')}</td>" in versions
+    assert f"<td>{version('django')}</td>" in versions
+    patterns = (built_site / "patterns" / "index.html").read_text()
+    llms = (built_site / "llms.txt").read_text()
+    for page in sorted((ROOT / "docs").glob("*/*.md")):
+        if page.name != "index.md" and page.parent.name != "hooks":
+            url = f"{page.parent.name}/{page.stem}/"
+            assert f'href="../{url}"' in patterns, url
+            assert url in llms, url
