@@ -1,0 +1,129 @@
+"""Proof for docs/monitoring/flower.md: a real Flower process watching a real worker."""
+
+from __future__ import annotations
+
+import uuid
+
+import psutil
+import pytest
+import requests
+from celery import Celery
+
+from snippets.monitoring.flower import flower_api, live_workers, tasks_seen_by_flower, thumbnail
+from tests.monitoring.conftest import AUTH, poll
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of a Prometheus text exposition (0 when absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_flower_lists_the_live_worker_and_the_tasks_that_ran(worker_process, running_flower):
+    fl = running_flower
+    wp = worker_process()
+    assert wp.hostname in poll(lambda: live_workers(fl.url, AUTH))
+
+    ok = [thumbnail.apply_async((i,), queue=wp.queue) for i in range(3)]
+    bad = thumbnail.apply_async((-1,), queue=wp.queue)
+    assert [r.get(timeout=30) for r in ok] == ["thumb-0", "thumb-1", "thumb-2"]
+    with pytest.raises(ValueError, match="no image -1"):
+        bad.get(timeout=30)
+
+    def all_final() -> dict[str, dict]:
+        seen = tasks_seen_by_flower(fl.url, AUTH, thumbnail.name)
+        ids = {r.id for r in [*ok, bad]}
+        done = {i: t for i, t in seen.items() if i in ids and t["state"] in {"SUCCESS", "FAILURE"}}
+        return done if len(done) == 4 else {}
+
+    seen = poll(all_final)
+    assert {seen[r.id]["state"] for r in ok} == {"SUCCESS"}
+    assert seen[bad.id]["state"] == "FAILURE"
+    assert all(t["worker"] == wp.hostname for t in seen.values())
+
+    # /metrics: per-worker, per-task counters and a runtime histogram, from the same events.
+    text = requests.get(f"{fl.url}/metrics", timeout=10).text
+    mine = {"task": thumbnail.name, "worker": wp.hostname}
+    assert metric(text, "flower_events_total", type="task-succeeded", **mine) == 3
+    assert metric(text, "flower_events_total", type="task-failed", **mine) == 1
+    assert metric(text, "flower_task_runtime_seconds_count", **mine) == 3  # successes only
+    assert metric(text, "flower_worker_online", worker=wp.hostname) == 1
+
+    more = [thumbnail.apply_async((i,), queue=wp.queue) for i in range(2)]
+    [r.get(timeout=30) for r in more]
+
+    def risen() -> bool:
+        text = requests.get(f"{fl.url}/metrics", timeout=10).text
+        return metric(text, "flower_events_total", type="task-succeeded", **mine) == 5
+
+    poll(risen)
+
+
+def test_why_without_credentials_the_api_answers_401_but_metrics_is_open(running_flower):
+    fl = running_flower
+    assert requests.get(f"{fl.url}/api/workers", timeout=10).status_code == 401
+    assert requests.get(f"{fl.url}/", timeout=10).status_code == 401
+    wrong = requests.get(f"{fl.url}/api/workers", auth=("ops", "wrong"), timeout=10)
+    assert wrong.status_code == 401
+    assert requests.get(f"{fl.url}/api/workers", auth=AUTH, timeout=10).status_code == 200
+    # /metrics and /healthcheck carry no authentication at all in Flower 2.2:
+    assert requests.get(f"{fl.url}/metrics", timeout=10).status_code == 200
+    assert requests.get(f"{fl.url}/healthcheck", timeout=10).text == "OK"
+
+
+def test_the_password_never_appears_in_argv(running_flower):
+    """The page's command takes the password from FLOWER_BASIC_AUTH, so `ps` cannot show it."""
+    fl = running_flower
+    shell = psutil.Process(fl.proc.pid)
+    cmdlines = [" ".join(p.cmdline()) for p in [shell, *shell.children(recursive=True)]]
+    assert any(" flower " in c for c in cmdlines)
+    assert not any(AUTH[1] in c for c in cmdlines)
+
+
+def test_why_a_queued_task_is_visible_only_with_task_send_sent_event(celery_app, running_flower):
+    """No worker consumes this queue: only the publisher's task-sent event can tell Flower."""
+    fl = running_flower
+    queue = f"nobody-{uuid.uuid4().hex[:8]}"
+    quiet = Celery("quiet", broker=celery_app.conf.broker_url, set_as_current=False)
+    quiet.conf.task_send_sent_event = False  # the default
+    try:
+        announced = thumbnail.apply_async((1,), queue=queue)  # project setting: True
+        silent = quiet.send_task(thumbnail.name, (2,), queue=queue)
+        after = thumbnail.apply_async((3,), queue=queue)  # published after the silent one
+
+        def pending() -> dict:
+            seen = tasks_seen_by_flower(fl.url, AUTH, thumbnail.name)
+            states = {seen.get(r.id, {}).get("state") for r in (announced, after)}
+            return states == {"PENDING"} and seen
+
+        seen = poll(pending)
+        assert silent.id not in seen  # queued just the same, but Flower cannot know
+        info = flower_api(fl.url, f"/api/task/info/{silent.id}", AUTH)
+        assert info.status_code == 404
+        with celery_app.connection_for_write() as conn:
+            assert conn.default_channel.queue_declare(queue, passive=True).message_count == 3
+    finally:
+        with celery_app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+        quiet.close()
+
+
+def test_why_flower_forgets_every_task_when_it_restarts(worker_process, running_flower, flower):
+    """Last in the module: it stops the shared Flower (a later test would fail, not pass)."""
+    fl = running_flower
+    wp = worker_process()
+    result = thumbnail.apply_async((7,), queue=wp.queue)
+    assert result.get(timeout=30) == "thumb-7"
+    poll(lambda: result.id in tasks_seen_by_flower(fl.url, AUTH, thumbnail.name))
+
+    fl.stop()
+    restarted = flower()
+    assert wp.hostname in poll(lambda: live_workers(restarted.url, AUTH))  # the worker: yes
+    assert result.id not in tasks_seen_by_flower(restarted.url, AUTH, thumbnail.name)  # task: gone
+    assert result.get(timeout=5) == "thumb-7"  # the result backend still has it
