@@ -22,7 +22,7 @@ QUERIES = [
     ("task_failure", "error-handling/failure-logging/"),
     ("task_acks_late", "project/"),
     ("CELERY_TASK_ACKS_LATE", "project/"),
-    ("config_from_object", "project/"),
+    ("settings have no effect namespace", "project/"),
     ("idempotent retries", "checklist/"),
 ]
 
@@ -31,14 +31,22 @@ QUERIES = [
 def search(built_site):
     data = json.loads((built_site / "search" / "search_index.json").read_text())
     separator = re.compile(data["config"]["separator"])
-    docs = [{"id": d["location"], "title": d["title"], "text": d["text"]} for d in data["docs"]]
+    tag = re.compile(r"<[^>]+>")
+
+    def tokens(text: str) -> str:
+        """What Material's search worker does: drop markup, split on the site's separator."""
+        return " ".join(t for t in separator.split(tag.sub(" ", text)) if t)
+
+    docs = [
+        {"id": d["location"], "title": tokens(d["title"]), "text": tokens(d["text"])}
+        for d in data["docs"]
+    ]
     index = lunr(
         ref="id", fields=[{"field_name": "title", "boost": 10}, "text"], documents=docs,
     )  # fmt: skip
 
     def top(query: str, n: int = 5) -> list[str]:
-        terms = [t for t in separator.split(query) if t]
-        hits = index.search(" ".join(terms))
+        hits = index.search(tokens(query))
         pages = []
         for hit in hits:
             page = hit["ref"].split("#")[0]
