@@ -1,0 +1,138 @@
+"""Proof for docs/django-integration/orm-patterns.md: the ORM in tasks, on real workers."""
+
+import logging
+
+import pytest
+from celery import Celery
+from celery.fixups.django import DjangoWorkerFixup
+from django.db import connections
+from kombu.exceptions import EncodeError
+
+from snippets.django_integration.models import Job, Report, StockItem
+from snippets.django_integration.orm_patterns import (
+    archive_report,
+    archive_report_instance,
+    claim_next_job,
+    claim_next_job_racy,
+    database_session,
+    reserve_stock,
+    reserve_stock_racy,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+RACE_WINDOW = 2.0  # seconds both claimers hold between read and write: both have read by then
+
+
+def test_the_task_re_reads_the_row_when_it_runs(celery_worker):
+    report = Report.objects.create(title="Q3")
+    Report.objects.filter(pk=report.pk).update(title="Q3 (final)")  # changed after "enqueue"
+    assert archive_report.delay(report.pk).get(timeout=20) is True
+    assert Report.objects.get(pk=report.pk).title == "[archived] Q3 (final)"
+
+
+def test_a_row_deleted_before_the_task_runs_is_logged_and_not_retried(
+    celery_worker, published, caplog
+):
+    report = Report.objects.create(title="gone")
+    report_id = report.pk
+    report.delete()
+    with caplog.at_level(logging.WARNING, logger="snippets.orm"):
+        assert archive_report.delay(report_id).get(timeout=20) is False
+    assert f"report {report_id} no longer exists" in caplog.text
+    assert len(published) == 1  # one publish: no retry
+
+
+@pytest.mark.antipattern("archive_report_instance")
+def test_why_a_model_instance_argument_fails_to_publish(celery_app, published):
+    """Called as a function it works; published, the JSON serializer refuses it."""
+    report = Report.objects.create(title="instance")
+    assert archive_report_instance(report) is True  # a unit test calling the body passes
+
+    with pytest.raises(EncodeError, match="not JSON serializable"):
+        archive_report_instance.delay(report)
+
+    # Celery 5.7 round-trips eager arguments through the serializer: eager fails the same way.
+    assert celery_app.conf.task_always_eager is False
+    celery_app.conf.task_always_eager = True
+    try:
+        with pytest.raises(EncodeError, match="not JSON serializable"):
+            archive_report_instance.delay(report)
+    finally:
+        celery_app.conf.task_always_eager = False
+    # The pattern: an id publishes, and the worker-side body re-reads the row.
+    assert archive_report.apply(args=[report.pk]).get() is True
+
+
+@pytest.mark.services("postgres")
+@pytest.mark.antipattern("claim_next_job_racy")
+def test_why_two_workers_claim_the_same_job_without_a_lock(worker_process):
+    """Two pool processes claim at once: without a row lock both win the same job;
+    with select_for_update(skip_locked=True) each wins a different one."""
+    wp = worker_process(concurrency=2)
+    first, second = (Job.objects.create(title=t) for t in ("first", "second"))
+
+    racy = [claim_next_job_racy.apply_async((f"w{i}", RACE_WINDOW), queue=wp.queue) for i in (1, 2)]
+    assert [r.get(timeout=60) for r in racy] == [first.pk, first.pk]  # both "won" the first job
+    assert Job.objects.get(pk=first.pk).claims == 2
+
+    Job.objects.update(status=Job.Status.PENDING, claims=0, claimed_by="")
+    locked = [claim_next_job.apply_async((f"w{i}", RACE_WINDOW), queue=wp.queue) for i in (1, 2)]
+    assert sorted(r.get(timeout=60) for r in locked) == [first.pk, second.pk]
+    assert list(Job.objects.order_by("pk").values_list("claims", flat=True)) == [1, 1]
+    assert len(set(Job.objects.values_list("claimed_by", flat=True))) == 2
+    assert claim_next_job.apply_async(("w3",), queue=wp.queue).get(timeout=60) is None
+
+
+@pytest.mark.services("postgres")
+@pytest.mark.antipattern("reserve_stock_racy")
+def test_why_read_modify_write_oversells(worker_process):
+    """One unit left, two concurrent reservations: read-modify-write sells it twice;
+    the conditional UPDATE sells it once."""
+    wp = worker_process(concurrency=2)
+    item = StockItem.objects.create(sku="last-one", available=1)
+
+    racy = [reserve_stock_racy.apply_async((item.pk, 1, RACE_WINDOW), queue=wp.queue)]
+    racy.append(reserve_stock_racy.apply_async((item.pk, 1, RACE_WINDOW), queue=wp.queue))
+    assert [r.get(timeout=60) for r in racy] == [True, True]  # two sold, one in stock
+    assert StockItem.objects.get(pk=item.pk).available == 0  # and the count hides it
+
+    StockItem.objects.filter(pk=item.pk).update(available=1)
+    safe = [reserve_stock.apply_async((item.pk, 1), queue=wp.queue) for _ in range(2)]
+    assert sorted(r.get(timeout=60) for r in safe) == [False, True]
+    assert StockItem.objects.get(pk=item.pk).available == 0
+
+
+def test_conditional_update_never_sells_what_is_not_there(celery_worker):
+    item = StockItem.objects.create(sku="many", available=10)
+    results = [reserve_stock.delay(item.pk, 3) for _ in range(4)]
+    assert [r.get(timeout=20) for r in results].count(True) == 3  # 3 x 3 fit in 10, not 4
+    assert StockItem.objects.get(pk=item.pk).available == 1
+
+
+@pytest.mark.services("postgres")
+def test_the_worker_reconnects_for_every_task_whatever_conn_max_age_says(
+    celery_worker, monkeypatch
+):
+    """Celery's Django fixup closes every connection before and after each task."""
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 600)
+    pids = [database_session.delay().get(timeout=20) for _ in range(3)]
+    assert len(set(pids)) == 3  # three tasks, three PostgreSQL sessions
+
+
+@pytest.mark.services("postgres")
+def test_db_reuse_max_keeps_the_connection_for_that_many_tasks():
+    """CELERY_DB_REUSE_MAX, read by the fixup from the Django settings, spaces the closes."""
+    app = Celery("reuse", set_as_current=False)
+    app.config_from_object("snippets.django_integration.orm_patterns", namespace="CELERY")
+    fixup = DjangoWorkerFixup(app)
+    assert fixup.db_reuse_max == 50
+
+    def run_task() -> int:  # what the worker does around each task
+        fixup.close_database()  # task_prerun
+        pid = database_session()
+        fixup.close_database()  # task_postrun
+        return pid
+
+    pids = [run_task() for _ in range(51)]
+    assert len(set(pids[:50])) == 1  # fifty tasks on one connection
+    assert pids[50] != pids[0]  # then a fresh one
