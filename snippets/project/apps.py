@@ -13,8 +13,11 @@ class SnippetsAppConfig(AppConfig):
     """
 
     default_auto_field = "django.db.models.BigAutoField"
+    #: Modules that are entry points of their own (a settings or wsgi module), not page modules.
+    entry_modules: frozenset[str] = frozenset()
 
     def ready(self) -> None:
+        skip = {"apps", "migrations", *self.entry_modules}
         for module in pkgutil.iter_modules(self.module.__path__):
-            if not module.name.startswith("_") and module.name not in {"apps", "migrations"}:
+            if not module.name.startswith("_") and module.name not in skip:
                 import_module(f"{self.name}.{module.name}")
