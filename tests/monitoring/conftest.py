@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, require_services, worker_env
 
@@ -119,3 +121,70 @@ def flower(celery_app, tmp_path_factory) -> Iterator[Callable[..., FlowerProcess
 def running_flower(flower) -> FlowerProcess:
     """One Flower shared by a module's tests (each looks only at its own tasks and workers)."""
     return flower()
+
+
+@dataclass
+class ExporterProcess:
+    proc: subprocess.Popen
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of /metrics, keyed by (name, sorted labels)."""
+        text = requests.get(f"{self.url}/metrics", timeout=10).text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def value(self, metric: str, **labels: str) -> float:
+        return self.scrape().get((metric, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture(scope="module")
+def exporter_queues() -> list[str]:
+    return [f"prom-{i}-{uuid.uuid4().hex[:8]}" for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def exporter(celery_app, exporter_queues, tmp_path_factory) -> Iterator[ExporterProcess]:
+    """`python -m snippets.monitoring.prometheus` (the page's exporter) on a free port."""
+    require_services("broker")
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("exporter") / "exporter.log"
+    queues = [f"--queue={q}" for q in exporter_queues]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snippets.monitoring.prometheus", f"--port={port}", *queues],
+            cwd=ROOT, env=tool_env(), stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    ep = ExporterProcess(proc, f"http://127.0.0.1:{port}", log_path)
+
+    def up() -> bool:
+        """Up means consuming events: /metrics answers before the event receiver binds."""
+        if proc.poll() is not None:
+            raise RuntimeError(f"exporter exited with {proc.returncode}:\n{ep.log()}")
+        with celery_app.connection_for_write() as conn:
+            celery_app.events.Dispatcher(conn).send(
+                "task-sent", uuid=str(uuid.uuid4()), name="probe"
+            )
+        return ep.value("celery_task_events_total", name="probe", event="sent") > 0
+
+    try:
+        poll(up, timeout=60)
+        yield ep
+    finally:
+        proc.terminate()  # SIGTERM: the exporter stops consuming and exits cleanly
+        try:
+            assert proc.wait(20) == 0, ep.log()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            with celery_app.connection_for_write() as conn:
+                for queue in exporter_queues:
+                    with contextlib.suppress(Exception), conn.channel() as channel:
+                        channel.queue_delete(queue)
