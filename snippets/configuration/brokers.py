@@ -1,0 +1,21 @@
+"""Brokers: Redis settings a Django deployment layers over its base settings.
+
+A full Django settings module (the worker tests run it as DJANGO_SETTINGS_MODULE); the page
+shows the Redis-specific lines.
+"""
+
+# ruff: noqa: I001  (the page section below carries its own imports)
+from snippets.project.settings import *  # noqa: F403
+
+# --8<-- [start:redis]
+import os
+
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,  # (1)!
+    "unacked_restore_interval": 10,  # (2)!
+    "unacked_restore_throttle": 10,
+}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS  # (3)!
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True  # (4)!
+# --8<-- [end:redis]

@@ -1,0 +1,17 @@
+"""Brokers: RabbitMQ with quorum queues, layered over the project's base settings.
+
+A full Django settings module (the worker tests run it as DJANGO_SETTINGS_MODULE); the page
+shows the RabbitMQ-specific lines.
+"""
+
+# ruff: noqa: I001  (the page section below carries its own imports)
+from snippets.project.settings import *  # noqa: F403
+
+# --8<-- [start:rabbitmq]
+import os
+
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"  # (1)!
+CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"  # (2)!
+CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}  # (3)!
+# --8<-- [end:rabbitmq]

@@ -1,0 +1,55 @@
+"""Production settings: a Django system check that holds the Celery settings to their promises."""
+
+# --8<-- [start:check]
+from celery import Celery
+from celery.app.defaults import NAMESPACES, flatten
+from django.core.checks import CheckMessage, Error, Warning, register
+
+KNOWN_SETTINGS = {f"CELERY_{name.upper()}" for name, _option in flatten(NAMESPACES)}
+
+
+def effective_celery_conf() -> object:
+    """What Celery will really use: Django settings under CELERY_, over Celery's defaults."""
+    app = Celery(set_as_current=False)
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    return app.conf
+
+
+@register("celery")
+def check_celery_settings(app_configs: object = None, **kwargs: object) -> list[CheckMessage]:
+    """Fail `manage.py check` (and so the deploy) on settings that silently do nothing."""
+    from django.conf import settings
+
+    conf = effective_celery_conf()
+    problems: list[CheckMessage] = []
+    for name in sorted(n for n in dir(settings) if n.startswith("CELERY_")):
+        if name not in KNOWN_SETTINGS:  # (1)!
+            problems.append(Error(f"{name} is not a Celery setting", id="celery.E001"))
+    serializers = {conf.task_serializer, conf.result_serializer}
+    accepted = {*conf.accept_content, *conf.result_accept_content}
+    if serializers | accepted != {"json"}:  # (2)!
+        problems.append(Error(f"JSON only, got {sorted(serializers | accepted)}", id="celery.E002"))
+    soft, hard = conf.task_soft_time_limit, conf.task_time_limit
+    visibility = (conf.broker_transport_options or {}).get("visibility_timeout", 3600)
+    if not (soft and hard and soft < hard < visibility):  # (3)!
+        problems.append(
+            Error(f"need soft {soft} < hard {hard} < visibility {visibility}", id="celery.E003")
+        )
+    if conf.task_acks_late and not (
+        conf.task_reject_on_worker_lost or conf.task_retry_on_worker_lost
+    ):  # (4)!
+        problems.append(
+            Warning("acks_late acks a task whose worker died: it is lost", id="celery.W001")
+        )
+    return problems
+
+
+# --8<-- [end:check]
+
+
+# --8<-- [start:antipattern]
+# ANTI-PATTERN: every line looks right, and none does what it says.
+CELERY_TASK_ACK_LATE = True  # typo (ACKS): Celery never reads it, tasks are acked on receipt
+CELERY_ACCEPT_CONTENT = ["json", "pickle"]  # whoever can publish can run code on the worker
+CELERY_TASK_TIME_LIMIT = 7200  # above Redis' 3600 s visibility timeout: redelivered mid-run
+# --8<-- [end:antipattern]

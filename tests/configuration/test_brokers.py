@@ -1,0 +1,226 @@
+"""Proof for docs/configuration/brokers.md: startup retry, Redis redelivery after the visibility
+timeout, RabbitMQ quorum queues — on real worker subprocesses and real brokers."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import pytest
+from celery import Celery
+from celery.result import AsyncResult
+from kombu import Connection
+
+from snippets.configuration.worker_settings import record_run
+from tests.configuration.helpers import free_port, runs_of, settings_env, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)  # worker_process needs a network broker
+
+
+def send(module: str, broker: str, queue: str, *args: object) -> AsyncResult:
+    """Publish record_run to `queue` on `broker`, as an app configured from `module` would.
+
+    (Celery reads the CELERY_BROKER_URL environment variable before any setting, so a
+    publisher on another broker than this process's passes its own connection.)
+    """
+    app = Celery("snippets", set_as_current=False)
+    app.config_from_object(module, namespace="CELERY")
+    with app.connection_for_write(broker) as conn:
+        return app.send_task(record_run.name, args, queue=queue, connection=conn)
+
+
+def on_broker(url: str, base: str, **overrides: object) -> dict[str, str]:
+    """Worker environment: settings module `base` (+ overrides), broker `url`."""
+    return {**settings_env(base=base, **overrides), "CELERY_BROKER_URL": url}
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, on a free port; started and stopped by the test."""
+
+    def __init__(self, tmp_path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tmp_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    yield server
+    server.stop()
+
+
+def test_a_worker_started_before_its_broker_connects_once_it_is_up(worker_process, private_redis):
+    url = private_redis.url
+    wp = worker_process(env=on_broker(url, "snippets.configuration.brokers"), ready=False)
+    log = wp.wait_for_log("Trying again in")  # no broker yet: the worker waits and retries
+    assert f"127.0.0.1:{private_redis.port}/0: Error 111" in log
+    assert wp.proc.poll() is None
+    private_redis.start()
+    log = wp.wait_for_log("Connected to redis://", timeout=60)
+    assert f"Connected to redis://:**@127.0.0.1:{private_redis.port}/0" in log
+    result = send("snippets.configuration.brokers", url, wp.queue, "broker came up", 0.0)
+    assert result.get(timeout=60) > 0
+    wp.stop()  # before the broker goes away
+
+
+@pytest.mark.antipattern("CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = False")
+def test_why_without_retry_on_startup_the_worker_exits(worker_process, private_redis):
+    url = private_redis.url
+    env = on_broker(
+        url, "snippets.configuration.brokers", CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP=False
+    )
+    wp = worker_process(env=env, ready=False)
+    assert wp.proc.wait(60) != 0  # gone: a broker that comes up a second later finds no worker
+    assert "broker_connection_retry_on_startup=False). Shutting down" in wp.log()
+
+
+SHORT_VISIBILITY = {"unacked_restore_interval": 1, "unacked_restore_throttle": 1}
+
+
+def redis_worker(worker_process, redis_url: str, visibility: int):
+    """A 2-process worker on Redis whose unacked messages come back after `visibility` s."""
+    env = on_broker(
+        redis_url,
+        "snippets.configuration.brokers",
+        CELERY_BROKER_TRANSPORT_OPTIONS={"visibility_timeout": visibility, **SHORT_VISIBILITY},
+    )
+    wp = worker_process(concurrency=2, env=env, ready=False)
+    wp.wait_for_log(" ready.", timeout=60)
+    return wp
+
+
+@pytest.mark.services("redis")
+@pytest.mark.antipattern("visibility_timeout below the task's runtime")
+def test_why_a_task_longer_than_the_visibility_timeout_runs_twice(worker_process, redis_url):
+    """Visibility timeout 2 s, task 6 s: Redis hands the unacked message out again mid-run."""
+    wp = redis_worker(worker_process, redis_url, visibility=2)
+    result = send("snippets.configuration.brokers", redis_url, wp.queue, "vt-short", 6.0)
+    first, second = wait_until(
+        lambda: runs_of(result.id)[:2] if len(runs_of(result.id)) > 1 else None,
+        timeout=60,
+        what="a second delivery of the same message",
+    )
+    assert second.started_at < (first.finished_at or second.started_at).replace(year=9999)
+    assert first.finished_at is None or second.started_at < first.finished_at
+
+
+@pytest.mark.services("redis")
+def test_a_visibility_timeout_above_the_runtime_delivers_once(worker_process, redis_url):
+    wp = redis_worker(worker_process, redis_url, visibility=30)
+    result = send("snippets.configuration.brokers", redis_url, wp.queue, "vt-long", 4.0)
+    wait_until(
+        lambda: all(r.finished_at for r in runs_of(result.id)) and runs_of(result.id),
+        timeout=60,
+        what="the task to finish",
+    )
+    wp.stop()  # with sweeps every second, a redelivery would have happened by now
+    assert len(runs_of(result.id)) == 1
+
+
+def quorum_worker(worker_process, amqp_url: str, **overrides):
+    env = on_broker(amqp_url, "snippets.configuration.brokers_rabbitmq", **overrides)
+    wp = worker_process(env=env, ready=False)
+    wp.wait_for_log(" ready.", timeout=60)
+    return wp
+
+
+def queue_types(amqp_url: str) -> dict[str, str]:
+    """Ask RabbitMQ itself: name -> type of every queue in the vhost."""
+    vhost = urlparse(amqp_url).path[1:] or "/"
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "--no-table-headers", "name", "type"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    return dict(line.split("\t")[:2] for line in out.splitlines() if "\t" in line)
+
+
+@pytest.fixture
+def delete_amqp_queues(amqp_url) -> Iterator[list[str]]:
+    names: list[str] = []
+    yield names
+    with Connection(amqp_url) as conn:
+        for name in names:
+            conn.default_channel.queue_delete(name)
+
+
+@pytest.mark.services("rabbitmq")
+def test_the_queue_a_worker_declares_is_quorum_and_runs_tasks(
+    worker_process, amqp_url, delete_amqp_queues
+):
+    wp = quorum_worker(worker_process, amqp_url)
+    delete_amqp_queues.append(wp.queue)
+    types = queue_types(amqp_url)
+    assert types[wp.queue] == "quorum"
+    # Celery 5.5+ native delayed delivery: countdowns wait in 28 quorum queues on the broker
+    delayed = {f"celery_delayed_{level}" for level in range(28)}
+    assert {types.get(name) for name in delayed} == {"quorum"}
+    result = send("snippets.configuration.brokers_rabbitmq", amqp_url, wp.queue, "quorum", 0.0)
+    assert result.get(timeout=60) > 0
+
+
+@pytest.mark.services("rabbitmq")
+@pytest.mark.antipattern("task_default_queue_type alone")
+def test_why_default_queue_type_alone_leaves_worker_queues_classic(
+    worker_process, amqp_url, delete_amqp_queues
+):
+    """Only the default queue follows task_default_queue_type; a queue from -Q or a route is
+    created with task_create_missing_queue_type, which defaults to classic."""
+    wp = quorum_worker(worker_process, amqp_url, CELERY_TASK_CREATE_MISSING_QUEUE_TYPE="classic")
+    delete_amqp_queues.append(wp.queue)
+    assert queue_types(amqp_url)[wp.queue] == "classic"
+
+
+def test_the_defaults_the_page_quotes():
+    """kombu 5.7 / Celery 5.7 defaults the page relies on."""
+    from celery.app.defaults import DEFAULTS
+    from kombu.transport import TRANSPORT_ALIASES
+    from kombu.transport.pgmq import Channel as PgmqChannel
+    from kombu.transport.redis import Channel as RedisChannel
+
+    assert RedisChannel.visibility_timeout == 3600
+    assert RedisChannel.unacked_restore_interval == 10  # seconds between sweeps...
+    assert RedisChannel.unacked_restore_throttle == 10  # ...and only every 10th one scans
+    assert DEFAULTS["task_default_queue_type"] == "classic"
+    assert DEFAULTS["task_create_missing_queue_type"] == "classic"
+    assert DEFAULTS["worker_detect_quorum_queues"] is True
+    assert DEFAULTS["broker_native_delayed_delivery_queue_type"] == "quorum"
+    assert "pgmq" in TRANSPORT_ALIASES
+    assert PgmqChannel.default_visibility_timeout == 1800
+
+
+def test_the_environment_variable_beats_the_setting(monkeypatch):
+    """Celery reads CELERY_BROKER_URL / CELERY_RESULT_BACKEND from the environment first."""
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://from-the-environment:6379/0")
+    app = Celery(set_as_current=False)
+    app.conf.broker_url = "amqp://from-the-settings//"
+    assert app.conf.broker_url == "redis://from-the-environment:6379/0"
+
+
+@pytest.mark.services("rabbitmq")
+def test_a_queue_type_cannot_change_in_place(amqp_url, delete_amqp_queues):
+    from amqp.exceptions import PreconditionFailed
+    from kombu import Queue
+
+    name = "configuration-type-change"
+    delete_amqp_queues.append(name)
+    with Connection(amqp_url) as conn:
+        Queue(name, channel=conn.channel()).declare()  # classic
+        with pytest.raises(PreconditionFailed, match="x-queue-type"):
+            Queue(
+                name, queue_arguments={"x-queue-type": "quorum"}, channel=conn.channel()
+            ).declare()

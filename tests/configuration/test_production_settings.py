@@ -1,0 +1,122 @@
+"""Proof for docs/configuration/production-settings.md: the project's Celery settings hold what
+the page says, on the app and on a running worker; the system check catches the anti-pattern."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from celery import Celery
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from snippets.configuration import production_settings
+from snippets.configuration.production_settings import check_celery_settings
+from snippets.configuration.worker_settings import record_run
+from tests.configuration.helpers import settings_env, wait_until
+
+ANTIPATTERN = {k: v for k, v in vars(production_settings).items() if k.startswith("CELERY_")}
+
+
+def test_the_page_invariants_hold_on_the_project_app(celery_app):
+    conf = celery_app.conf
+    # JSON only, both ways
+    assert conf.task_serializer == conf.result_serializer == "json"
+    assert conf.accept_content == conf.result_accept_content == ["json"]
+    # finite limits, soft < hard < visibility timeout, the same timeout for results
+    visibility = conf.broker_transport_options["visibility_timeout"]
+    assert 0 < conf.task_soft_time_limit < conf.task_time_limit < visibility
+    assert conf.result_backend_transport_options["visibility_timeout"] == visibility
+    # late ack, a dead child's task goes back to the queue, one message at a time
+    assert conf.task_acks_late
+    assert conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    # keep retrying the broker at startup; results expire; events for monitoring
+    assert conf.broker_connection_retry_on_startup is True
+    assert conf.result_expires == timedelta(days=1)
+    assert conf.task_track_started
+    assert conf.worker_send_task_events
+    assert conf.task_send_sent_event
+    assert conf.timezone == "UTC"
+
+
+def test_celery_defaults_the_page_changes():
+    """What each line replaces (Celery 5.7.0 defaults), so the page's 'default' column is true."""
+    conf = Celery(set_as_current=False).conf
+    assert conf.broker_url is None
+    assert conf.result_backend is None
+    assert conf.timezone is None  # None means UTC
+    assert conf.task_acks_late is False
+    assert conf.task_reject_on_worker_lost is None
+    assert conf.worker_prefetch_multiplier == 4
+    assert conf.task_soft_time_limit is None
+    assert conf.task_time_limit is None
+    assert conf.broker_connection_retry_on_startup is None
+    assert conf.result_expires == timedelta(days=1)
+    assert conf.task_track_started is False
+    assert conf.worker_send_task_events is False
+    assert list(conf.accept_content) == ["json"]  # JSON is already the default: keep it
+    assert conf.result_accept_content is None  # None means "same as accept_content"
+    assert conf.task_send_sent_event is False
+
+
+def test_the_system_check_passes_on_the_project_settings():
+    assert check_celery_settings() == []
+    call_command("check", tags=["celery"])  # raises SystemCheckError on any error
+
+
+@pytest.mark.antipattern("production_settings:antipattern")
+def test_why_the_antipattern_settings_fail_the_check():
+    """The typo is silently ignored by Celery; the check names it, and the other two lines."""
+    with override_settings(**ANTIPATTERN):
+        del settings.CELERY_TASK_ACKS_LATE  # the line the typo was meant to be
+        ids = {m.id for m in check_celery_settings()}
+        assert ids == {"celery.E001", "celery.E002", "celery.E003"}
+        with pytest.raises(SystemCheckError, match="CELERY_TASK_ACK_LATE"):
+            call_command("check", tags=["celery"])
+        app = Celery(set_as_current=False)
+        app.config_from_object("django.conf:settings", namespace="CELERY")
+        assert app.conf.task_acks_late is False  # what the typo really leaves you with
+
+
+def test_acks_late_without_a_worker_lost_policy_warns():
+    with override_settings(CELERY_TASK_REJECT_ON_WORKER_LOST=False):
+        assert [m.id for m in check_celery_settings()] == ["celery.W001"]
+
+
+def acknowledged_while_running(celery_app, wp) -> bool:
+    """Run a 3 s task on the worker and ask it whether the message is already acked."""
+    result = record_run.apply_async(("ack", 3.0), queue=wp.queue)
+
+    def active() -> list[dict]:
+        replies = celery_app.control.inspect([wp.hostname], timeout=1).active() or {}
+        return [r for r in replies.get(wp.hostname, []) if r["id"] == result.id]
+
+    [request] = wait_until(active, what="the task to be active")
+    result.get(timeout=30)
+    return request["acknowledged"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.services("broker")
+def test_a_running_worker_has_the_settings_and_acks_after_the_task(worker_process, celery_app):
+    wp = worker_process()
+    [conf] = celery_app.control.inspect([wp.hostname], timeout=5).conf(with_defaults=True).values()
+    assert conf["task_acks_late"] is True
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["task_soft_time_limit"] < conf["task_time_limit"]
+    assert conf["accept_content"] == ["json"]
+    assert acknowledged_while_running(celery_app, wp) is False  # acked only when it is done
+
+
+@pytest.mark.antipattern("production_settings:antipattern")
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.services("broker")
+def test_why_with_the_typo_the_worker_acks_before_the_task_runs(worker_process, celery_app):
+    """CELERY_TASK_ACK_LATE instead of ..._ACKS_LATE: the running task is already acked, so a
+    worker killed now loses it."""
+    typo = {"CELERY_TASK_ACKS_LATE": False, "CELERY_TASK_ACK_LATE": True}  # ACKS_LATE never set
+    wp = worker_process(env=settings_env(**typo))
+    assert acknowledged_while_running(celery_app, wp) is True

@@ -1,0 +1,81 @@
+"""Proof for docs/configuration/worker-settings.md: prefetch and child recycling, real workers."""
+
+from __future__ import annotations
+
+import pytest
+
+from snippets.configuration.worker_settings import leaky_task, record_run
+from tests.configuration.helpers import runs_of, settings_env, wait_until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
+
+CELERY_DEFAULTS = {"CELERY_TASK_ACKS_LATE": False, "CELERY_WORKER_PREFETCH_MULTIPLIER": 4}
+PROJECT = {"CELERY_TASK_ACKS_LATE": True, "CELERY_WORKER_PREFETCH_MULTIPLIER": 1}
+
+
+def reserved_ids(app, hostname: str) -> set[str]:
+    replies = app.control.inspect([hostname], timeout=1).reserved() or {}
+    return {r["id"] for r in replies.get(hostname, [])}
+
+
+def short_behind_long(worker_process, celery_app, overrides: dict, *, prefetched: bool):
+    """Worker A (concurrency 1) runs a long task; a short one is published; then an idle
+    worker B starts consuming the same queue. Return (long run, short run)."""
+    env = settings_env(**overrides)
+    a = worker_process(concurrency=1, env=env)
+    b = worker_process(concurrency=1, env=env)  # idle: consumes only its own queue for now
+    long = record_run.apply_async(("long", 6.0), queue=a.queue)
+    wait_until(lambda: runs_of(long.id), what="the long task to start on A")
+    short = record_run.apply_async(("short", 0.0), queue=a.queue)
+    if prefetched:  # A takes the short task into its prefetch buffer although it is busy
+        wait_until(lambda: short.id in reserved_ids(celery_app, a.hostname), what="A to reserve")
+    else:  # A leaves it in the queue: give it ample chance to take it, it must not
+        for _ in range(5):
+            assert short.id not in reserved_ids(celery_app, a.hostname)
+    celery_app.control.add_consumer(a.queue, destination=[b.hostname], reply=True, timeout=5)
+    short.get(timeout=60)
+    long.get(timeout=60)
+    [long_run], [short_run] = runs_of(long.id), runs_of(short.id)
+    return long_run, short_run, a, b
+
+
+@pytest.mark.antipattern("CELERY_WORKER_PREFETCH_MULTIPLIER=4, early ack")
+def test_why_at_the_defaults_a_short_task_waits_behind_a_long_one(worker_process, celery_app):
+    """Celery's defaults: the busy worker holds the short task while worker B sits idle."""
+    long_run, short_run, a, _b = short_behind_long(
+        worker_process, celery_app, CELERY_DEFAULTS, prefetched=True
+    )
+    assert short_run.hostname == a.hostname  # stuck in A's buffer, B never saw it
+    assert short_run.started_at >= long_run.finished_at  # it waited for the long task
+
+
+def test_acks_late_and_multiplier_1_leave_the_short_task_to_the_idle_worker(
+    worker_process, celery_app
+):
+    """The project's settings: A reserves nothing while busy, so idle B runs the short task."""
+    long_run, short_run, _a, b = short_behind_long(
+        worker_process, celery_app, PROJECT, prefetched=False
+    )
+    assert short_run.hostname == b.hostname
+    assert short_run.finished_at < long_run.finished_at  # ran while the long one still ran
+
+
+def leak_counts(wp, calls: int = 3) -> list[int]:
+    return [leaky_task.apply_async((64,), queue=wp.queue).get(timeout=30) for _ in range(calls)]
+
+
+@pytest.mark.antipattern("leaky_task")
+def test_why_a_leak_grows_in_a_child_that_is_never_replaced(worker_process):
+    """Without a recycling limit one child serves every call, and its cache keeps growing."""
+    wp = worker_process(concurrency=1)
+    [child] = wp.pool_pids()
+    assert leak_counts(wp) == [1, 2, 3]
+    assert wp.pool_pids() == [child]
+
+
+def test_max_tasks_per_child_replaces_the_child_and_frees_what_it_held(worker_process):
+    wp = worker_process(concurrency=1, args=["--max-tasks-per-child=2"])
+    [first] = wp.pool_pids()
+    assert leak_counts(wp) == [1, 2, 1]  # the third call ran in a fresh child
+    pids = wait_until(lambda: wp.pool_pids() if wp.pool_pids() != [first] else None)
+    assert first not in pids
