@@ -33,7 +33,10 @@ INSTALLED_APPS = [
     "snippets.production",
     "snippets.recipes",
 ]
-MIDDLEWARE: list[str] = []
+MIDDLEWARE: list[str] = [
+    # docs/django-integration/request-correlation.md: one id per request, carried into tasks.
+    "snippets.django_integration.request_correlation.CorrelationIdMiddleware",
+]
 ROOT_URLCONF = "snippets.project.urls"
 USE_TZ = True
 TIME_ZONE = "UTC"

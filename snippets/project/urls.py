@@ -1,5 +1,9 @@
 """URLs of the snippets project; sections add their views here."""
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from snippets.django_integration.request_correlation import start_pipeline
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("django-integration/pipeline/", start_pipeline, name="start-pipeline"),
+]

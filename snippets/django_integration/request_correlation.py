@@ -1,0 +1,172 @@
+"""One correlation id from the HTTP request to every task it starts and every log line."""
+
+# --8<-- [start:context]
+import re
+import uuid
+from contextvars import ContextVar
+
+from snippets.error_handling.failure_logging import CORRELATION_HEADER  # "x_request_id"
+
+correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+_VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # (1)!
+
+
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex
+
+
+# --8<-- [end:context]
+
+
+# --8<-- [start:middleware]
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+
+class CorrelationIdMiddleware:
+    """Take the caller's X-Request-ID (or make one), keep it for the request, echo it back."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get("X-Request-ID", "")
+        cid = incoming if _VALID_ID.fullmatch(incoming) else new_correlation_id()  # (1)!
+        token = correlation_id.set(cid)
+        try:
+            response = self.get_response(request)
+        finally:
+            correlation_id.reset(token)  # (2)!
+        response["X-Request-ID"] = cid
+        return response
+
+
+# --8<-- [end:middleware]
+
+
+# --8<-- [start:signals]
+from typing import Any
+
+from celery import Task
+from celery.signals import before_task_publish, task_postrun, task_prerun
+
+
+@before_task_publish.connect
+def add_correlation_header(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Every published task carries the current id; one published outside a request gets its own."""
+    if headers is not None and not headers.get(CORRELATION_HEADER):
+        headers[CORRELATION_HEADER] = correlation_id.get() or new_correlation_id()  # (1)!
+
+
+@task_prerun.connect
+def restore_correlation_id(task: Task | None = None, **_: Any) -> None:
+    """In the worker: the id the task was published with becomes the current one."""
+    correlation_id.set(getattr(task.request, CORRELATION_HEADER, None) if task else None)  # (2)!
+
+
+@task_postrun.connect
+def clear_correlation_id(**_: Any) -> None:
+    """The next task in this worker process must not inherit it."""
+    correlation_id.set(None)
+
+
+# --8<-- [end:signals]
+
+
+# --8<-- [start:logging]
+import logging
+
+
+class CorrelationIdFilter(logging.Filter):
+    """Give every record a correlation_id attribute, for the formatter to print."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "correlation_id"):  # keep one set explicitly (extra=...)
+            record.correlation_id = correlation_id.get() or "-"
+        return True
+
+
+# settings.py
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {
+        "correlation_id": {
+            "()": "snippets.django_integration.request_correlation.CorrelationIdFilter"
+        }
+    },
+    "formatters": {
+        "plain": {"format": "%(levelname)s %(name)s [%(correlation_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["correlation_id"],  # (1)!
+        }
+    },
+    "loggers": {"snippets": {"handlers": ["console"], "level": "INFO"}},
+}
+
+
+# --8<-- [end:logging]
+
+
+# --8<-- [start:tasks]
+from celery import chain, group, shared_task
+from django.http import JsonResponse
+
+logger = logging.getLogger("snippets.pipeline")
+
+
+@shared_task
+def record_step(step: str, fail: bool = False) -> str | None:
+    """A step of a pipeline; logs, and returns the correlation id it ran under."""
+    logger.info("running step %s", step)
+    if fail:
+        raise ValueError(f"step {step} failed")
+    return correlation_id.get()
+
+
+@shared_task(
+    bind=True,
+    max_retries=1,
+    default_retry_delay=0,
+    proved_idempotent_by="tests/django_integration/test_request_correlation.py::"
+    "test_a_retried_task_keeps_the_id",
+)
+def flaky_step(self: Task, step: str) -> str | None:
+    """Fails its first attempt; the retry is a new message, published by the worker."""
+    logger.info("step %s, attempt %s", step, self.request.retries + 1)
+    if self.request.retries == 0:
+        raise self.retry()
+    return correlation_id.get()
+
+
+def start_pipeline(request: HttpRequest) -> JsonResponse:
+    """A view: everything it starts, and everything those tasks start, shares one id."""
+    chained = chain(record_step.si("extract"), record_step.si("load")).apply_async()
+    parts = group(record_step.si(f"part-{i}") for i in range(3)).apply_async()
+    retried = flaky_step.delay("flaky")
+    return JsonResponse(
+        {"chain": chained.id, "group": [r.id for r in parts.results], "retried": retried.id}
+    )
+
+
+# --8<-- [end:tasks]
+
+
+# --8<-- [start:antipattern]
+@shared_task(
+    bind=True,
+    antipattern="tests/django_integration/test_request_correlation.py::"
+    "test_why_celery_request_correlation_id_is_not_the_request_id",
+)
+def record_step_by_celery_id(self: Task, step: str) -> str | None:
+    """ANTI-PATTERN: request.correlation_id is Celery's reply id, i.e. this task's own id."""
+    logger.info("step %s", step, extra={"correlation_id": self.request.correlation_id})
+    return self.request.correlation_id
+
+
+# --8<-- [end:antipattern]

@@ -1,0 +1,162 @@
+"""Proof for docs/django-integration/request-correlation.md, on the in-thread worker."""
+
+import io
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from snippets.django_integration.request_correlation import (
+    CORRELATION_HEADER,
+    LOGGING,
+    CorrelationIdFilter,
+    correlation_id,
+    flaky_step,
+    record_step,
+    record_step_by_celery_id,
+)
+from snippets.error_handling.failure_logging import CORRELATION_HEADER as FAILURE_LOG_HEADER
+
+pytestmark = pytest.mark.django_db(transaction=True)
+URL = "/django-integration/pipeline/"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def correlated_logging():
+    """A handler built as the page's LOGGING builds it, on the "snippets" logger for the test."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(CorrelationIdFilter())
+    handler.setFormatter(logging.Formatter(LOGGING["formatters"]["plain"]["format"]))
+    logger = logging.getLogger("snippets")
+    logger.addHandler(handler)
+    yield stream.getvalue
+    logger.removeHandler(handler)
+
+
+def ids_of(published: list[dict]) -> dict[str, str]:
+    return {p["id"]: p["headers"].get(CORRELATION_HEADER) for p in published}
+
+
+def test_the_header_name_is_the_one_the_failure_logger_reads():
+    assert CORRELATION_HEADER == FAILURE_LOG_HEADER == "x_request_id"
+
+
+def test_every_task_of_a_request_and_its_children_carry_the_request_id(
+    celery_worker, client, published, correlated_logging
+):
+    response = client.get(URL, headers={"X-Request-ID": "req-42"})
+    assert response["X-Request-ID"] == "req-42"
+    body = response.json()
+
+    # chain: the last step's result; group: every part; each task returns the id it ran under
+    from celery.result import AsyncResult
+
+    assert AsyncResult(body["chain"]).get(timeout=20) == "req-42"
+    assert [AsyncResult(i).get(timeout=20) for i in body["group"]] == ["req-42"] * 3
+    assert AsyncResult(body["retried"]).get(timeout=20) == "req-42"
+
+    # 1 chain head + 3 parts + 1 flaky in the view, then the chain's second step and the retry,
+    # both published by the worker: every message carries the request's id.
+    headers = ids_of(published)
+    assert len(published) == 7
+    assert set(headers.values()) == {"req-42"}
+
+    lines = [line for line in correlated_logging().splitlines() if "snippets.pipeline" in line]
+    assert len(lines) == 7  # extract, load, 3 parts, 2 attempts of flaky
+    assert all("[req-42]" in line for line in lines)
+
+
+def test_a_retried_task_keeps_the_id(celery_worker, published):
+    token = correlation_id.set("retry-me")  # as inside a request
+    try:
+        result = flaky_step.delay("flaky")
+    finally:
+        correlation_id.reset(token)
+    assert result.get(timeout=20) == "retry-me"
+    assert [p["headers"]["retries"] for p in published] == [0, 1]  # first attempt, then retry
+    assert set(ids_of(published).values()) == {"retry-me"}
+
+
+def test_a_task_published_outside_a_request_gets_a_fresh_id(celery_worker, published):
+    first, second = record_step.delay("cron"), record_step.delay("cron")
+    seen = [first.get(timeout=20), second.get(timeout=20)]
+    assert None not in seen
+    assert seen[0] != seen[1]  # each its own id
+    assert seen == [ids_of(published)[first.id], ids_of(published)[second.id]]
+
+
+def test_a_generated_id_is_returned_and_a_malformed_one_replaced(celery_worker, client, published):
+    generated = client.get(URL)["X-Request-ID"]
+    assert len(generated) == 32
+    injected = client.get(URL, headers={"X-Request-ID": "x\nFAKE LOG LINE"})["X-Request-ID"]
+    assert "\n" not in injected
+    assert injected != generated
+    assert set(ids_of(published).values()) >= {generated, injected}
+
+
+def test_the_worker_does_not_leak_an_id_into_the_next_task(celery_worker):
+    token = correlation_id.set("first-request")
+    try:
+        assert record_step.delay("a").get(timeout=20) == "first-request"
+    finally:
+        correlation_id.reset(token)
+    later = record_step.delay("b")
+    assert later.get(timeout=20) not in (None, "first-request")
+
+
+def test_a_failure_is_logged_with_the_request_id(celery_worker, caplog):
+    token = correlation_id.set("req-failing")
+    try:
+        result = record_step.delay("broken", fail=True)
+    finally:
+        correlation_id.reset(token)
+    failed = pytest.raises(ValueError, match="step broken failed")
+    with caplog.at_level(logging.ERROR, logger="snippets.tasks"), failed:
+        result.get(timeout=20)
+    # The result is stored before task_failure is sent: wait for the record, do not race it.
+    deadline = time.monotonic() + 20
+    while not (records := [r for r in caplog.records if r.name == "snippets.tasks"]):
+        assert time.monotonic() < deadline, "no failure record"
+        time.sleep(0.05)
+    [record] = records
+    assert record.correlation_id == "req-failing"
+    assert record.task_id == result.id
+
+
+def test_the_logging_settings_print_the_id():
+    """The page's LOGGING dict, applied by logging.config as Django applies it."""
+    script = (
+        "import logging.config\n"
+        "from snippets.django_integration.request_correlation import LOGGING, correlation_id\n"
+        "logging.config.dictConfig(LOGGING)\n"
+        "logging.getLogger('snippets.demo').info('outside')\n"
+        "correlation_id.set('req-7')\n"
+        "logging.getLogger('snippets.demo').info('inside')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT,
+        env={"DJANGO_SETTINGS_MODULE": "snippets.project.settings", "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert out.stderr.splitlines() == [
+        "INFO snippets.demo [-] outside",
+        "INFO snippets.demo [req-7] inside",
+    ]
+
+
+@pytest.mark.antipattern("record_step_by_celery_id")
+def test_why_celery_request_correlation_id_is_not_the_request_id(celery_worker):
+    """Two steps of one request: Celery's correlation_id differs per task; ours does not."""
+    token = correlation_id.set("req-9")
+    try:
+        steps = [record_step_by_celery_id.delay(s) for s in ("a", "b")]
+        ours = [record_step.delay(s) for s in ("a", "b")]
+    finally:
+        correlation_id.reset(token)
+    seen = [r.get(timeout=20) for r in steps]
+    assert seen == [steps[0].id, steps[1].id]  # each task's own id: nothing to join on
+    assert [r.get(timeout=20) for r in ours] == ["req-9", "req-9"]
