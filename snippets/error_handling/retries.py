@@ -1,0 +1,91 @@
+"""Retries: retry what a retry can fix, with bounded jittered backoff, and nothing else."""
+
+# --8<-- [start:client]
+import requests
+from django.conf import settings
+
+from snippets.error_handling.models import Invoice
+
+
+class TransientAPIError(Exception):
+    """The API said "not now" (5xx): the same request may succeed later."""
+
+
+class RateLimited(TransientAPIError):
+    """The API said when to come back (429 + Retry-After)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"rate limited, retry after {retry_after}s")
+        self.retry_after = retry_after
+
+
+def post_invoice(invoice: Invoice) -> str:
+    """Create the invoice at the billing API and return its id there."""
+    response = requests.post(
+        f"{settings.BILLING_API_URL}/invoices",
+        json={"number": invoice.number, "amount_cents": invoice.amount_cents},
+        headers={"Idempotency-Key": f"invoice-{invoice.pk}"},  # (1)!
+        timeout=(3.05, 10),  # (2)!
+    )
+    if response.status_code == 429:
+        raise RateLimited(int(response.headers.get("Retry-After", "60")))
+    if response.status_code >= 500:
+        raise TransientAPIError(f"{response.status_code} from the billing API")
+    response.raise_for_status()  # any other 4xx: our request is wrong, retrying cannot help
+    return response.json()["id"]
+
+
+# --8<-- [end:client]
+
+
+# --8<-- [start:task]
+from celery import Task, shared_task
+
+# Only errors a later attempt can fix: the network and the server's "not now".
+TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout, TransientAPIError)
+
+
+@shared_task(
+    bind=True,
+    autoretry_for=TRANSIENT_ERRORS,  # (1)!
+    retry_backoff=5,  # (2)!
+    retry_backoff_max=300,  # (3)!
+    retry_jitter=True,  # (4)!
+    max_retries=8,  # (5)!
+    proved_idempotent_by=(
+        "tests/error_handling/test_retries.py::test_a_retry_after_a_lost_response_creates_one_invoice"
+    ),
+)
+def push_invoice(self: Task, invoice_id: int) -> str:
+    """Push an invoice to the billing API; transient failures retry with backoff."""
+    invoice = Invoice.objects.get(pk=invoice_id)  # DoesNotExist: permanent, fails at once
+    if invoice.remote_id:
+        return invoice.remote_id  # a retry or redelivery after success: nothing to do
+    try:
+        remote_id = post_invoice(invoice)
+    except RateLimited as exc:
+        raise self.retry(exc=exc, countdown=exc.retry_after) from exc  # (6)!
+    Invoice.objects.filter(pk=invoice_id, remote_id="").update(remote_id=remote_id)
+    return remote_id
+
+
+# --8<-- [end:task]
+
+
+# --8<-- [start:antipattern]
+from celery import Task, shared_task
+
+
+@shared_task(
+    bind=True,
+    autoretry_for=(Exception,),  # every error, including the ones a retry cannot fix
+    retry_kwargs={"max_retries": 3, "countdown": 1},  # fixed delay, no backoff, no jitter
+    antipattern="tests/error_handling/test_retries.py::test_why_retrying_every_exception_repeats_a_permanent_error",
+)
+def push_invoice_retry_everything(self: Task, invoice_id: int) -> str:
+    """ANTI-PATTERN: a rejected request (4xx) or a missing row is retried like a timeout."""
+    invoice = Invoice.objects.get(pk=invoice_id)
+    return post_invoice(invoice)
+
+
+# --8<-- [end:antipattern]

@@ -1,0 +1,157 @@
+"""Proof for docs/error-handling/retries.md: bounded, jittered retries of transient errors only."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import datetime
+
+import pytest
+import requests
+from celery.signals import before_task_publish
+
+from snippets.error_handling.models import Invoice
+from snippets.error_handling.retries import (
+    TransientAPIError,
+    push_invoice,
+    push_invoice_retry_everything,
+)
+from tests.error_handling.conftest import Reply, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def retry_delays():
+    """{(task id, retries): delay in seconds} of every retry this process publishes.
+
+    The delay is read from the retry message itself (its ETA minus the moment it was sent),
+    so nothing here waits for a retry to come due.
+    """
+    delays: dict[tuple[str, int], float] = {}
+
+    def record(headers=None, **_kw) -> None:
+        if headers.get("retries"):  # a countdown of 0 sends no ETA at all
+            eta = headers.get("eta")
+            delay = datetime.fromisoformat(eta).timestamp() - time.time() if eta else 0.0
+            delays[(headers["id"], headers["retries"])] = delay
+
+    before_task_publish.connect(record, weak=False)
+    yield delays
+    before_task_publish.disconnect(record)
+
+
+def invoice(number: str = "F-1") -> Invoice:
+    return Invoice.objects.create(number=number, amount_cents=12_300)
+
+
+def pushes(published: list[dict], task=push_invoice) -> list[dict]:
+    return [p for p in published if p["name"] == task.name]
+
+
+def test_backoff_delays_grow_stay_under_the_cap_and_are_jittered(
+    celery_worker, billing_api, retry_delays
+):
+    """The k-th retry waits a random 0..min(5 * 2**k, 300) s: growing, capped, spread out.
+
+    A message published with retries=k is exactly what the (k+1)-th run receives, so each
+    attempt number is sampled directly instead of waiting minutes for a chain to get there.
+    """
+    billing_api.always = Reply(503, create=False)
+    samples = 4
+    sent: dict[int, list[str]] = defaultdict(list)
+    for k in range(8):  # max_retries=8: runs with retries 0..7 may still retry
+        for i in range(samples):
+            row = invoice(f"F-{k}-{i}")
+            # expires: the retries left behind are dropped, not run against a stopped server
+            result = push_invoice.apply_async((row.pk,), retries=k, expires=30)
+            sent[k].append(result.id)
+
+    def first_retries() -> dict[int, list[float]]:
+        got = {k: [retry_delays.get((tid, k + 1)) for tid in ids] for k, ids in sent.items()}
+        return got if all(d is not None for ds in got.values() for d in ds) else {}
+
+    delays = wait_until(first_retries, timeout=90, what="a retry message for every attempt")
+    bounds = {k: min(5 * 2**k, 300) for k in delays}
+    assert bounds == {0: 5, 1: 10, 2: 20, 3: 40, 4: 80, 5: 160, 6: 300, 7: 300}
+    for k, ds in delays.items():
+        assert all(-1 < d <= bounds[k] + 1 for d in ds), (k, ds)  # never above the cap
+    assert max(delays[0]) <= 6 < max(delays[7])  # the bound grows: 5 s, then up to 300 s
+    late = [round(d) for k in (5, 6, 7) for d in delays[k]]
+    assert len(set(late)) > 1, late  # jittered: the same attempt does not retry in lockstep
+
+
+def test_a_permanent_error_fails_at_once_without_a_retry(celery_worker, billing_api, published):
+    billing_api.script = [Reply(422, create=False)]
+    result = push_invoice.delay(invoice().pk)
+
+    with pytest.raises(requests.HTTPError, match="422"):
+        result.get(timeout=30)
+    assert len(billing_api.requests) == 1
+    assert len(pushes(published)) == 1  # no retry message was published
+
+
+def test_an_unknown_id_fails_at_once_without_a_retry(celery_worker, published):
+    result = push_invoice.delay(987654)
+    with pytest.raises(Invoice.DoesNotExist):
+        result.get(timeout=30)
+    assert len(pushes(published)) == 1
+
+
+@pytest.mark.antipattern("push_invoice_retry_everything")
+def test_why_retrying_every_exception_repeats_a_permanent_error(
+    celery_worker, billing_api, published
+):
+    """autoretry_for=(Exception,): the same rejected request is sent 4 times, then fails."""
+    billing_api.script = [Reply(422, create=False) for _ in range(4)]
+    result = push_invoice_retry_everything.delay(invoice().pk)
+
+    with pytest.raises(requests.HTTPError, match="422"):
+        result.get(timeout=60)
+    assert len(billing_api.requests) == 4  # 1 run + 3 useless retries of a 4xx
+    assert len(pushes(published, push_invoice_retry_everything)) == 4
+
+
+def test_after_max_retries_the_caller_sees_the_original_exception(
+    celery_worker, billing_api, published
+):
+    """The 9th run (retries=8=max_retries) fails with the API's error, not MaxRetriesExceeded."""
+    billing_api.script = [Reply(503, create=False)]
+    result = push_invoice.apply_async((invoice().pk,), retries=8)
+
+    with pytest.raises(TransientAPIError, match="503 from the billing API"):
+        result.get(timeout=30)
+    assert len(pushes(published)) == 1  # no 10th run scheduled
+
+
+def test_a_rate_limited_call_is_retried_after_the_servers_retry_after(
+    celery_worker, billing_api, retry_delays
+):
+    billing_api.script = [Reply(429, {"Retry-After": "1"}, create=False)]
+    row = invoice()
+    result = push_invoice.delay(row.pk)
+
+    assert result.get(timeout=30) == "inv_1"
+    assert round(retry_delays[(result.id, 1)]) == 1  # self.retry(countdown=Retry-After)
+    assert len(billing_api.requests) == 2
+
+
+def test_a_retry_after_a_lost_response_creates_one_invoice(celery_worker, billing_api, published):
+    """The API created the invoice but the answer was a 502: the retry must not create another.
+
+    Also covers a redelivery after success (acks_late): the task returns without a request.
+    """
+    billing_api.script = [Reply(502, create=True)]
+    row = invoice()
+    result = push_invoice.delay(row.pk)
+
+    assert result.get(timeout=60) == "inv_1"
+    assert len(billing_api.requests) == 2  # the first attempt and one retry...
+    assert {r["key"] for r in billing_api.requests} == {f"invoice-{row.pk}"}  # ...same key
+    assert billing_api.invoices == {f"invoice-{row.pk}": "inv_1"}  # one invoice at the API
+    row.refresh_from_db()
+    assert row.remote_id == "inv_1"
+
+    again = push_invoice.delay(row.pk)  # a duplicate delivery of the same work
+    assert again.get(timeout=30) == "inv_1"
+    assert len(billing_api.requests) == 2  # answered from the row: no third request

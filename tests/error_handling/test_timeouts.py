@@ -1,0 +1,108 @@
+"""Proof for docs/error-handling/timeouts.md: soft limit -> cleanup, hard limit -> a new child."""
+
+from __future__ import annotations
+
+import glob
+import os
+import smtplib
+import tempfile
+
+import pytest
+import requests
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from django.db import OperationalError, connection
+
+from snippets.error_handling.models import Export
+from snippets.error_handling.timeouts import (
+    export_rows,
+    export_rows_skipping_errors,
+    fetch_status,
+    fetch_with_deadline,
+    send_receipt,
+)
+from tests.error_handling.conftest import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def leftover_files(export: Export) -> list[str]:
+    return glob.glob(os.path.join(tempfile.gettempdir(), f"export-{export.pk}-*.csv"))
+
+
+@pytest.mark.antipattern("export_rows_skipping_errors")
+def test_why_swallowing_the_soft_limit_ends_in_a_kill_without_cleanup(worker_process):
+    """`except Exception` eats SoftTimeLimitExceeded: the hard limit kills the child mid-work.
+
+    Then, on the same worker (a new child), the pattern under the same limits cleans up.
+    """
+    wp = worker_process()
+    [child] = wait_until(wp.pool_pids, what="the pool child")
+    export = Export.objects.create()
+    first = export_rows_skipping_errors.apply_async(
+        (export.pk, 100_000), queue=wp.queue, soft_time_limit=1, time_limit=3
+    )
+
+    with pytest.raises(TimeLimitExceeded):
+        first.get(timeout=60)
+    export.refresh_from_db()
+    assert export.status == Export.Status.RUNNING  # no cleanup ran: it looks like it still runs
+    assert leftover_files(export) == [export.partial_file]  # and the partial file stays behind
+    os.unlink(export.partial_file)
+    assert "Hard time limit (3s) exceeded" in wp.log()
+    assert "skipping row" in wp.log()  # the soft limit was "handled" as a bad row
+
+    # The worker replaced the killed child and keeps serving: the pattern, same limits.
+    new = wait_until(lambda: [p for p in wp.pool_pids() if p != child], what="a new child")
+    assert child not in new
+    export = Export.objects.create()
+    result = export_rows.apply_async(
+        (export.pk, 100_000), queue=wp.queue, soft_time_limit=1, time_limit=3
+    )
+    with pytest.raises(SoftTimeLimitExceeded):
+        result.get(timeout=60)
+    export.refresh_from_db()
+    assert export.status == Export.Status.TIMED_OUT  # the except block ran...
+    assert export.partial_file == ""
+    assert leftover_files(export) == []  # ...and removed the partial file
+    assert export_rows.apply_async((export.pk, 3), queue=wp.queue).get(timeout=60) == 3
+    killed = f"export_rows_skipping_errors[{first.id}] received"
+    assert wp.log().count(killed) == 1  # acked after the hard limit: not redelivered
+
+
+@pytest.mark.parametrize("pool", ["solo", "threads"])
+def test_solo_and_threads_pools_enforce_no_time_limit(worker_process, pool):
+    """The same limits as above; the task runs ~2 s past its 0.5 s soft limit and succeeds."""
+    wp = worker_process(pool=pool)
+    export = Export.objects.create()
+    result = export_rows.apply_async(
+        (export.pk, 40), queue=wp.queue, soft_time_limit=0.5, time_limit=1
+    )
+
+    assert result.get(timeout=60) == 40
+    export.refresh_from_db()
+    assert export.status == Export.Status.DONE
+
+
+def test_an_http_call_to_a_silent_server_times_out(silent_server):
+    with pytest.raises(requests.ReadTimeout):
+        fetch_status(f"http://127.0.0.1:{silent_server}/status", timeout=(1, 0.5))
+
+
+def test_email_timeout_bounds_a_silent_smtp_server(silent_server, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", silent_server
+    settings.EMAIL_TIMEOUT = 0.5  # the project sets 10; Django's default None would hang here
+
+    with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
+        send_receipt("customer@example.com")
+
+
+@pytest.mark.services("postgres")
+def test_statement_timeout_cancels_a_slow_query_for_this_transaction_only():
+    with pytest.raises(OperationalError, match="statement timeout"):
+        fetch_with_deadline("SELECT pg_sleep(%s)", [5], limit_ms=200)
+
+    assert fetch_with_deadline("SELECT 1 + %s", [1], limit_ms=200) == [(2,)]
+    with connection.cursor() as cursor:  # set_config(..., true): gone with the transaction
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone() == ("0",)

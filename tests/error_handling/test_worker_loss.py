@@ -1,0 +1,87 @@
+"""Proof for docs/error-handling/worker-loss.md: SIGKILL of the pool child, on Redis and RabbitMQ.
+
+The broker is the one CELERY_BROKER_URL names: CI runs this file once on Redis, once on RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import pytest
+from billiard.exceptions import WorkerLostError
+
+from snippets.error_handling.worker_loss import (
+    capture_payment,
+    capture_payment_early_ack,
+    capture_payment_requeue,
+)
+from tests.error_handling.conftest import (
+    attempts,
+    kill_the_child_running,
+    payments,
+    retries_seen,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
+
+
+def start_workers(worker_process, n: int = 1) -> list:
+    """Start n prefork workers (one child each) at once, then wait until all answer."""
+    workers = [worker_process(ready=False) for _ in range(n)]
+    for wp in workers:
+        wp.wait_ready()
+    return workers
+
+
+def drain(wp) -> None:
+    """Run one quick task on the worker: everything queued before it has been dealt with."""
+    assert capture_payment.apply_async(("drain", 0), queue=wp.queue).get(timeout=60) == "drain"
+
+
+@pytest.mark.antipattern("capture_payment_early_ack")
+def test_why_early_ack_loses_the_task_that_acks_late_redelivers(worker_process):
+    [wp] = start_workers(worker_process)
+
+    # Early ack: the child dies mid-task, the task fails and never runs again.
+    lost = capture_payment_early_ack.apply_async(("early", 5), queue=wp.queue)
+    kill_the_child_running("early")
+    with pytest.raises(WorkerLostError, match="SIGKILL"):
+        lost.get(timeout=60)
+    drain(wp)
+    assert (attempts("early"), payments("early")) == (1, 0)  # the payment is simply lost
+
+    # acks_late + reject_on_worker_lost: the message is requeued and the work is done once.
+    kept = capture_payment_requeue.apply_async(("late", 5), queue=wp.queue)
+    killed = kill_the_child_running("late")
+    assert kept.get(timeout=90) == "late"
+    assert (retries_seen("late"), payments("late")) == ([0, 0], 1)  # redelivered, not retried
+    assert killed not in wp.pool_pids()  # the second run was in the replacement child
+
+
+def test_a_killed_task_is_retried_and_charges_once(worker_process):
+    """Celery 5.7 task_retry_on_worker_lost: re-sent like retry(), counted in request.retries."""
+    [wp] = start_workers(worker_process)
+    result = capture_payment.apply_async(("retried", 5), queue=wp.queue)
+    kill_the_child_running("retried")
+
+    assert result.get(timeout=90) == "retried"
+    assert (retries_seen("retried"), payments("retried")) == ([0, 1], 1)  # a retry: retries=1
+    assert "Retry in 2s: WorkerLostError('Worker exited prematurely: signal 9 (SIGKILL)" in wp.log()
+
+
+def test_why_requeue_loops_on_a_poison_task_that_retry_on_worker_lost_bounds(worker_process):
+    """A task that kills its worker every time: requeued without end, or retried 3 times."""
+    looping, bounded = start_workers(worker_process, 2)
+
+    poison = capture_payment_requeue.apply_async(("loop", 0, True), queue=looping.queue)
+    retried = capture_payment.apply_async(("bounded", 0, True), queue=bounded.queue)
+
+    with pytest.raises(WorkerLostError):
+        retried.get(timeout=90)
+    assert retries_seen("bounded") == [0, 1, 2, 3]  # the run and max_retries=3 retries: FAILURE
+    drain(bounded)
+    assert attempts("bounded") == 4  # and it stays failed: nothing requeued it
+
+    wait_until(lambda: attempts("loop") > 5, timeout=90, what="the poison task to keep looping")
+    assert set(retries_seen("loop")) == {0}  # requeued, not retried: nothing counts the runs
+    assert poison.state in {"PENDING", "STARTED"}  # never fails, never ends: it kills a child
+    assert payments("loop") == payments("bounded") == 0  # each time, forever
