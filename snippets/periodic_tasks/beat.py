@@ -1,0 +1,108 @@
+"""Celery Beat: a schedule in settings, one beat process, expiring sends, no overlapping runs."""
+
+# --8<-- [start:settings]
+from datetime import timedelta
+
+CELERY_BEAT_SCHEDULE = {
+    "refresh-rates": {
+        "task": "snippets.periodic_tasks.beat.refresh_rates",
+        "schedule": timedelta(minutes=5),
+        "args": ["refresh-rates"],
+        "options": {"expires": 4 * 60},  # (1)!
+    },
+    "rebuild-search-index": {
+        "task": "snippets.periodic_tasks.beat.rebuild_search_index",
+        "schedule": timedelta(minutes=15),  # (2)!
+        "args": ["rebuild-search-index"],
+        "options": {"expires": 14 * 60},
+    },
+}
+# --8<-- [end:settings]
+
+
+# --8<-- [start:task]
+from celery import Task, shared_task
+from django.utils import timezone
+
+from snippets.periodic_tasks.models import PeriodicRun
+
+
+@shared_task(bind=True)
+def refresh_rates(self: Task, entry: str) -> int:
+    """A short periodic job (a stand-in): one row per run, so runs can be counted."""
+    now = timezone.now()
+    run = PeriodicRun.objects.create(
+        entry=entry, task_id=self.request.id, started_at=now, finished_at=now
+    )
+    return run.pk
+
+
+# --8<-- [end:task]
+
+
+# --8<-- [start:lock]
+import logging
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from celery import Task, shared_task
+from django.db import connection
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def single_instance(name: str) -> Iterator[bool]:
+    """Yield True if this process got the named lock, False if another run holds it."""
+    key = zlib.crc32(name.encode())  # (1)!
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        (acquired,) = cursor.fetchone()
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+def rebuild(entry: str, task_id: str, seconds: float) -> int:
+    """The slow work itself (a stand-in): record the run's start and end."""
+    run = PeriodicRun.objects.create(entry=entry, task_id=task_id, started_at=timezone.now())
+    time.sleep(seconds)
+    PeriodicRun.objects.filter(pk=run.pk).update(finished_at=timezone.now())
+    return run.pk
+
+
+@shared_task(bind=True, soft_time_limit=25 * 60, time_limit=26 * 60)  # (2)!
+def rebuild_search_index(self: Task, entry: str, seconds: float = 1.0) -> int | None:
+    """A job that can outlast its interval: a run that finds the lock taken does nothing."""
+    with single_instance(entry) as acquired:
+        if not acquired:
+            logger.warning(
+                "%s[%s]: the previous run still holds the lock; skipping this run",
+                entry, self.request.id,
+            )  # fmt: skip
+            return None
+        return rebuild(entry, self.request.id, seconds)
+
+
+# --8<-- [end:lock]
+
+
+# --8<-- [start:antipattern]
+from celery import Task, shared_task
+
+
+@shared_task(
+    bind=True,
+    antipattern="tests/periodic_tasks/test_beat.py::test_why_a_run_longer_than_its_interval_overlaps",
+)
+def rebuild_search_index_unlocked(self: Task, entry: str, seconds: float = 1.0) -> int:
+    """ANTI-PATTERN: nothing stops the next send from starting while this run still works."""
+    return rebuild(entry, self.request.id, seconds)
+
+
+# --8<-- [end:antipattern]

@@ -1,0 +1,165 @@
+"""Proof for docs/periodic-tasks/beat.md: real `celery beat` subprocesses on a short interval.
+
+Every beat publishes to a queue of the test's own (``options.queue``), consumed by a
+`worker_process` or read straight from the broker, so the in-thread worker never sees it.
+"""
+
+import json
+import re
+import time
+from datetime import datetime, timedelta
+from itertools import combinations, pairwise
+
+import pytest
+
+from snippets.periodic_tasks.beat import (
+    CELERY_BEAT_SCHEDULE,
+    rebuild_search_index,
+    rebuild_search_index_unlocked,
+    refresh_rates,
+)
+from snippets.periodic_tasks.crontab_and_timezones import RecordingScheduler, VirtualClock
+from snippets.periodic_tasks.models import PeriodicRun
+from tests.periodic_tasks.conftest import read_queue
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
+STAMP = re.compile(
+    r"\[(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/MainProcess\] Scheduler: Sending"
+)
+
+
+def every_second(task, queue: str, entry: str, **options) -> dict:
+    return {
+        entry: {
+            "task": task.name,
+            "seconds": 1,
+            "args": [entry],
+            "options": {"queue": queue, **options},
+        }
+    }
+
+
+def wait_until(predicate, timeout: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not met in {timeout}s")
+
+
+def runs(entry: str) -> list[PeriodicRun]:
+    return list(PeriodicRun.objects.filter(entry=entry).order_by("started_at"))
+
+
+def test_the_settings_schedule_sends_every_5_minutes_with_an_expiry():
+    """The snippet's own CELERY_BEAT_SCHEDULE, in Celery's scheduler on a virtual clock."""
+    from celery import Celery
+
+    app = Celery("settings-check", set_as_current=False)
+    app.conf.beat_schedule = CELERY_BEAT_SCHEDULE
+    start = datetime(2026, 11, 24, 6, 0).astimezone()
+    clock = VirtualClock(start, app)
+    app.now = clock
+    scheduler = RecordingScheduler(app, clock)
+    scheduler.update_from_dict(app.conf.beat_schedule)
+    while clock.now < start + timedelta(minutes=31):
+        clock.now += timedelta(seconds=max(scheduler.tick(), 0.001))
+    sent = [name for name, _when in scheduler.sent]
+    assert sent.count("refresh-rates") == 6
+    assert sent.count("rebuild-search-index") == 2
+    for name, entry in scheduler.schedule.items():
+        interval = entry.schedule.run_every.total_seconds()
+        assert 0 < entry.options["expires"] < interval, name  # stale before the next send
+
+
+def test_one_beat_sends_on_schedule_and_each_send_runs_once(beat_process, worker_process):
+    worker = worker_process()
+    beat = beat_process(every_second(refresh_rates, worker.queue, "refresh-rates", expires=30))
+    wait_until(lambda: len(runs("refresh-rates")) >= 3, what="three runs")
+    beat.stop()
+    sends = beat.sends("refresh-rates")
+    wait_until(lambda: len(runs("refresh-rates")) == len(sends), what="every send ran")
+    ran = runs("refresh-rates")
+    assert len({run.task_id for run in ran}) == len(sends)  # one run per send, none twice
+    stamps = [
+        datetime.strptime(m["at"], "%Y-%m-%d %H:%M:%S,%f") for m in STAMP.finditer(beat.log())
+    ]
+    assert len(stamps) == len(sends)
+    # beat never sends early: consecutive sends of a 1 s entry are at least ~1 s apart
+    assert all(b - a >= timedelta(seconds=0.95) for a, b in pairwise(stamps))
+
+
+@pytest.mark.antipattern("celery worker -B on two workers")
+def test_why_two_workers_started_with_B_send_every_run_twice(worker_process, queue_name, tmp_path):
+    """`-B` embeds a beat in each worker: two such workers are two beats, and both send."""
+    schedule = json.dumps(every_second(refresh_rates, queue_name, "refresh-rates"))
+    env = {"DJANGO_SETTINGS_MODULE": "tests.periodic_tasks.beat_settings",
+           "PERIODIC_TEST_SCHEDULE": schedule}  # fmt: skip
+    workers = [
+        worker_process(args=["-B", f"--schedule={tmp_path / f'beat-{n}'}"], env=env)
+        for n in range(2)
+    ]
+    sends = lambda w: re.findall(r"Scheduler: Sending due task refresh-rates", w.log())  # noqa: E731
+    wait_until(lambda: all(len(sends(w)) >= 3 for w in workers), what="both embedded beats sent")
+    for w in workers:
+        w.stop()
+    messages = read_queue(queue_name)
+    assert len(messages) == sum(len(sends(w)) for w in workers) >= 6
+    assert {m["task"] for m in messages} == {refresh_rates.name}  # each period's job, twice
+
+
+def test_a_stale_send_past_expires_is_discarded_by_the_worker(
+    beat_process, worker_process, queue_name
+):
+    """No worker for a while: the sends pile up. When one comes back, only those without
+    `expires` run (a burst of identical runs); the expired ones are discarded, not run."""
+    schedule = {
+        **every_second(refresh_rates, queue_name, "with-expires", expires=1),
+        **every_second(refresh_rates, queue_name, "without-expires"),
+    }
+    beat = beat_process(schedule)
+    beat.wait_for_sends(3, "with-expires")
+    beat.wait_for_sends(3, "without-expires")
+    beat.stop()
+    stale_with, stale_without = beat.sends("with-expires"), beat.sends("without-expires")
+    time.sleep(1.5)  # every send with expires=1 is now past its expiry
+    worker = worker_process(queue=queue_name)
+    wait_until(lambda: len(runs("without-expires")) == len(stale_without), what="the burst ran")
+
+    def discarded():
+        return re.findall(r"Discarding revoked task: \S+refresh_rates\[(\S+)\]", worker.log())
+
+    wait_until(lambda: len(discarded()) == len(stale_with), what="every expired send discarded")
+    assert {refresh_rates.AsyncResult(i).state for i in discarded()} == {"REVOKED"}
+    assert len(runs("without-expires")) == len(stale_without) >= 3  # the stale burst ran
+    assert runs("with-expires") == []  # discarded, never run
+
+
+@pytest.mark.services("postgres")
+@pytest.mark.antipattern("rebuild_search_index_unlocked")
+def test_why_a_run_longer_than_its_interval_overlaps(beat_process, worker_process):
+    """A 2.5 s job sent every second: without a lock, runs overlap; with it, never."""
+    worker = worker_process(concurrency=4)
+    schedule = {}
+    for task, entry in (
+        (rebuild_search_index_unlocked, "unlocked"),
+        (rebuild_search_index, "locked"),
+    ):
+        schedule |= every_second(task, worker.queue, entry, expires=5)
+        schedule[entry]["kwargs"] = {"seconds": 2.5}
+    beat = beat_process(schedule)
+    finished = lambda e: [r for r in runs(e) if r.finished_at]  # noqa: E731
+    wait_until(lambda: len(finished("unlocked")) >= 3 and len(finished("locked")) >= 2, 90)
+    worker.wait_for_log("still holds the lock; skipping this run")
+    beat.stop()
+
+    def overlapping(entry: str) -> list:
+        done = finished(entry)
+        return [
+            (a, b) for a, b in combinations(done, 2)
+            if a.started_at < b.finished_at and b.started_at < a.finished_at
+        ]  # fmt: skip
+
+    assert overlapping("unlocked")  # two runs of the same job at the same time
+    assert overlapping("locked") == []

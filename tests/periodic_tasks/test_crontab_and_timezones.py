@@ -1,0 +1,123 @@
+"""Proof for docs/periodic-tasks/crontab-and-timezones.md: Celery 5.7's beat loop across DST.
+
+Each test drives the installed `celery.beat.Scheduler` and `celery.schedules` on a virtual
+clock (no sleeping, no broker): the sends are exactly what `celery beat` would publish.
+Transitions in Europe/Berlin, 2026: clocks go forward on 29 March at 02:00 CET (01:00 UTC),
+and back on 25 October at 03:00 CEST (01:00 UTC).
+"""
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from snippets.periodic_tasks.crontab_and_timezones import (
+    CELERY_BEAT_SCHEDULE,
+    CELERY_ENABLE_UTC,
+    CELERY_TIMEZONE,
+    HOURLY_ON_A_LOCAL_CLOCK,
+    beat_sends,
+)
+
+BERLIN = ZoneInfo("Europe/Berlin")
+FALL_BACK = datetime(2026, 10, 25, 1, 0, tzinfo=UTC)  # 03:00 CEST becomes 02:00 CET
+SPRING_FORWARD = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # 02:00 CET becomes 03:00 CEST
+
+
+def only(entry: str) -> dict:
+    return {entry: CELERY_BEAT_SCHEDULE[entry]}
+
+
+def utc_times(sends: list) -> list[datetime]:
+    return [when.astimezone(UTC).replace(microsecond=0) for _name, when in sends]
+
+
+def local(sends: list) -> list[str]:
+    """Send times as the office clock shows them, with the UTC offset that disambiguates."""
+    return [when.replace(microsecond=0).isoformat() for _name, when in sends]
+
+
+def test_the_transitions_are_where_the_tests_assume():
+    before, after = FALL_BACK - timedelta(seconds=1), FALL_BACK
+    assert before.astimezone(BERLIN).utcoffset() == timedelta(hours=2)
+    assert after.astimezone(BERLIN).utcoffset() == timedelta(hours=1)
+    before, after = SPRING_FORWARD - timedelta(seconds=1), SPRING_FORWARD
+    assert before.astimezone(BERLIN).utcoffset() == timedelta(hours=1)
+    assert after.astimezone(BERLIN).utcoffset() == timedelta(hours=2)
+    assert (CELERY_TIMEZONE, CELERY_ENABLE_UTC) == ("Europe/Berlin", True)
+
+
+def test_daily_0230_fires_once_on_the_fall_back_day_at_the_first_0230():
+    """02:30 happens twice on 25 October (CEST, then CET): beat sends once, at the first."""
+    sends = beat_sends(
+        only("nightly-invoices"), CELERY_TIMEZONE,
+        start=FALL_BACK - timedelta(hours=14), end=FALL_BACK + timedelta(hours=34),
+    )  # fmt: skip
+    assert local(sends) == ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]
+
+
+def test_daily_0230_on_the_spring_forward_day_fires_at_0330_cest():
+    """02:30 does not exist on 29 March: beat sends at 03:30 CEST, one hour after 01:30 CET."""
+    sends = beat_sends(
+        only("nightly-invoices"), CELERY_TIMEZONE,
+        start=SPRING_FORWARD - timedelta(hours=14), end=SPRING_FORWARD + timedelta(hours=34),
+    )  # fmt: skip
+    assert local(sends) == ["2026-03-29T03:30:00+02:00", "2026-03-30T02:30:00+02:00"]
+    assert utc_times(sends)[0] == SPRING_FORWARD + timedelta(minutes=30)
+
+
+@pytest.mark.antipattern("HOURLY_ON_A_LOCAL_CLOCK")
+def test_why_an_hourly_crontab_on_a_local_clock_skips_the_repeated_hour():
+    """Five real hours pass between 23:00 and 04:00 UTC; the local crontab sends four times."""
+    start, end = FALL_BACK - timedelta(hours=2, minutes=30), FALL_BACK + timedelta(hours=3)
+    sends = beat_sends(HOURLY_ON_A_LOCAL_CLOCK, CELERY_TIMEZONE, start=start, end=end)
+    assert local(sends) == [
+        "2026-10-25T01:00:00+02:00",
+        "2026-10-25T02:00:00+02:00",
+        # 02:00+01:00 (01:00 UTC), the repeated hour, is never sent
+        "2026-10-25T03:00:00+01:00",
+        "2026-10-25T04:00:00+01:00",
+    ]
+    assert FALL_BACK not in utc_times(sends)
+    gaps = {b - a for a, b in zip(utc_times(sends), utc_times(sends)[1:], strict=False)}
+    assert gaps == {timedelta(hours=1), timedelta(hours=2)}  # one two-hour hole
+
+
+def test_the_same_crontab_on_a_utc_clock_sends_every_hour():
+    """The schedule is not wrong, the clock is: on UTC the same crontab sends all five."""
+    start, end = FALL_BACK - timedelta(hours=2, minutes=30), FALL_BACK + timedelta(hours=3)
+    sends = beat_sends(HOURLY_ON_A_LOCAL_CLOCK, "UTC", start=start, end=end)
+    assert utc_times(sends) == [FALL_BACK + timedelta(hours=h) for h in range(-2, 3)]
+
+
+@pytest.mark.parametrize("transition", [FALL_BACK, SPRING_FORWARD], ids=["fall-back", "spring"])
+def test_relative_hourly_interval_sends_every_real_hour_on_the_hour(transition):
+    """The pattern: an interval rounded to the hour, on both transition days."""
+    start, end = transition - timedelta(hours=2, minutes=43), transition + timedelta(hours=3)
+    sends = beat_sends(only("hourly-sync"), CELERY_TIMEZONE, start=start, end=end)
+    assert utc_times(sends) == [transition + timedelta(hours=h) for h in range(-2, 3)]
+    assert {when.minute for _name, when in sends} == {0}
+
+
+@pytest.mark.parametrize("transition", [FALL_BACK, SPRING_FORWARD], ids=["fall-back", "spring"])
+def test_plain_interval_counts_elapsed_time_and_ignores_the_clock(transition):
+    start, end = transition - timedelta(hours=1, minutes=3), transition + timedelta(hours=1)
+    sends = beat_sends(only("cache-warmup"), CELERY_TIMEZONE, start=start, end=end)
+    times = utc_times(sends)
+    assert len(times) == 12
+    assert {b - a for a, b in itertools.pairwise(times)} == {timedelta(minutes=10)}
+
+
+def test_why_a_business_time_on_a_utc_clock_moves_with_the_seasons():
+    """crontab(hour=2, minute=30) on UTC is 03:30 in Berlin in winter, 04:30 in summer."""
+    winter = beat_sends(
+        only("nightly-invoices"), "UTC",
+        start=datetime(2026, 1, 14, 12, tzinfo=UTC), end=datetime(2026, 1, 15, 12, tzinfo=UTC),
+    )  # fmt: skip
+    summer = beat_sends(
+        only("nightly-invoices"), "UTC",
+        start=datetime(2026, 7, 14, 12, tzinfo=UTC), end=datetime(2026, 7, 15, 12, tzinfo=UTC),
+    )  # fmt: skip
+    office = [when.astimezone(BERLIN).strftime("%H:%M") for _n, when in winter + summer]
+    assert office == ["03:30", "04:30"]

@@ -1,0 +1,117 @@
+"""Proof for docs/periodic-tasks/missed-runs-and-ha.md.
+
+Missed runs: Celery 5.7's own scheduler on a virtual clock, restarted with the `last_run_at` a
+persistent schedule remembers. High availability: real `celery beat` subprocesses with the
+leader lock, on PostgreSQL.
+"""
+
+import signal
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from celery.schedules import crontab
+
+from snippets.periodic_tasks.beat import refresh_rates
+from snippets.periodic_tasks.crontab_and_timezones import beat_sends
+from snippets.periodic_tasks.missed_runs_and_ha import CELERY_BEAT_CRON_STARTING_DEADLINE
+from tests.periodic_tasks.conftest import read_queue
+from tests.periodic_tasks.test_beat import every_second, wait_until
+
+BERLIN = ZoneInfo("Europe/Berlin")
+NIGHTLY = {"nightly": {"task": "t", "schedule": crontab(hour=2, minute=30)}}
+EVERY_10_MIN = {"warmup": {"task": "t", "schedule": timedelta(minutes=10)}}
+LEADER = "snippets.periodic_tasks.missed_runs_and_ha:LeaderScheduler"
+
+
+def at(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, 11, day, hour, minute, tzinfo=BERLIN)
+
+
+def times(sends: list) -> list[str]:
+    return [when.replace(microsecond=0).isoformat() for _name, when in sends]
+
+
+def restart(schedule: dict, last_run_at: datetime, start: datetime, end: datetime, deadline=None):
+    return beat_sends(
+        schedule, "Europe/Berlin", start=start, end=end, last_run_at=last_run_at,
+        cron_starting_deadline=deadline,
+    )  # fmt: skip
+
+
+@pytest.mark.antipattern("no beat_cron_starting_deadline")
+def test_why_a_crontab_missed_while_beat_was_down_runs_at_startup():
+    """Beat down from 01:00 to 09:00: the 02:30 job is sent at 09:00, hours late."""
+    sends = restart(NIGHTLY, last_run_at=at(2, 2, 30), start=at(3, 9), end=at(4, 12))
+    assert times(sends) == ["2026-11-03T09:00:00+01:00", "2026-11-04T02:30:00+01:00"]
+
+
+def test_missed_runs_are_caught_up_once_not_once_per_missed_run():
+    """Down for three nights: one late send at startup, not three."""
+    sends = restart(NIGHTLY, last_run_at=at(1, 2, 30), start=at(4, 9), end=at(5, 12))
+    assert times(sends) == ["2026-11-04T09:00:00+01:00", "2026-11-05T02:30:00+01:00"]
+    sends = restart(EVERY_10_MIN, last_run_at=at(3, 8), start=at(3, 9), end=at(3, 9, 25))
+    assert times(sends) == [  # an interval: one send at startup, then every 10 minutes
+        "2026-11-03T09:00:00+01:00", "2026-11-03T09:10:00+01:00", "2026-11-03T09:20:00+01:00",
+    ]  # fmt: skip
+
+
+def test_with_a_starting_deadline_a_stale_missed_run_is_skipped():
+    deadline = CELERY_BEAT_CRON_STARTING_DEADLINE
+    late = restart(NIGHTLY, at(2, 2, 30), start=at(3, 9), end=at(4, 12), deadline=deadline)
+    assert times(late) == ["2026-11-04T02:30:00+01:00"]  # no 09:00 send; the next night runs
+    within = restart(NIGHTLY, at(2, 2, 30), start=at(3, 2, 35), end=at(3, 12), deadline=deadline)
+    assert times(within) == ["2026-11-03T02:35:00+01:00"]  # 5 minutes late: still sent
+
+
+def test_the_deadline_does_not_apply_to_intervals():
+    sends = restart(EVERY_10_MIN, at(3, 8), start=at(3, 9), end=at(3, 9, 5), deadline=600)
+    assert times(sends) == ["2026-11-03T09:00:00+01:00"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.services("broker", "postgres")
+def test_two_leader_beats_send_once_and_the_standby_takes_over(beat_process, queue_name):
+    """Both beats run; one holds the lock and sends. SIGKILL it: the other takes over."""
+    schedule = every_second(refresh_rates, queue_name, "refresh-rates")
+    beats = [beat_process(schedule, scheduler=LEADER) for _ in range(2)]
+    wait_until(lambda: any(len(b.sends()) >= 3 for b in beats), what="the leader sent three")
+    [leader] = [b for b in beats if b.sends()]
+    [standby] = [b for b in beats if b is not leader]
+    standby.wait_for_log("standing by")
+    assert standby.sends() == []
+    leader.stop(signal.SIGKILL)  # no shutdown, no unlock: only the closed connection frees it
+    sent_by_leader = len(leader.sends())
+    standby.wait_for_log("this beat holds the lock")
+    standby.wait_for_sends(2)
+    standby.stop()
+    messages = read_queue(queue_name)
+    assert len(messages) == sent_by_leader + len(standby.sends())  # never two senders at once
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.services("postgres")
+def test_a_leader_that_loses_its_lock_connection_stops_sending_then_competes_again(caplog):
+    """PostgreSQL drops the leader's session (restart, failover, idle kill): the lock is gone,
+    so the beat must stop sending at once, and may lead again only by winning the lock."""
+    from django.db import connection
+
+    from snippets.periodic_tasks.missed_runs_and_ha import LeaderLockMixin
+
+    class Probe(LeaderLockMixin):
+        max_interval = 1
+
+    probe, rival = Probe(), Probe()
+    try:
+        assert probe.is_leader() is True
+        assert rival.is_leader() is False  # the lock is taken
+        backend = probe._lock_connection.connection.info.backend_pid
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
+        assert probe.is_leader() is False  # its session is gone, and the lock with it
+        assert "lost the connection that holds the lock" in caplog.text
+        assert rival.is_leader() is True  # the rival wins it on its next tick
+        assert probe.is_leader() is False  # and the old leader stands by
+    finally:
+        probe._close_lock_connection()
+        rival._close_lock_connection()
