@@ -1,0 +1,92 @@
+"""Testing Celery code in a Django project: the tests a reader writes, and the ones to avoid.
+
+The functions named ``test_*`` are real pytest tests: tests/django_integration/test_testing.py
+imports them, so they run in this site's suite exactly as shown on the page.
+"""
+
+# --8<-- [start:unit]
+from snippets.django_integration.models import Report
+from snippets.django_integration.transactions import render_report
+
+
+def test_render_report_renders_once(db: None) -> None:
+    """Unit test: call the task like a function. No broker, no worker, plain `db` is enough."""
+    report = Report.objects.create(title="unit")
+    assert render_report(report.pk) == "unit"  # (1)!
+    report.refresh_from_db()
+    assert report.render_count == 1
+
+
+# --8<-- [end:unit]
+
+
+# --8<-- [start:on_commit]
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from unittest import mock
+
+from snippets.django_integration.transactions import create_report
+
+CaptureOnCommit = Callable[..., AbstractContextManager[list[Callable[[], object]]]]
+
+
+def test_create_report_enqueues_one_render_on_commit(
+    db: None, django_capture_on_commit_callbacks: CaptureOnCommit
+) -> None:
+    """What is enqueued, and with which id: run the on_commit callbacks, mock the publish."""
+    with (
+        mock.patch.object(render_report, "delay") as delay,  # (1)!
+        django_capture_on_commit_callbacks(execute=True) as callbacks,  # (2)!
+    ):
+        report = create_report("captured")
+    assert len(callbacks) == 1
+    delay.assert_called_once_with(report.pk)
+
+
+# --8<-- [end:on_commit]
+
+
+# --8<-- [start:integration]
+from celery.worker import WorkController
+
+
+def test_a_real_worker_renders_a_committed_report(
+    transactional_db: None, celery_worker: WorkController
+) -> None:
+    """Integration test: a real worker in a thread, reading through its own connection."""
+    report = Report.objects.create(title="integration")  # (1)!
+    assert render_report.delay(report.pk).get(timeout=20) == "integration"  # (2)!
+    report.refresh_from_db()
+    assert report.render_count == 1
+
+
+# --8<-- [end:integration]
+
+
+# --8<-- [start:plain_db_antipattern]
+def worker_test_under_plain_db(db: None, celery_worker: WorkController) -> None:
+    """ANTI-PATTERN: `db` wraps the test in a transaction that is never committed."""
+    report = Report.objects.create(title="invisible")  # uncommitted, on the test's connection
+    assert render_report.delay(report.pk).get(timeout=20) == "invisible"  # DoesNotExist
+
+
+# --8<-- [end:plain_db_antipattern]
+
+
+# --8<-- [start:eager_antipattern]
+from snippets.django_integration.transactions import create_report_too_early
+from snippets.project.celery import app
+
+
+def eager_test_of_a_publish_before_commit(db: None) -> None:
+    """ANTI-PATTERN: eager mode runs the task inline, inside the caller's transaction."""
+    app.conf.task_always_eager = True  # what CELERY_TASK_ALWAYS_EAGER = True does
+    try:
+        report = create_report_too_early("eager")  # publishes before commit: the bug
+    finally:
+        app.conf.task_always_eager = False
+    report.refresh_from_db()
+    assert report.render_count == 1  # passes: the task saw the row it should not have seen yet
+
+
+# --8<-- [end:eager_antipattern]

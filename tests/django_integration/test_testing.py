@@ -1,0 +1,62 @@
+"""Proof for docs/django-integration/testing.md: the page's example tests run here as shown."""
+
+import importlib.metadata
+
+import pytest
+from celery.contrib.testing.app import DEFAULT_TEST_CONFIG
+from django.db import transaction
+
+from snippets.django_integration.models import Report
+from snippets.django_integration.testing import (
+    eager_test_of_a_publish_before_commit,
+    test_a_real_worker_renders_a_committed_report,
+    test_create_report_enqueues_one_render_on_commit,
+    test_render_report_renders_once,
+    worker_test_under_plain_db,
+)
+from snippets.django_integration.transactions import create_report_too_early, render_report
+
+# The page's three tests, collected from this module and run with pytest-django's fixtures.
+__all__ = [
+    "test_a_real_worker_renders_a_committed_report",
+    "test_create_report_enqueues_one_render_on_commit",
+    "test_render_report_renders_once",
+]
+
+
+class Rollback(Exception):
+    pass
+
+
+@pytest.mark.django_db
+@pytest.mark.antipattern("worker_test_under_plain_db")
+def test_why_a_worker_test_under_plain_db_sees_nothing(celery_worker):
+    """The worker reads through its own connection: the test's open transaction is invisible."""
+    with pytest.raises(Report.DoesNotExist):
+        worker_test_under_plain_db(None, celery_worker)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.antipattern("eager_test_of_a_publish_before_commit")
+def test_why_task_always_eager_hides_a_publish_before_commit(celery_worker, published):
+    eager_test_of_a_publish_before_commit(None)  # passes: the bug is invisible in eager mode
+    assert published == []  # eager mode never touched the broker
+
+    # The same code on a real worker, when the transaction rolls back: the worker gets an id
+    # for a row that is not there.
+    with pytest.raises(Rollback), transaction.atomic():
+        create_report_too_early("rolled back")
+        raise Rollback
+    [sent] = [p for p in published if p["name"] == render_report.name]
+    with pytest.raises(Report.DoesNotExist):
+        render_report.AsyncResult(sent["id"]).get(timeout=20)
+
+
+def test_celerys_own_pytest_fixtures_use_a_fresh_in_memory_app():
+    """celery.contrib.pytest's celery_app is a new TestApp on memory://, not your project's app;
+    Celery 5.7 registers no pytest11 entry point, so the plugin is off until you enable it."""
+    assert DEFAULT_TEST_CONFIG["broker_url"] == "memory://"
+    assert DEFAULT_TEST_CONFIG["result_backend"] == "cache+memory://"
+    plugins = {ep.value for ep in importlib.metadata.entry_points(group="pytest11")}
+    assert "celery.contrib.pytest" not in plugins
+    assert "pytest_django.plugin" in plugins
