@@ -85,6 +85,7 @@ def browser(session: nox.Session) -> None:
     """The built site in Debian's Chromium (/usr/bin/chromium): tree, request box, search,
     copy button, palette, mermaid, accessibility (axe-core), landing-page weight."""
     sync(session, "browser")
+    session.run("npm", "ci", "--silent", "--prefix", "tests/site/js", external=True)
     session.run("pytest", "-m", "browser", "-p", "no:cov", "tests/site", *session.posargs)
 
 
