@@ -94,3 +94,10 @@ def diagrams(session: nox.Session) -> None:
     """Redraw docs/assets/decision-tree.svg from decision-tree.mmd with the site's mermaid."""
     sync(session, "browser")
     session.run("python", "docs/hooks/render_diagrams.py")
+
+
+@nox.session(python="3.11")
+def skill(session: nox.Session) -> None:
+    """Build dist/skill (SKILL.md + references/<category>.md) from the site's pages."""
+    sync(session, "docs")
+    session.run("python", "docs/hooks/skill.py", "dist/skill")

@@ -11,40 +11,15 @@ register under the app (and names) they have in the project.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-import markdown
 import pytest
-import yaml
+from hooks.includes import expand_lines
 from markdown_it import MarkdownIt
-from pymdownx.snippets import SnippetExtension
 
-ROOT = Path(__file__).resolve().parent.parent
 INCLUDE = re.compile(r"""^\s*-{1,}8<-{1,}\s+["']?(?P<path>[^"':\s]+)""")
 
 
-class _IgnoreTags(yaml.SafeLoader):
-    """mkdocs.yml holds !!python/name tags; read it without importing anything."""
-
-
-_IgnoreTags.add_multi_constructor("tag:yaml.org,2002:python/", lambda *_args: None)
-
-
-def snippet_options() -> dict:
-    config = yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=_IgnoreTags)
-    for ext in config["markdown_extensions"]:
-        if isinstance(ext, dict) and "pymdownx.snippets" in ext:
-            return ext["pymdownx.snippets"]
-    raise LookupError("pymdownx.snippets is not configured in mkdocs.yml")
-
-
 def expand_includes(md: MarkdownIt) -> MarkdownIt:
-    options = snippet_options()
-    options["base_path"] = [str(ROOT / p) for p in options["base_path"]]
-    preprocessor = markdown.Markdown(extensions=[SnippetExtension(**options)]).preprocessors[
-        "snippet"
-    ]
-
     def rule(state) -> None:
         for token in state.tokens:
             if token.type != "fence" or "--8<--" not in token.content:
@@ -55,7 +30,7 @@ def expand_includes(md: MarkdownIt) -> MarkdownIt:
                  if (m := INCLUDE.match(line))),
                 None,
             )  # fmt: skip
-            body = "\n".join(preprocessor.run(lines)) + "\n"
+            body = "\n".join(expand_lines(lines)) + "\n"
             token.content = f"__name__ = {module!r}\n{body}" if module else body
 
     md.core.ruler.push("expand_snippets", rule)

@@ -12,8 +12,6 @@ import hashlib
 import sys
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
-
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SOURCE, TARGET = ASSETS / "decision-tree.mmd", ASSETS / "decision-tree.svg"
 MERMAID = ASSETS / "vendor" / "mermaid" / "mermaid.min.js"
@@ -25,6 +23,8 @@ def source_hash() -> str:
 
 
 def render() -> str:
+    from playwright.sync_api import sync_playwright  # only the diagrams session has it
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page()
