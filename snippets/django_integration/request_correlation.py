@@ -1,27 +1,17 @@
 """One correlation id from the HTTP request to every task it starts and every log line."""
 
-# --8<-- [start:context]
-import re
-import uuid
-from contextvars import ContextVar
-
-from snippets.error_handling.failure_logging import CORRELATION_HEADER  # "x_request_id"
-
-correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
-_VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # (1)!
-
-
-def new_correlation_id() -> str:
-    return uuid.uuid4().hex
-
-
-# --8<-- [end:context]
-
-
 # --8<-- [start:middleware]
+import logging
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
+
+from snippets.django_integration.correlation_log import (
+    VALID_ID,
+    correlation_id,
+    new_correlation_id,
+)
+from snippets.error_handling.failure_logging import CORRELATION_HEADER  # "x_request_id"
 
 
 class CorrelationIdMiddleware:
@@ -32,7 +22,7 @@ class CorrelationIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         incoming = request.headers.get("X-Request-ID", "")
-        cid = incoming if _VALID_ID.fullmatch(incoming) else new_correlation_id()  # (1)!
+        cid = incoming if VALID_ID.fullmatch(incoming) else new_correlation_id()  # (1)!
         token = correlation_id.set(cid)
         try:
             response = self.get_response(request)
@@ -72,45 +62,6 @@ def clear_correlation_id(**_: Any) -> None:
 
 
 # --8<-- [end:signals]
-
-
-# --8<-- [start:logging]
-import logging
-
-
-class CorrelationIdFilter(logging.Filter):
-    """Give every record a correlation_id attribute, for the formatter to print."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "correlation_id"):  # keep one set explicitly (extra=...)
-            record.correlation_id = correlation_id.get() or "-"
-        return True
-
-
-# settings.py
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {
-        "correlation_id": {
-            "()": "snippets.django_integration.request_correlation.CorrelationIdFilter"
-        }
-    },
-    "formatters": {
-        "plain": {"format": "%(levelname)s %(name)s [%(correlation_id)s] %(message)s"},
-    },
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["correlation_id"],  # (1)!
-        }
-    },
-    "loggers": {"snippets": {"handlers": ["console"], "level": "INFO"}},
-}
-
-
-# --8<-- [end:logging]
 
 
 # --8<-- [start:tasks]

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from snippets.django_integration.request_correlation import (
-    CORRELATION_HEADER,
+from snippets.django_integration.correlation_log import (
     LOGGING,
     CorrelationIdFilter,
     correlation_id,
+)
+from snippets.django_integration.request_correlation import (
+    CORRELATION_HEADER,
     flaky_step,
     record_step,
     record_step_by_celery_id,
@@ -129,10 +131,11 @@ def test_a_failure_is_logged_with_the_request_id(celery_worker, caplog):
 
 
 def test_the_logging_settings_print_the_id():
-    """The page's LOGGING dict, applied by logging.config as Django applies it."""
+    """The page's LOGGING dict, applied by logging.config as django.setup() applies it: before
+    any app is loaded, so the filter's module must not import models."""
     script = (
         "import logging.config\n"
-        "from snippets.django_integration.request_correlation import LOGGING, correlation_id\n"
+        "from snippets.django_integration.correlation_log import LOGGING, correlation_id\n"
         "logging.config.dictConfig(LOGGING)\n"
         "logging.getLogger('snippets.demo').info('outside')\n"
         "correlation_id.set('req-7')\n"
@@ -140,7 +143,7 @@ def test_the_logging_settings_print_the_id():
     )
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT,
-        env={"DJANGO_SETTINGS_MODULE": "snippets.project.settings", "PYTHONPATH": str(ROOT)},
+        env={"PYTHONPATH": str(ROOT)},  # no Django settings, no app registry
     )  # fmt: skip
     assert out.stderr.splitlines() == [
         "INFO snippets.demo [-] outside",
