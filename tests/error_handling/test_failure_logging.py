@@ -1,20 +1,45 @@
 """Proof for docs/error-handling/failure-logging.md: every failure is logged with its context."""
 
 import logging
+import time
 
 import pytest
+import requests
 
 from snippets.django_integration.models import Report
 from snippets.django_integration.transactions import render_report
-from snippets.error_handling.failure_logging import log_task_failure
+from snippets.error_handling.failure_logging import (
+    charge_card,
+    charge_card_redacted_by_caller,
+    error_trackers,
+    log_task_failure,
+)
+from tests.error_handling.conftest import Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FIELDS = ("task_id", "task_name", "task_args", "task_kwargs", "retries", "correlation_id")
 
 
-def failure_records(caplog, task_id: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "snippets.tasks" and r.task_id == task_id]
+def failure_records(caplog, task_id: str, at_least: int = 1) -> list[logging.LogRecord]:
+    """The failure logger's records for one task.
+
+    Celery stores the FAILURE result before it sends task_failure, so result.get() can return
+    a moment before the record exists: wait for it (generously) instead of racing it.
+    """
+
+    def records() -> list[logging.LogRecord]:
+        return [
+            r
+            for r in caplog.records
+            if r.name == "snippets.tasks" and getattr(r, "task_id", None) == task_id
+        ]
+
+    deadline = time.monotonic() + 20
+    while len(records()) < at_least and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # a duplicate record would arrive right after: let it, so [record] sees it
+    return records()
 
 
 def test_a_failing_task_is_logged_once_with_its_context(celery_worker, caplog):
@@ -42,3 +67,98 @@ def test_the_receiver_covers_every_task(celery_app):
     receivers = [ref() for (_key, ref) in task_failure.receivers]
     assert log_task_failure in receivers
     assert task_failure.receivers[receivers.index(log_task_failure)][0][1] is not None
+
+
+TOKEN = "tok_live_4242424242424242"  # a "secret" that must never reach a log record
+
+
+def everything_logged(caplog) -> str:
+    """Every record's message and attributes, as one string to search for the secret."""
+    return "\n".join(f"{r.getMessage()} {r.__dict__!r}" for r in caplog.records)
+
+
+def test_a_secret_argument_never_appears_in_the_log(celery_worker, billing_api, caplog):
+    """Redacted by the base task, on the first run and on the retry; retries so far = 1."""
+    caplog.set_level(logging.DEBUG)
+    billing_api.script = [Reply(503, create=False), Reply(402, create=False)]
+    result = charge_card.apply_async(
+        (1001,), {"card_token": TOKEN}, headers={"x_request_id": "req-card"}
+    )
+    with pytest.raises(requests.HTTPError, match="402"):
+        result.get(timeout=30)
+
+    [record] = failure_records(caplog, result.id)
+    assert {f: getattr(record, f) for f in FIELDS} == {
+        "task_id": result.id,
+        "task_name": charge_card.name,
+        "task_args": "(1001,)",
+        "task_kwargs": "{'card_token': '***'}",
+        "retries": 1,  # the failure came on the first retry
+        "correlation_id": "req-card",  # the retry carried the request's id along
+    }
+    assert [r["body"]["card_token"] for r in billing_api.requests] == [TOKEN, TOKEN]  # sent...
+    assert TOKEN not in everything_logged(caplog)  # ...and never logged, by us or by Celery
+
+
+@pytest.mark.antipattern("charge_card_redacted_by_caller")
+def test_why_a_kwargsrepr_given_at_the_call_is_lost_on_retry(celery_worker, billing_api, caplog):
+    """Celery 5.7.0: a retry is a new message built from the request, without the caller's
+    kwargsrepr - so the failure after a retry logs the real token."""
+    caplog.set_level(logging.ERROR, logger="snippets.tasks")
+    billing_api.script = [Reply(402, create=False), Reply(503, create=False)]
+    billing_api.script.append(Reply(402, create=False))
+
+    first = charge_card_redacted_by_caller.apply_async(
+        (1002,), {"card_token": TOKEN}, kwargsrepr="{'card_token': '***'}"
+    )
+    with pytest.raises(requests.HTTPError):
+        first.get(timeout=30)  # no retry: redacted
+    assert failure_records(caplog, first.id)[0].task_kwargs == "{'card_token': '***'}"
+
+    retried = charge_card_redacted_by_caller.apply_async(
+        (1003,), {"card_token": TOKEN}, kwargsrepr="{'card_token': '***'}"
+    )
+    with pytest.raises(requests.HTTPError):
+        retried.get(timeout=30)  # 503, then 402 on the retry: the secret is in the log
+    [record] = failure_records(caplog, retried.id)
+    assert record.retries == 1
+    assert TOKEN in record.task_kwargs
+    assert TOKEN in everything_logged(caplog)
+
+
+def test_a_retried_charge_is_made_once(celery_worker, billing_api):
+    """The API charged but answered 502: the retry sends the same idempotency key."""
+    billing_api.script = [Reply(502, create=True)]
+    result = charge_card.apply_async((1004,), {"card_token": TOKEN})
+
+    assert result.get(timeout=30) == "inv_1"
+    assert [r["key"] for r in billing_api.requests] == ["charge-1004", "charge-1004"]
+    assert billing_api.invoices == {"charge-1004": "inv_1"}  # one charge
+
+
+def test_error_trackers_get_every_failure_and_a_broken_one_hides_nothing(
+    celery_worker, billing_api, caplog
+):
+    caplog.set_level(logging.ERROR, logger="snippets.tasks")
+    seen: list[tuple[BaseException | None, dict]] = []
+
+    def broken(exception, context) -> None:
+        raise RuntimeError("tracker down")
+
+    error_trackers[:] = [broken, lambda exception, context: seen.append((exception, context))]
+    try:
+        billing_api.script = [Reply(402, create=False)]
+        result = charge_card.apply_async((1005,), {"card_token": TOKEN})
+        with pytest.raises(requests.HTTPError):
+            result.get(timeout=30)
+    finally:
+        error_trackers.clear()
+
+    [(exception, context)] = seen  # the second tracker still ran
+    assert isinstance(exception, requests.HTTPError)
+    assert context["task_id"] == result.id
+    assert context["task_kwargs"] == "{'card_token': '***'}"
+    failure, tracker_error = failure_records(caplog, result.id, at_least=2)
+    assert "failed: HTTPError" in failure.getMessage()
+    assert "error tracker" in tracker_error.getMessage()
+    assert "tracker down" in tracker_error.exc_text

@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import os
 import smtplib
-import tempfile
 
 import pytest
 import requests
@@ -25,17 +24,18 @@ from tests.error_handling.conftest import wait_until
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def leftover_files(export: Export) -> list[str]:
-    return glob.glob(os.path.join(tempfile.gettempdir(), f"export-{export.pk}-*.csv"))
+def leftover_files(export: Export, tmp_path) -> list[str]:
+    """Export files in the worker's temporary directory (TMPDIR=tmp_path: this test's own)."""
+    return glob.glob(os.path.join(tmp_path, f"export-{export.pk}-*.csv"))
 
 
 @pytest.mark.antipattern("export_rows_skipping_errors")
-def test_why_swallowing_the_soft_limit_ends_in_a_kill_without_cleanup(worker_process):
+def test_why_swallowing_the_soft_limit_ends_in_a_kill_without_cleanup(worker_process, tmp_path):
     """`except Exception` eats SoftTimeLimitExceeded: the hard limit kills the child mid-work.
 
     Then, on the same worker (a new child), the pattern under the same limits cleans up.
     """
-    wp = worker_process()
+    wp = worker_process(env={"TMPDIR": str(tmp_path)})
     [child] = wait_until(wp.pool_pids, what="the pool child")
     export = Export.objects.create()
     first = export_rows_skipping_errors.apply_async(
@@ -46,10 +46,14 @@ def test_why_swallowing_the_soft_limit_ends_in_a_kill_without_cleanup(worker_pro
         first.get(timeout=60)
     export.refresh_from_db()
     assert export.status == Export.Status.RUNNING  # no cleanup ran: it looks like it still runs
-    assert leftover_files(export) == [export.partial_file]  # and the partial file stays behind
+    # and the partial file stays behind
+    assert leftover_files(export, tmp_path) == [export.partial_file]
     os.unlink(export.partial_file)
     assert "Hard time limit (3s) exceeded" in wp.log()
     assert "skipping row" in wp.log()  # the soft limit was "handled" as a bad row
+    # The failure logger ran in the worker's main process and still names the input.
+    wp.wait_for_log(f"export_rows_skipping_errors[{first.id}] failed: TimeLimitExceeded(3")
+    assert f"(args=({export.pk}, 100000), retries=0" in wp.log()
 
     # The worker replaced the killed child and keeps serving: the pattern, same limits.
     new = wait_until(lambda: [p for p in wp.pool_pids() if p != child], what="a new child")
@@ -63,16 +67,16 @@ def test_why_swallowing_the_soft_limit_ends_in_a_kill_without_cleanup(worker_pro
     export.refresh_from_db()
     assert export.status == Export.Status.TIMED_OUT  # the except block ran...
     assert export.partial_file == ""
-    assert leftover_files(export) == []  # ...and removed the partial file
+    assert leftover_files(export, tmp_path) == []  # ...and removed the partial file
     assert export_rows.apply_async((export.pk, 3), queue=wp.queue).get(timeout=60) == 3
     killed = f"export_rows_skipping_errors[{first.id}] received"
     assert wp.log().count(killed) == 1  # acked after the hard limit: not redelivered
 
 
 @pytest.mark.parametrize("pool", ["solo", "threads"])
-def test_solo_and_threads_pools_enforce_no_time_limit(worker_process, pool):
+def test_solo_and_threads_pools_enforce_no_time_limit(worker_process, pool, tmp_path):
     """The same limits as above; the task runs ~2 s past its 0.5 s soft limit and succeeds."""
-    wp = worker_process(pool=pool)
+    wp = worker_process(pool=pool, env={"TMPDIR": str(tmp_path)})
     export = Export.objects.create()
     result = export_rows.apply_async(
         (export.pk, 40), queue=wp.queue, soft_time_limit=0.5, time_limit=1
