@@ -31,3 +31,30 @@ def broker_down(celery_app):
 
     yield down
     dead.release()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "django6: needs django.tasks (Django 6.0+); deselected, with a note, on older"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (not skip) the django.tasks proofs on a Django without django.tasks."""
+    import django
+
+    if django.VERSION >= (6, 0):
+        return
+    deselected = [item for item in items if item.get_closest_marker("django6")]
+    if not deselected:
+        return
+    items[:] = [item for item in items if not item.get_closest_marker("django6")]
+    config.hook.pytest_deselected(items=deselected)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    note = (
+        f"django-integration: {len(deselected)} django.tasks test(s) deselected: "
+        f"Django {django.get_version()} has no django.tasks (new in 6.0); "
+        "they run on the Django 6.1 session"
+    )
+    if reporter is not None:
+        reporter.write_line(note, yellow=True)

@@ -1,0 +1,120 @@
+"""Proof for docs/django-integration/django-tasks.md: django.tasks (Django 6.0+) beside Celery.
+
+Tests marked ``django6`` are deselected, with a printed note, on Django 5.2
+(tests/django_integration/conftest.py); the Celery side runs on both.
+"""
+
+import django
+import pytest
+from django.db import transaction
+
+from snippets.django_integration import django_tasks as page
+from snippets.django_integration.models import Report
+
+if django.VERSION >= (6, 0):
+    from django.tasks import TaskResultStatus, task_backends
+    from django.tasks.backends.dummy import DummyBackend
+    from django.tasks.backends.immediate import ImmediateBackend
+    from django.tasks.exceptions import InvalidTask
+
+pytestmark = pytest.mark.django_db(transaction=True)
+django6 = pytest.mark.django6
+
+
+class Rollback(Exception):
+    pass
+
+
+def test_the_celery_front_door_runs_the_shared_body_on_a_worker(celery_worker):
+    report = Report.objects.create(title="celery")
+    assert page.publish_report_celery.delay(report.pk).get(timeout=20) == "celery"
+    assert Report.objects.get(pk=report.pk).render_count == 1
+
+
+@django6
+def test_the_default_backend_runs_the_task_inline_at_enqueue():
+    """Django's default TASKS backend is ImmediateBackend: no queue, no worker, no process."""
+    assert isinstance(task_backends["default"], ImmediateBackend)
+    report = Report.objects.create(title="django")
+    result = page.publish_report_task.enqueue(report.pk)
+    assert result.status == TaskResultStatus.SUCCESSFUL  # already done when enqueue returns
+    assert result.return_value == "django"
+    assert Report.objects.get(pk=report.pk).render_count == 1
+
+
+@django6
+def test_enqueue_on_commit_waits_for_the_commit():
+    with pytest.raises(Rollback), transaction.atomic():
+        page.create_and_publish("rolled back")
+        raise Rollback
+    assert not Report.objects.exists()
+    report = page.create_and_publish("committed")
+    assert Report.objects.get(pk=report.pk).render_count == 1
+
+
+@django6
+@pytest.mark.antipattern("create_and_publish_too_early")
+def test_why_enqueue_inside_a_transaction_runs_for_a_row_that_is_rolled_back():
+    """ImmediateBackend runs the task inside the caller's transaction, like task_always_eager."""
+    ran: list[str] = []
+    from django.tasks.signals import task_finished
+
+    def record(sender, task_result, **_kwargs):
+        ran.append(task_result.return_value)
+
+    task_finished.connect(record)
+    try:
+        with pytest.raises(Rollback), transaction.atomic():
+            page.create_and_publish_too_early("ghost")
+            raise Rollback
+    finally:
+        task_finished.disconnect(record)
+    assert ran == ["ghost"]  # the task ran, and succeeded ...
+    assert not Report.objects.exists()  # ... for a row that never existed
+
+
+@django6
+def test_the_dummy_backend_stores_tasks_and_never_runs_them():
+    backend = DummyBackend(alias="dummy", params={})
+    report = Report.objects.create(title="dummy")
+    result = backend.enqueue(page.publish_report_task, [report.pk], {})
+    assert result.status == TaskResultStatus.READY
+    assert [r.args for r in backend.results] == [[report.pk]]
+    assert Report.objects.get(pk=report.pk).render_count == 0  # nothing ran it
+
+
+@django6
+def test_a_failure_is_recorded_once_and_not_retried():
+    result = page.publish_report_task.enqueue(987654)
+    assert result.status == TaskResultStatus.FAILED
+    assert result.attempts == 1  # no retry policy exists to ask for more
+    [error] = result.errors
+    assert error.exception_class_path == "snippets.django_integration.models.Report.DoesNotExist"
+    assert "Report matching query does not exist" in error.traceback
+    # A nested exception class (every Model.DoesNotExist) cannot be imported back from its path:
+    with pytest.raises(ImportError):
+        error.exception_class  # noqa: B018
+
+
+@django6
+def test_arguments_are_json_round_tripped_and_instances_refused():
+    report = Report.objects.create(title="json")
+    result = DummyBackend(alias="dummy", params={}).enqueue(
+        page.publish_report_task, (report.pk,), {}
+    )
+    assert result.args == [report.pk]  # a tuple comes back a list
+    with pytest.raises(TypeError, match="Unsupported type"):
+        page.publish_report_task.enqueue(report)
+
+
+@django6
+def test_what_ships_lacks_deferral_retries_canvas_and_beat():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    with pytest.raises(InvalidTask, match="run_after"):
+        page.publish_report_task.using(run_after=timezone.now() + timedelta(minutes=5))
+    for celery_only in ("retry", "delay", "apply_async", "s", "si", "delay_on_commit"):
+        assert not hasattr(page.publish_report_task, celery_only)
+        assert hasattr(page.publish_report_celery, celery_only)
