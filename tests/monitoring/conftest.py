@@ -47,10 +47,17 @@ def poll(check: Callable[[], Any], timeout: float = 60, interval: float = 0.25) 
     raise TimeoutError(f"condition not met after {timeout}s; last: {last!r}")
 
 
-def tool_env(**extra: str) -> dict[str, str]:
-    """worker_env() with this interpreter's bin directory first, so `celery` is the venv's."""
+def tool_env(covered: bool = False, **extra: str) -> dict[str, str]:
+    """worker_env() with this interpreter's bin directory first, so `celery` is the venv's.
+
+    Tools that run none of our snippets' code (Flower, `celery inspect`) start without coverage:
+    measuring them only slows every run.
+    """
     env = worker_env(**extra)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if not covered:
+        env.pop("COVERAGE_PROCESS_CONFIG", None)
+        env.pop("COVERAGE_PROCESS_START", None)
     return env
 
 
@@ -160,7 +167,7 @@ def exporter(celery_app, exporter_queues, tmp_path_factory) -> Iterator[Exporter
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "snippets.monitoring.prometheus", f"--port={port}", *queues],
-            cwd=ROOT, env=tool_env(), stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=tool_env(covered=True), stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     ep = ExporterProcess(proc, f"http://127.0.0.1:{port}", log_path)
 

@@ -1,0 +1,18 @@
+"""The project's settings, with LOGGING as the single source of the worker's log format."""
+
+from snippets.project.settings import *  # noqa: F403
+
+# --8<-- [start:logging]
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,  # keep Celery's and libraries' loggers alive
+    "formatters": {"json": {"()": "snippets.monitoring.logging.JsonFormatter"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["stderr"], "level": "INFO"},
+    "loggers": {
+        # get_task_logger() loggers are children of "celery.task": let them reach the root.
+        "celery.task": {"propagate": True},
+        "kombu": {"level": "WARNING"},
+    },
+}
+# --8<-- [end:logging]

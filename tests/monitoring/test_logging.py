@@ -1,0 +1,78 @@
+"""Proof for docs/monitoring/logging.md: what a real worker writes under each configuration."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from snippets.monitoring.logging import import_rows
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
+JSON_SETTINGS = "snippets.monitoring.json_logging.settings"
+CELERY_FORMAT = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+: (INFO|WARNING|ERROR)/")
+
+
+def run_and_read_log(worker_process, app: str, settings: str) -> tuple[list[str], str, str]:
+    """Run one good and one failing import on a worker; return its log lines and the two ids."""
+    wp = worker_process(app=app, env={"DJANGO_SETTINGS_MODULE": settings})
+    good = import_rows.apply_async((3,), queue=wp.queue, headers={"x_request_id": "req-42"})
+    bad = import_rows.apply_async((-1,), queue=wp.queue, headers={"x_request_id": "req-43"})
+    assert good.get(timeout=30) == 3
+    with pytest.raises(ValueError, match="no batch -1"):
+        bad.get(timeout=30)
+    log = wp.wait_for_log(f"{bad.id}] raised unexpected")
+    return log.splitlines(), good.id, bad.id
+
+
+def json_entries(lines: list[str]) -> list[dict]:
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def test_with_setup_logging_connected_every_log_line_is_django_json(worker_process):
+    lines, good, bad = run_and_read_log(
+        worker_process, "snippets.monitoring.json_logging.celery", JSON_SETTINGS
+    )
+    assert not [line for line in lines if CELERY_FORMAT.match(line)]  # no Celery-format line
+    entries = json_entries(lines)
+    [mine] = [e for e in entries if e["message"] == "imported batch 3"]
+    assert mine == {
+        **mine,
+        "level": "INFO",
+        "logger": "snippets.monitoring.logging",
+        "task_id": good,
+        "task_name": import_rows.name,
+        "correlation_id": "req-42",
+    }
+    assert mine["process"].startswith("ForkPoolWorker")
+    [failure] = [
+        e for e in entries if e["message"].startswith(f"Task {import_rows.name}[{bad}] raised")
+    ]
+    assert failure["level"] == "ERROR"
+    assert failure["correlation_id"] == "req-43"
+    assert "ValueError: no batch -1" in failure["exc_info"]
+    assert any(e["message"].endswith(" ready.") and e["task_id"] is None for e in entries)
+
+
+def test_why_the_default_hijack_throws_django_logging_away(worker_process):
+    """The same LOGGING, the project's plain app: Celery replaces the root handler."""
+    lines, good, _bad = run_and_read_log(worker_process, "snippets.project", JSON_SETTINGS)
+    assert json_entries(lines) == []  # Django's JSON handler is gone
+    [mine] = [line for line in lines if line.endswith("imported batch 3")]
+    assert CELERY_FORMAT.match(mine)
+    assert f"{import_rows.name}[{good}]: imported batch 3" in mine  # Celery's task format
+    assert "req-42" not in "\n".join(lines)  # no correlation id anywhere
+
+
+def test_why_hijack_false_keeps_the_root_handler_but_not_the_task_logger(worker_process):
+    """worker_hijack_root_logger=False: worker lines are JSON, task-logger lines are not."""
+    lines, good, _bad = run_and_read_log(
+        worker_process, "snippets.project", "snippets.monitoring.json_logging.settings_no_hijack"
+    )
+    entries = json_entries(lines)
+    assert any(e["message"].endswith(" ready.") for e in entries)  # root: Django's JSON
+    assert not [e for e in entries if e["message"] == "imported batch 3"]
+    [mine] = [line for line in lines if line.endswith("imported batch 3")]
+    assert CELERY_FORMAT.match(mine)  # celery.task: Celery's own handler, propagate off
+    assert f"[{good}]: imported batch 3" in mine
