@@ -7,7 +7,7 @@ import pytest
 from snippets.configuration.worker_settings import leaky_task, record_run
 from tests.configuration.helpers import runs_of, settings_env, wait_until
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
+pytestmark = pytest.mark.django_db(transaction=True)  # worker_process needs a network broker
 
 CELERY_DEFAULTS = {"CELERY_TASK_ACKS_LATE": False, "CELERY_WORKER_PREFETCH_MULTIPLIER": 4}
 PROJECT = {"CELERY_TASK_ACKS_LATE": True, "CELERY_WORKER_PREFETCH_MULTIPLIER": 1}
@@ -24,7 +24,7 @@ def short_behind_long(worker_process, celery_app, overrides: dict, *, prefetched
     env = settings_env(**overrides)
     a = worker_process(concurrency=1, env=env)
     b = worker_process(concurrency=1, env=env)  # idle: consumes only its own queue for now
-    long = record_run.apply_async(("long", 6.0), queue=a.queue)
+    long = record_run.apply_async(("long", 5.0), queue=a.queue)
     wait_until(lambda: runs_of(long.id), what="the long task to start on A")
     short = record_run.apply_async(("short", 0.0), queue=a.queue)
     if prefetched:  # A takes the short task into its prefetch buffer although it is busy
@@ -79,3 +79,13 @@ def test_max_tasks_per_child_replaces_the_child_and_frees_what_it_held(worker_pr
     assert leak_counts(wp) == [1, 2, 1]  # the third call ran in a fresh child
     pids = wait_until(lambda: wp.pool_pids() if wp.pool_pids() != [first] else None)
     assert first not in pids
+
+
+def test_record_run_records_who_ran_the_message(celery_worker):
+    """The instrument the proofs above rely on, on the in-thread worker."""
+    result = record_run.delay("instrument", 0.0)
+    assert result.get(timeout=30) > 0
+    [run] = runs_of(result.id)
+    assert run.key == "instrument"
+    assert run.hostname  # the node that ran it
+    assert run.finished_at >= run.started_at

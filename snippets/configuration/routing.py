@@ -1,0 +1,54 @@
+"""Routing: slow work on its own queue, served by its own workers; and noticing a queue nobody
+consumes."""
+
+# --8<-- [start:tasks]
+import time
+
+from celery import shared_task
+
+
+@shared_task
+def transcode_video(video_id: int, seconds: float = 2.0) -> int:
+    """Slow, CPU-heavy work (minutes in real life, `seconds` here)."""
+    time.sleep(seconds)
+    return video_id
+
+
+@shared_task
+def send_receipt(order_id: int) -> int:
+    """Fast work a user is waiting for."""
+    return order_id
+
+
+# --8<-- [end:tasks]
+
+
+# --8<-- [start:routes]
+CELERY_TASK_ROUTES = {
+    "snippets.configuration.routing.transcode_video": {"queue": "media"},  # (1)!
+}
+# --8<-- [end:routes]
+
+
+# --8<-- [start:stranded]
+from celery import Celery
+
+
+def stranded_queues(app: Celery, timeout: float = 2.0) -> dict[str, int]:
+    """Queues that tasks are routed to but no running worker consumes, with their backlog."""
+    routed = {route["queue"] for route in app.conf.task_routes.values()}  # (1)!
+    routed.add(app.conf.task_default_queue)
+    replies = app.control.inspect(timeout=timeout).active_queues() or {}  # (2)!
+    consumed = {queue["name"] for queues in replies.values() for queue in queues}
+    backlog: dict[str, int] = {}
+    with app.connection_for_read() as conn:
+        for name in sorted(routed - consumed):
+            try:
+                with conn.channel() as channel:  # (3)!
+                    backlog[name] = channel.queue_declare(name, passive=True).message_count
+            except conn.channel_errors:
+                backlog[name] = 0  # not declared yet: nothing was ever sent there
+    return backlog
+
+
+# --8<-- [end:stranded]

@@ -1,0 +1,123 @@
+"""Proof for docs/configuration/result-backends.md: PENDING for unknown ids, expiry, chords,
+ignore_result — on the configured backend (Redis in CI) and real workers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import redis
+from celery import Celery, chord
+from celery.exceptions import ChordError
+from celery.result import AsyncResult
+
+from snippets.configuration import result_backends
+from snippets.configuration.models import TaskRun
+from snippets.configuration.result_backends import (
+    add_up,
+    build_export,
+    count_in_parallel,
+    count_rows_quietly,
+    export_status,
+    export_status_naive,
+    record_event,
+)
+from tests.configuration.helpers import settings_env, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def redis_backend(celery_app) -> redis.Redis:
+    url = celery_app.conf.result_backend
+    if not url.startswith("redis"):
+        pytest.skip(f"needs a Redis result backend, not {url}")
+    return redis.Redis.from_url(url)
+
+
+def test_an_id_nobody_ever_sent_reports_pending(celery_app):
+    assert AsyncResult("no-such-task-id", app=celery_app).state == "PENDING"
+
+
+def test_the_page_settings_are_what_it_says():
+    assert timedelta(days=1) == result_backends.CELERY_RESULT_EXPIRES
+    assert result_backends.CELERY_RESULT_CHORD_EXPIRES == 7200
+    assert result_backends.CELERY_TASK_TRACK_STARTED is True
+
+
+def test_a_chord_joins_its_parts_on_the_backend(celery_worker):
+    assert count_in_parallel([1, 2, 3]).get(timeout=60) == 60
+
+
+@pytest.mark.antipattern("count_rows_quietly")
+def test_why_a_chord_over_ignore_result_parts_depends_on_the_backend(celery_worker, celery_app):
+    """Redis joins chord parts natively (their results go to a list), so ignore_result on a
+    part goes unnoticed; a backend that joins by reading each part's stored result (cache,
+    database) never finds them and the chord fails."""
+    result = chord(count_rows_quietly.s(shard) for shard in (1, 2, 3))(add_up.s())
+    if celery_app.backend.supports_native_join and celery_app.conf.result_backend.startswith(
+        "redis"
+    ):
+        assert result.get(timeout=60) == 60
+    else:
+        with pytest.raises(ChordError):
+            result.get(timeout=60)
+    assert count_rows_quietly.delay(4).get(timeout=30) is None  # outside a chord: ignored
+
+
+@pytest.mark.antipattern("export_status_naive")
+def test_why_pending_reads_as_queued_for_an_id_that_does_not_exist(celery_app):
+    assert export_status_naive("a-typo-in-the-url") == "queued"  # the lie
+    assert export_status("a-typo-in-the-url") == "unknown or expired"
+
+
+@pytest.mark.services("broker")
+def test_a_published_task_reads_queued_until_a_worker_runs_it(celery_app, celery_worker):
+    nobody = "configuration-nobody-consumes"
+    try:
+        waiting = build_export.apply_async((1,), queue=nobody)
+        assert export_status(waiting.id) == "queued"  # SENT, stored before the message left
+    finally:
+        with celery_app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(nobody)
+    done = build_export.delay(2)
+    assert done.get(timeout=30) == "export-2.csv"
+    assert export_status(done.id) == "done"
+    assert export_status_naive(done.id) == "success"
+
+
+def test_ignore_result_runs_the_task_and_stores_nothing(celery_worker, celery_app):
+    r = redis_backend(celery_app)
+    result = record_event.delay("signup")
+    [run] = wait_until(lambda: list(TaskRun.objects.filter(task_id=result.id)), what="the run")
+    assert run.key == "signup"
+    assert result.state == "PENDING"  # it ran, and reports PENDING: there is nothing to read
+    assert not r.exists(f"celery-task-meta-{result.id}")
+
+
+@pytest.mark.services("broker")
+def test_results_expire_and_then_read_as_pending(worker_process, celery_app):
+    r = redis_backend(celery_app)
+    wp = worker_process(env=settings_env(CELERY_RESULT_EXPIRES=2))  # seconds, for the test
+    result = add_up.apply_async(([1, 2],), queue=wp.queue)
+    assert result.get(timeout=30) == 3
+    key = f"celery-task-meta-{result.id}"
+    assert 0 < r.ttl(key) <= 2  # Redis expires the key itself: no cleanup job needed
+    wait_until(lambda: not r.exists(key), timeout=30, what="the result to expire")
+    assert AsyncResult(result.id, app=celery_app).state == "PENDING"  # as if never sent
+    assert export_status_naive(result.id) == "queued"  # a finished task shown as queued
+
+
+def test_a_chord_without_a_result_backend_cannot_start(monkeypatch):
+    monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
+    app = Celery("no-results", set_as_current=False, broker="memory://")
+
+    @app.task(shared=False)
+    def part(n: int) -> int:
+        return n
+
+    @app.task(shared=False)
+    def callback(values: list[int]) -> int:
+        return sum(values)
+
+    with pytest.raises(NotImplementedError, match="result backend"):
+        chord([part.s(1), part.s(2)])(callback.s())

@@ -1,0 +1,99 @@
+"""Proof for docs/configuration/routing.md: task_routes + dedicated workers isolate slow work;
+a queue no worker consumes strands its tasks, and stranded_queues() notices."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from celery import Celery
+from celery.utils.deprecated import CDeprecationWarning
+
+from snippets.configuration import routing
+from snippets.configuration.routing import send_receipt, stranded_queues, transcode_video
+from tests.configuration.helpers import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def routed_app(celery_app) -> Iterator[Celery]:
+    """A publisher configured like the project plus the page's CELERY_TASK_ROUTES."""
+    app = Celery("snippets", set_as_current=False)
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    app.conf.task_routes = routing.CELERY_TASK_ROUTES
+    with app.connection_for_write() as conn:
+        app.amqp.queues["media"].bind(conn.default_channel).declare()
+        conn.default_channel.queue_purge("media")  # nothing left over from an earlier run
+    yield app
+    app.close()
+
+
+def transcodes(app: Celery, count: int = 3) -> list:
+    return [app.send_task(transcode_video.name, (n, 2.0)) for n in range(count)]
+
+
+@pytest.mark.services("broker")
+def test_a_flood_on_its_own_queue_does_not_delay_the_default_queue(
+    routed_app, worker_process, celery_worker
+):
+    media = worker_process(concurrency=1, queue="media")  # celery -A ... worker -Q media
+    flood = transcodes(routed_app)
+    receipt = send_receipt.delay(7)  # default queue, served by the other worker
+    assert receipt.get(timeout=30) == 7
+    assert not all(r.ready() for r in flood)  # the receipt did not wait for the flood
+    assert [r.get(timeout=60) for r in flood] == [0, 1, 2]
+    assert media.log().count("transcode_video") >= 3
+
+
+@pytest.mark.services("broker")
+@pytest.mark.antipattern("one queue for every kind of task")
+def test_why_on_one_queue_the_quick_task_waits_for_the_flood(worker_process):
+    shared = worker_process(concurrency=1)
+    flood = [transcode_video.apply_async((n, 2.0), queue=shared.queue) for n in range(3)]
+    receipt = send_receipt.apply_async((7,), queue=shared.queue)
+    assert receipt.get(timeout=60) == 7
+    assert all(r.ready() for r in flood)  # every slow task ran before the quick one
+
+
+@pytest.mark.services("broker")
+@pytest.mark.antipattern("a route to a queue no worker consumes")
+def test_why_a_task_routed_to_an_unconsumed_queue_stays_pending(
+    routed_app, worker_process, celery_worker
+):
+    result = routed_app.send_task(transcode_video.name, (1, 0.0))
+    time.sleep(3)  # give any worker ample time to pick it up: none consumes "media"
+    assert result.state == "PENDING"  # no error anywhere: the task just waits
+    assert stranded_queues(routed_app) == {"media": 1}  # how you notice
+    worker_process(queue="media")
+    assert result.get(timeout=60) == 1  # a worker on the queue drains it
+    assert wait_until(lambda: stranded_queues(routed_app) == {}, what="no stranded queue")
+
+
+@pytest.mark.services("broker")
+def test_stranded_queues_reports_a_routed_queue_never_declared(celery_app, celery_worker):
+    app = Celery("snippets", set_as_current=False)
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    app.conf.task_routes = {"x.never": {"queue": "configuration-never-declared"}}
+    assert stranded_queues(app) == {"configuration-never-declared": 0}
+
+
+def test_routes_are_applied_when_publishing(routed_app, celery_app, celery_worker):
+    route = routed_app.amqp.router.route({}, transcode_video.name)
+    assert route["queue"].name == "media"
+    assert routed_app.amqp.router.route({}, send_receipt.name)["queue"].name == "celery"
+    # without the route (the project app has none) it goes to the default queue
+    assert celery_app.amqp.router.route({}, transcode_video.name)["queue"].name == "celery"
+    assert transcode_video.delay(5, 0.0).get(timeout=30) == 5  # run by the default worker
+
+
+def test_a_queue_set_on_the_task_itself_is_deprecated():
+    """Celery 5.7.0 warns: the queue/priority/routing_key task attributes lose effect in 6.0."""
+    app = Celery(set_as_current=False)
+
+    @app.task(queue="media", shared=False)
+    def legacy() -> None: ...
+
+    with pytest.warns(CDeprecationWarning, match="'queue' task attribute"):
+        app.finalize(auto=True)
