@@ -81,6 +81,7 @@ def test_why_two_workers_claim_the_same_job_without_a_lock(worker_process):
     assert list(Job.objects.order_by("pk").values_list("claims", flat=True)) == [1, 1]
     assert len(set(Job.objects.values_list("claimed_by", flat=True))) == 2
     assert claim_next_job.apply_async(("w3",), queue=wp.queue).get(timeout=60) is None
+    assert claim_next_job_racy("w3") is None  # nothing pending: both versions find nothing
 
 
 @pytest.mark.services("postgres")
@@ -100,6 +101,7 @@ def test_why_read_modify_write_oversells(worker_process):
     safe = [reserve_stock.apply_async((item.pk, 1), queue=wp.queue) for _ in range(2)]
     assert sorted(r.get(timeout=60) for r in safe) == [False, True]
     assert StockItem.objects.get(pk=item.pk).available == 0
+    assert reserve_stock_racy(item.pk, 1) is False  # alone, even the racy version refuses
 
 
 def test_conditional_update_never_sells_what_is_not_there(celery_worker):
