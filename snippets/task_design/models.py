@@ -44,3 +44,17 @@ class Reminder(models.Model):
 
 
 # --8<-- [end:calling]
+
+
+# --8<-- [start:canvas]
+from django.db import models
+
+
+class ChainFailure(models.Model):
+    """What the error callback records: one row per failed task, with its id."""
+
+    task_id = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+# --8<-- [end:canvas]

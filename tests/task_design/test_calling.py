@@ -1,0 +1,178 @@
+"""Proof for docs/task-design/calling.md: options, expiry, ETA in memory, Redis redelivery."""
+
+import time
+import uuid
+
+import pytest
+from kombu import Exchange, Queue
+
+from snippets.task_design.calling import (
+    redis_transport_options,
+    remind_now,
+    remind_soon,
+    remind_tomorrow,
+    reminder_for,
+    reminder_options,
+    send_reminder,
+)
+from snippets.task_design.models import Reminder
+from tests.task_design.conftest import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def reminders(user_id: int) -> int:
+    return Reminder.objects.filter(user_id=user_id).count()
+
+
+def queue_length(app, queue: str) -> int:
+    """Messages waiting in the broker (Redis drops an empty list: no queue means none)."""
+    with app.connection_for_write() as conn:
+        try:
+            return conn.default_channel.queue_declare(queue, passive=True).message_count
+        except conn.channel_errors:
+            return 0
+
+
+def delete_queue(app, queue: str, url: str | None = None) -> None:
+    with app.connection_for_write(url) as conn:
+        conn.default_channel.queue_delete(queue)
+
+
+def declare_queue(app, queue: str) -> None:
+    """Declare a queue as a worker would (RabbitMQ drops a message for an unbound queue)."""
+    with app.connection_for_write() as conn:
+        Queue(queue, Exchange(queue), routing_key=queue)(conn.default_channel).declare()
+
+
+def test_delay_and_a_partial_run_on_the_worker(celery_worker):
+    assert Reminder.objects.get(pk=remind_now(1).get(timeout=20)).text == "Welcome aboard"
+
+    reminder_id = reminder_for("Your invoice is ready").delay(7).get(timeout=20)
+    assert Reminder.objects.filter(pk=reminder_id, user_id=7).exists()  # 7 came at call time
+
+    sig = reminder_options()
+    assert sig.options == {"countdown": 1, "priority": 5}
+    assert Reminder.objects.get(pk=sig.apply_async().get(timeout=20)).user_id == 42
+
+
+def test_apply_async_options_travel_in_the_message(celery_app, published):
+    result = remind_tomorrow(3, correlation_id="req-123", queue="td-reminders")
+    try:
+        [sent] = [p for p in published if p["id"] == result.id]
+        headers = sent["headers"]
+        assert headers["expires"] > headers["eta"] > ""  # ISO 8601 timestamps, in UTC
+        assert headers["correlation_id"] == "req-123"  # a custom header, beside Celery's own
+        assert result.state == "PENDING"  # nobody consumes td-reminders: the message waits
+
+        soon = remind_soon(11, queue="td-reminders")
+        [sent] = [p for p in published if p["id"] == soon.id]
+        assert sent["headers"]["eta"] < sent["headers"]["expires"]  # countdown=10, expires=60
+    finally:
+        delete_queue(celery_app, "td-reminders")
+
+
+def test_a_task_past_expires_never_runs(celery_app, shared_prefork_worker):
+    """Published with expires=1 to a queue no worker consumes yet; consumed 2 s later.
+
+    Redis: the worker receives it, discards it and stores REVOKED. RabbitMQ: Celery also sets
+    the message's `expiration` (a per-message TTL), so the broker drops it before any worker
+    sees it, and the state stays PENDING.
+    """
+    wp = shared_prefork_worker
+    amqp = celery_app.conf.broker_url.startswith(("amqp", "pyamqp"))
+    queue = f"td-expires-{uuid.uuid4().hex[:8]}"
+    declare_queue(celery_app, queue)
+    result = send_reminder.apply_async((21, "too late"), expires=1, queue=queue)
+    time.sleep(2)  # a backlog: the message waits past its expiry
+    if amqp:
+        assert queue_length(celery_app, queue) == 0  # RabbitMQ expired it in the queue
+
+    celery_app.control.add_consumer(queue, destination=[wp.hostname], reply=True)
+    try:
+        sentinel = send_reminder.apply_async((22, "on time"), queue=queue)
+        assert sentinel.get(timeout=60)  # the queue was consumed past the expired message
+    finally:
+        celery_app.control.cancel_consumer(queue, destination=[wp.hostname], reply=True)
+        delete_queue(celery_app, queue)
+    assert reminders(21) == 0  # which never ran
+    if amqp:
+        assert result.state == "PENDING"
+    else:
+        wait_until(lambda: result.state == "REVOKED", what="REVOKED", wp=wp)
+        assert f"Discarding revoked task: {send_reminder.name}[{result.id}]" in wp.log()
+
+
+def scheduled(celery_app, wp) -> list:
+    replies = celery_app.control.inspect([wp.hostname], timeout=2).scheduled() or {}
+    return replies.get(wp.hostname, [])
+
+
+def test_why_eta_tasks_pile_up_in_worker_memory(celery_app, shared_prefork_worker):
+    """Default: every ETA task is fetched and held in the worker's memory until it is due."""
+    wp = shared_prefork_worker
+    before = len(scheduled(celery_app, wp))
+    results = [
+        send_reminder.apply_async((user_id, "later"), countdown=600, queue=wp.queue)
+        for user_id in range(31, 37)
+    ]
+    try:
+        wait_until(lambda: len(scheduled(celery_app, wp)) == before + 6, what="6 ETA tasks held")
+        assert queue_length(celery_app, wp.queue) == 0  # the broker holds none of them
+    finally:
+        for result in results:
+            result.revoke()  # discarded when due; the session ends long before
+
+
+@pytest.mark.services("broker")
+def test_worker_eta_task_limit_leaves_the_rest_in_the_broker(celery_app, worker_process):
+    """Celery 5.6+: worker_eta_task_limit=2 caps what the worker holds; the rest wait."""
+    wp = worker_process(env={"DJANGO_SETTINGS_MODULE": "tests.task_design.eta_limit_settings"})
+    for user_id in range(41, 47):
+        send_reminder.apply_async((user_id, "later"), countdown=600, queue=wp.queue)
+
+    wait_until(lambda: len(scheduled(celery_app, wp)) == 2, what="2 ETA tasks held")
+    wait_until(lambda: queue_length(celery_app, wp.queue) == 4, what="4 left in the broker")
+    time.sleep(1)
+    assert len(scheduled(celery_app, wp)) == 2  # and it stays at the limit
+
+
+@pytest.mark.services("redis", "broker")
+def test_why_a_countdown_longer_than_the_visibility_timeout_runs_twice(worker_process, redis_url):
+    """Redis: a held ETA message is handed out again after visibility_timeout; the fix holds."""
+    from tests.task_design.redis_visibility_app import make_app
+
+    prefix = f"td-sized-{uuid.uuid4().hex[:8]}:"  # its own unacked index, see make_app
+    app, sized_app = make_app(redis_url, 3600), make_app(redis_url, 3600, prefix)
+    # CELERY_BROKER_URL in the environment beats any app's broker_url: point it at Redis.
+    redis_env = {"CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url}
+    short = 2  # seconds: shorter than the 6 s countdown
+    fixed = redis_transport_options(longest_eta_s=6, time_limit_s=5)["visibility_timeout"]
+    too_short = worker_process(
+        app="tests.task_design.redis_visibility_app",
+        env={"VISIBILITY_TIMEOUT": str(short), **redis_env},
+        ready=False,
+    )
+    sized = worker_process(
+        app="tests.task_design.redis_visibility_app",
+        env={"VISIBILITY_TIMEOUT": str(fixed), "KEYPREFIX": prefix, **redis_env},
+        ready=False,
+    )
+    try:
+        for wp in (too_short, sized):
+            wp.wait_for_log("ready.", timeout=60)
+        for wp_app, wp, user_id in ((app, too_short, 51), (sized_app, sized, 52)):
+            with wp_app.connection_for_write(redis_url) as conn:
+                wp_app.send_task(
+                    send_reminder.name, (user_id, "once?"), countdown=6, queue=wp.queue,
+                    connection=conn,
+                )  # fmt: skip
+
+        wait_until(lambda: reminders(51) >= 2, what="a second run", wp=too_short)
+        wait_until(lambda: reminders(52) == 1, what="the sized worker to run it")
+        time.sleep(2)
+        assert reminders(52) == 1  # visibility_timeout above the countdown: once
+    finally:
+        for wp, wp_app in ((too_short, app), (sized, sized_app)):
+            wp.stop()
+            delete_queue(wp_app, wp.queue, redis_url)

@@ -1,0 +1,100 @@
+"""Proof for docs/task-design/canvas.md: chains, chords, immutable signatures, no .get()."""
+
+import time
+
+import pytest
+from celery import Celery, chain, chord, group
+from celery.exceptions import ChordError
+
+from snippets.task_design.canvas import (
+    add,
+    check_positive,
+    pipeline,
+    record_failure,
+    square,
+    squares_in_order,
+    squares_total,
+    then_fixed,
+    total,
+    total_by_waiting,
+)
+from snippets.task_design.models import ChainFailure
+from tests.task_design.conftest import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_chain_passes_each_result_to_the_next_step(celery_worker):
+    assert pipeline(1).apply_async().get(timeout=30) == 12  # (1 + 1) -> check -> + 10
+    assert not ChainFailure.objects.exists()
+
+
+def test_a_chain_stops_at_the_first_failure_and_the_errback_fires_once(celery_worker, published):
+    result = pipeline(-5).apply_async()  # -5 + 1 = -4: check_positive fails
+    with pytest.raises(ValueError, match="expected a positive number, got -4"):
+        result.get(timeout=30)
+
+    failed = result.parent  # the chain's middle step
+    wait_until(lambda: ChainFailure.objects.exists(), timeout=30, what="the error callback")
+    time.sleep(1)  # room for a duplicate callback to show up, if there were one
+    assert list(ChainFailure.objects.values_list("task_id", flat=True)) == [failed.id]
+    assert failed.state == "FAILURE"
+    assert failed.parent.get(timeout=5) == -4  # the first step ran
+    sent = [p["name"] for p in published]
+    assert sent.count(add.name) == 1  # the last step (another add) was never even published
+    assert sent.count(record_failure.name) == 1  # the error callback, once
+    with pytest.raises(ValueError, match="got -4"):
+        result.get(timeout=5)  # the unreached step reports the chain's error
+
+
+def test_an_immutable_signature_ignores_the_parent_result(celery_worker):
+    assert then_fixed(5).apply_async().get(timeout=30) == 101
+
+
+def test_why_a_mutable_signature_gets_the_parent_result_prepended(celery_worker):
+    """add.s(100, 1) after a step becomes add(6, 100, 1): too many arguments."""
+    result = chain(add.s(5, 1), add.s(100, 1)).apply_async()
+    with pytest.raises(TypeError, match="takes 2 positional arguments but 3 were given"):
+        result.get(timeout=30)
+
+
+def test_chord_results_arrive_in_header_order_whatever_the_finishing_order(
+    shared_prefork_worker,
+):
+    """Three children run the header at once; the first header task finishes last."""
+    queue = shared_prefork_worker.queue
+    seconds = [3.0, 1.5, 0.0]
+    result = squares_in_order([1, 2, 3], seconds).apply_async(queue=queue)
+
+    assert result.get(timeout=60) == [1, 4, 9]  # header order
+    header = result.parent.results
+    finished = sorted(header, key=lambda r: r.date_done)
+    assert [r.get(timeout=5) for r in finished] == [9, 4, 1]  # finishing order: reversed
+    assert squares_total([1, 2, 3], seconds).apply_async(queue=queue).get(timeout=60) == 14
+
+
+def test_a_chord_without_a_result_backend_fails_at_apply_async(monkeypatch):
+    """No result backend: the chord cannot count its header, and says so before publishing."""
+    for var in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):  # they beat an app's own config
+        monkeypatch.delenv(var, raising=False)
+    app = Celery("no-backend", broker="memory://", set_as_current=False)  # no result backend
+    header = group(app.signature(square.name, (n,)) for n in (1, 2))
+    with pytest.raises(NotImplementedError, match="Starting chords requires a result backend"):
+        chord(header, app.signature(total.name)).apply_async()
+
+
+def test_a_failing_header_task_fails_the_chord(celery_worker):
+    """The body never runs; get() re-raises the header's error, the body stores ChordError."""
+    result = chord([check_positive.s(1), check_positive.s(-1)], total.s()).apply_async()
+    with pytest.raises(ValueError, match="got -1"):
+        result.get(timeout=30)
+    wait_until(lambda: result.state == "FAILURE", timeout=30, what="the chord body FAILURE")
+    assert isinstance(result.result, ChordError)
+
+
+@pytest.mark.antipattern("total_by_waiting")
+def test_why_get_inside_a_task_is_refused(shared_prefork_worker, celery_worker):
+    """On a prefork worker, result.get() inside a task raises instead of risking a deadlock."""
+    result = total_by_waiting.apply_async(([1, 2, 3],), queue=shared_prefork_worker.queue)
+    with pytest.raises(RuntimeError, match=r"Never call result.get\(\) within a task"):
+        result.get(timeout=60)
