@@ -61,6 +61,9 @@ for _alias, _db in DATABASES.items():
     )
     _db["NAME"] = os.environ.get(f"SNIPPETS_{_alias.upper()}_DB_NAME", _db["NAME"])
 
+# Uploaded files (the recipes' CSV imports): a directory the web and worker processes share.
+MEDIA_ROOT = os.environ.get("DJANGO_MEDIA_ROOT", str(BASE_DIR / ".media"))
+
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Django's default is None: an SMTP server that never answers blocks the worker forever.
 EMAIL_TIMEOUT = 10

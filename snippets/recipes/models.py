@@ -18,3 +18,74 @@ class Member(models.Model):
 
 
 # --8<-- [end:member]
+
+
+# --8<-- [start:import_models]
+from django.db import models
+
+
+class Product(models.Model):
+    """What the CSV import writes. `sku` is the natural key the upsert matches on."""
+
+    sku = models.CharField(max_length=40, unique=True)
+    name = models.CharField(max_length=200)
+    price = models.DecimalField(max_digits=10, decimal_places=2)
+    verified = models.BooleanField(default=False)  # set by a reviewer, never by an import
+
+
+class ImportJob(models.Model):
+    """One uploaded file and its progress: the source of truth any process can read."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    file = models.FileField(upload_to="imports/%Y/%m/")  # storage API: S3, NFS, ...
+    status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
+    total_rows = models.PositiveIntegerField(null=True)  # counted by the worker
+    processed_rows = models.PositiveIntegerField(default=0)  # the checkpoint
+    imported_rows = models.PositiveIntegerField(default=0)
+    error_rows = models.PositiveIntegerField(default=0)
+    row_errors = models.JSONField(default=list)  # the first 100: [{"line": 7, "errors": ...}]
+    error = models.TextField(blank=True)  # why the whole job failed
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+# --8<-- [end:import_models]
+
+
+# --8<-- [start:order_models]
+from django.db import models
+
+
+class StockItem(models.Model):
+    """Units that can still be sold: reserved units are already subtracted."""
+
+    sku = models.CharField(max_length=40, unique=True)
+    available = models.PositiveIntegerField()  # a CHECK (available >= 0) in the database
+
+
+class Order(models.Model):
+    """An order and the state machine its workflow advances, one conditional UPDATE a step."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # created; the workflow starts after commit
+        RESERVED = "reserved"  # stock subtracted for this order
+        CHARGING = "charging"  # a charge was (maybe) sent to the provider
+        PAID = "paid"  # the provider confirmed the charge
+        CONFIRMED = "confirmed"  # the customer has the confirmation email
+        OUT_OF_STOCK = "out_of_stock"  # final: nothing reserved, nothing charged
+        FAILED = "failed"  # final: the reservation released, nothing charged
+
+    email = models.EmailField()
+    sku = models.CharField(max_length=40)
+    quantity = models.PositiveIntegerField()
+    amount_cents = models.PositiveIntegerField()
+    status = models.CharField(max_length=20, choices=Status, default=Status.PENDING)
+    payment_id = models.CharField(max_length=100, blank=True)  # the provider's charge id
+    customer_notified_at = models.DateTimeField(null=True, blank=True)  # of a failure
+
+
+# --8<-- [end:order_models]

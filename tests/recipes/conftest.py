@@ -115,3 +115,19 @@ def run_web_process(code: str, **env: str) -> subprocess.CompletedProcess:
         [sys.executable, "-c", script], cwd=ROOT, env=worker_env(**env),
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
+
+
+@pytest.fixture
+def provider(settings):
+    """The stand-in payment provider over HTTP; the client is pointed at it for the test."""
+    from snippets.recipes.payments import FakeProvider, serve_provider
+
+    state = FakeProvider()
+    server = serve_provider(state)
+    settings.PAYMENTS_URL = f"http://127.0.0.1:{server.server_port}"
+    settings.PAYMENTS_TIMEOUT = 5
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -194,6 +194,7 @@ def test_transient_smtp_failure_is_retried_with_bounded_backoff_then_sent_once(
     assert member.welcome_sent_at is not None
 
 
+@pytest.mark.django_db  # no worker, no committed rows needed: skip the flush
 def test_the_retry_policy_is_jittered_and_capped():
     """autoretry computes each countdown with get_exponential_backoff_interval and these options:
     full jitter spreads the retries of many tasks; the cap bounds the longest wait."""
@@ -344,6 +345,7 @@ def test_broker_down_at_commit_the_member_exists_and_the_email_follows_once(
     assert member.welcome_sent_at is not None
 
 
+@pytest.mark.django_db
 def test_the_reconciliation_is_scheduled_by_its_registered_name(celery_app):
     [entry] = CELERY_BEAT_SCHEDULE.values()
     assert entry["task"] == reconcile_welcome_emails.name

@@ -1,0 +1,197 @@
+"""Order workflow: reserve, charge once, confirm; every step a conditional state change."""
+
+# --8<-- [start:start]
+from celery import chain
+from django.db import transaction
+
+from snippets.recipes.models import Order
+
+
+def place_order(email: str, sku: str, quantity: int, amount_cents: int) -> Order:
+    """Create the order; start its workflow only if the order commits."""
+    with transaction.atomic():
+        order = Order.objects.create(
+            email=email, sku=sku, quantity=quantity, amount_cents=amount_cents
+        )
+        workflow = chain(
+            reserve_stock.si(order.pk),  # (1)!
+            charge_payment.si(order.pk),
+            send_confirmation.si(order.pk),
+        ).on_error(handle_order_failure.si(order.pk))  # (2)!
+        transaction.on_commit(workflow.delay)  # (3)!
+    return order
+
+
+# --8<-- [end:start]
+
+
+# --8<-- [start:reserve]
+import logging
+
+import requests
+from celery import Task, shared_task
+from celery.exceptions import Ignore
+from django.core.mail import send_mail
+from django.db.models import F
+from django.utils import timezone
+
+from snippets.recipes import payments
+from snippets.recipes.models import StockItem
+
+logger = logging.getLogger("snippets.recipes.order_workflow")
+S = Order.Status
+
+
+@shared_task(soft_time_limit=30, time_limit=60)
+def reserve_stock(order_id: int) -> str:
+    """PENDING -> RESERVED, or OUT_OF_STOCK: a business outcome that ends the workflow."""
+    with transaction.atomic():
+        order = Order.objects.select_for_update().get(pk=order_id)
+        if order.status != S.PENDING:
+            logger.info("order %s is already %s: nothing to reserve", order_id, order.status)
+            return order.status  # a redelivery: the next step checks the state again
+        reserved = StockItem.objects.filter(sku=order.sku, available__gte=order.quantity).update(
+            available=F("available") - order.quantity
+        )  # (1)!
+        order.status = S.RESERVED if reserved else S.OUT_OF_STOCK
+        order.save(update_fields=["status"])
+        if not reserved:
+            notify_order_failed.delay_on_commit(order_id)
+    if not reserved:
+        logger.info("order %s: %s is out of stock; customer told", order_id, order.sku)
+        raise Ignore()  # (2)!
+    return order.status
+
+
+# --8<-- [end:reserve]
+
+
+# --8<-- [start:charge]
+def charge_key(order_id: int) -> str:
+    """The idempotency key: the same for every attempt at charging this order."""
+    return f"order-{order_id}-charge"
+
+
+@shared_task(
+    bind=True,
+    autoretry_for=(requests.ConnectionError, requests.Timeout),  # (1)!
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=5,
+    soft_time_limit=60,
+    time_limit=90,
+    proved_idempotent_by="tests/recipes/test_order_workflow.py::test_charge_delivered_twice_charges_once",
+)
+def charge_payment(self: Task, order_id: int) -> str:
+    """RESERVED -> CHARGING -> PAID, charging the card at most once."""
+    claimed = Order.objects.filter(pk=order_id, status=S.RESERVED).update(status=S.CHARGING)
+    order = Order.objects.get(pk=order_id)
+    if order.status != S.CHARGING:
+        logger.info("order %s is %s: not charging", order_id, order.status)  # (2)!
+        return order.status
+    key = charge_key(order_id)
+    charge_id = None if claimed else payments.find_charge(key)  # (3)!
+    if charge_id is None:
+        charge_id = payments.create_charge(key, order.amount_cents, f"order-{order_id}")  # (4)!
+    Order.objects.filter(pk=order_id, status=S.CHARGING).update(status=S.PAID, payment_id=charge_id)
+    logger.info("order %s paid: %s (attempt %s)", order_id, charge_id, self.request.retries + 1)
+    return S.PAID
+
+
+# --8<-- [end:charge]
+
+
+# --8<-- [start:confirm]
+@shared_task(
+    bind=True,
+    autoretry_for=(OSError,),  # (1)!
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=8,
+    soft_time_limit=30,
+    time_limit=60,
+    proved_idempotent_by=(
+        "tests/recipes/test_order_workflow.py::test_a_failed_confirmation_is_retried_never_recharged"
+    ),
+)
+def send_confirmation(self: Task, order_id: int) -> str:
+    """PAID -> CONFIRMED in the transaction that sends the email: once, and only if paid."""
+    with transaction.atomic():
+        claimed = Order.objects.filter(pk=order_id, status=S.PAID).update(status=S.CONFIRMED)
+        order = Order.objects.get(pk=order_id)
+        if not claimed:
+            logger.info("order %s is %s: no confirmation to send", order_id, order.status)
+            return order.status
+        send_mail(
+            subject=f"Order {order_id} confirmed",
+            message=f"{order.quantity} x {order.sku}, paid {order.amount_cents / 100:.2f} EUR.",
+            from_email="orders@example.com",
+            recipient_list=[order.email],
+        )
+    return S.CONFIRMED
+
+
+# --8<-- [end:confirm]
+
+
+# --8<-- [start:failure]
+@shared_task(soft_time_limit=30, time_limit=60)
+def handle_order_failure(order_id: int) -> str:
+    """The workflow's link_error: leave the order in a final state, release its stock."""
+    with transaction.atomic():
+        order = Order.objects.select_for_update().get(pk=order_id)
+        if order.status == S.CHARGING and (charge_id := payments.find_charge(charge_key(order_id))):
+            order.status, order.payment_id = S.PAID, charge_id  # (1)!
+            order.save(update_fields=["status", "payment_id"])
+            send_confirmation.delay_on_commit(order_id)
+            logger.warning("order %s: its charge %s went through after all", order_id, charge_id)
+            return order.status
+        if order.status in (S.PAID, S.CONFIRMED):
+            logger.error("order %s is %s but a step failed: follow up", order_id, order.status)
+            return order.status  # (2)!
+        if order.status in (S.RESERVED, S.CHARGING):
+            StockItem.objects.filter(sku=order.sku).update(
+                available=F("available") + order.quantity
+            )
+        order.status = S.FAILED
+        order.save(update_fields=["status"])
+        notify_order_failed.delay_on_commit(order_id)
+    logger.warning("order %s failed: stock released, customer told", order_id)
+    return order.status
+
+
+@shared_task(
+    bind=True,
+    autoretry_for=(OSError,),
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=8,
+    soft_time_limit=30,
+    time_limit=60,
+    proved_idempotent_by="tests/recipes/test_order_workflow.py::test_the_customer_is_told_once",
+)
+def notify_order_failed(self: Task, order_id: int) -> str:
+    """Tell the customer their order did not go through: once, whoever asks."""
+    with transaction.atomic():
+        claimed = Order.objects.filter(
+            pk=order_id,
+            status__in=[S.OUT_OF_STOCK, S.FAILED],
+            customer_notified_at__isnull=True,
+        ).update(customer_notified_at=timezone.now())
+        if not claimed:
+            return "already-notified"
+        order = Order.objects.get(pk=order_id)
+        why = "is out of stock" if order.status == S.OUT_OF_STOCK else "could not be charged"
+        send_mail(
+            subject=f"Order {order_id} not placed",
+            message=f"Sorry: {order.sku} {why}. You have not been charged.",
+            from_email="orders@example.com",
+            recipient_list=[order.email],
+        )
+    return "notified"
+
+
+# --8<-- [end:failure]

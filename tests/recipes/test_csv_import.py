@@ -1,0 +1,285 @@
+"""Proof for docs/recipes/csv-import.md: restartable, validated, with honest progress."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import psycopg
+import pytest
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, connection
+
+from snippets.recipes.csv_import import import_products, start_import
+from snippets.recipes.csv_import_naive import import_csv_naive, poll_naive
+from snippets.recipes.models import ImportJob, Product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HEADER = "sku,name,price"
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 60, what: str = "") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"not true after {timeout}s: {what or predicate}")
+
+
+def csv_bytes(*lines: str) -> bytes:
+    return ("\r\n".join(lines) + "\r\n").encode() if lines else b""
+
+
+def products_csv(n: int, price: str = "9.99") -> bytes:
+    return csv_bytes(HEADER, *(f"SKU-{i:05},Product {i},{price}" for i in range(1, n + 1)))
+
+
+def job_for(content: bytes) -> ImportJob:
+    """A job whose task the test publishes itself (to pick the batch size or the queue)."""
+    return ImportJob.objects.create(file=ContentFile(content, name="products.csv"))
+
+
+def job_state(job: ImportJob) -> ImportJob:
+    job.refresh_from_db()
+    return job
+
+
+def finished(job: ImportJob, timeout: float = 60) -> ImportJob:
+    return wait_until(
+        lambda: (j := job_state(job)).status in ("done", "failed") and j,
+        timeout=timeout,
+        what=f"job {job.pk} finished",
+    )
+
+
+@pytest.fixture
+def media(settings, tmp_path):
+    """Uploads in a directory of this test, for this process and any worker subprocess."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def progress(client, settings) -> Callable[[ImportJob], dict]:
+    settings.ROOT_URLCONF = "snippets.recipes.urls"
+
+    def read(job: ImportJob) -> dict:
+        response = client.get(f"/imports/{job.pk}/progress")
+        assert response.status_code == 200
+        return response.json()
+
+    return read
+
+
+@contextlib.contextmanager
+def holding_sku(sku: str) -> Iterator[None]:
+    """Insert `sku` in an open transaction: an import that reaches it waits (a slow import,
+    made deterministic) until the block ends and the insert is rolled back."""
+    s = connection.settings_dict
+    with psycopg.connect(
+        dbname=s["NAME"], user=s["USER"], password=s["PASSWORD"] or None,
+        host=s["HOST"] or None, port=s["PORT"] or None,
+    ) as conn:  # fmt: skip
+        conn.execute(
+            "INSERT INTO recipes_product (sku, name, price, verified)"
+            " VALUES (%s, 'held', 0, false)",
+            [sku],
+        )
+        try:
+            yield
+        finally:
+            conn.rollback()
+
+
+def test_import_upserts_rows_and_records_malformed_lines(celery_worker, media, progress):
+    content = csv_bytes(
+        HEADER,
+        "SKU-1,Kettle,19.90",
+        '"SKU-2","Mug, large",4.50',
+        "SKU-3,Teapot,abc",  # line 4: not a price
+        "SKU-4,Spoon,0.99",
+        ",Nameless,1.00",  # line 6: no sku
+        "SKU-6,Tray,-3",  # line 7: negative
+        "SKU-1,Kettle v2,21.00",  # the same sku again, in the same batch: the last one wins
+    )
+    job = finished(start_import(ContentFile(content, name="products.csv")))
+
+    assert job.status == "done"
+    assert sorted(Product.objects.values_list("sku", flat=True)) == ["SKU-1", "SKU-2", "SKU-4"]
+    assert Product.objects.get(sku="SKU-2").name == "Mug, large"
+    assert Product.objects.get(sku="SKU-1").name == "Kettle v2"
+    assert [e["line"] for e in job.row_errors] == [4, 6, 7]
+    assert job.row_errors[0]["errors"] == {"price": ["Enter a number."]}
+    assert (job.total_rows, job.processed_rows, job.imported_rows, job.error_rows) == (7, 7, 4, 3)
+    body = progress(job)
+    assert (body["status"], body["finished"], body["percent"], body["errors"]) == (
+        "done", True, 100.0, 3,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("content", [b"", csv_bytes(HEADER)], ids=["empty", "header-only"])
+def test_an_empty_file_completes_with_zero_of_zero(celery_worker, media, progress, content):
+    job = finished(start_import(ContentFile(content, name="products.csv")))
+
+    assert (job.status, job.total_rows, job.processed_rows, job.imported_rows) == ("done", 0, 0, 0)
+    body = progress(job)
+    assert (body["finished"], body["percent"], body["total"]) == (True, 100.0, 0)
+
+
+def test_a_missing_column_fails_the_job_and_the_view_says_so(celery_worker, media, progress):
+    job = finished(start_import(ContentFile(csv_bytes("sku,name", "SKU-1,Kettle"), name="x.csv")))
+
+    assert job.status == "failed"
+    assert "missing columns: ['price']" in job.error
+    body = progress(job)
+    assert (body["status"], body["finished"], body["percent"]) == ("failed", True, 0.0)
+    assert not Product.objects.exists()
+
+
+def test_unknown_columns_cannot_set_a_field(celery_worker, media):
+    content = csv_bytes(HEADER + ",verified,id", "SKU-1,Kettle,19.90,1,999")
+    job = finished(start_import(ContentFile(content, name="products.csv")))
+
+    product = Product.objects.get(sku="SKU-1")
+    assert (job.status, product.verified) == ("done", False)
+    assert product.pk != 999
+
+
+@pytest.mark.antipattern("import_csv_naive")
+def test_why_naive_create_row_lets_the_csv_set_any_field(celery_worker, tmp_path):
+    """Mass assignment: the CSV's `verified` and `id` columns go straight into the row; and
+    the result reports the caller's total, not what happened."""
+    path = tmp_path / "products.csv"
+    path.write_bytes(csv_bytes(HEADER + ",verified,id", "SKU-1,Kettle,19.90,1,999"))
+
+    result = import_csv_naive.delay(str(path), 1000).get(timeout=30)
+
+    product = Product.objects.get(sku="SKU-1")
+    assert (product.verified, product.pk) == (True, 999)
+    assert result == {"status": "complete", "processed": 1000}  # one row was in the file
+
+
+@pytest.mark.antipattern("import_csv_naive")
+def test_why_naive_crashes_on_an_unknown_column(celery_worker, tmp_path):
+    path = tmp_path / "products.csv"
+    path.write_bytes(csv_bytes(HEADER + ",colour", "SKU-1,Kettle,19.90,red"))
+
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        import_csv_naive.delay(str(path), 1).get(timeout=30)
+
+
+def test_running_a_job_again_changes_nothing_and_a_new_upload_updates(celery_worker, media):
+    job = finished(start_import(ContentFile(products_csv(30), name="products.csv")))
+    assert import_products.delay(job.pk).get(timeout=30) == {"processed": 30, "imported": 30}
+    assert job_state(job).imported_rows == 30  # the redelivered message counted nothing twice
+
+    again = finished(start_import(ContentFile(products_csv(30, price="5.00"), name="p.csv")))
+    assert again.status == "done"
+    assert Product.objects.count() == 30
+    assert set(Product.objects.values_list("price", flat=True)) == {Decimal("5.00")}
+
+
+@pytest.mark.antipattern("import_csv_naive")
+def test_why_naive_rerun_fails_on_the_rows_it_already_made(celery_worker, tmp_path):
+    """A redelivery starts again at row 1: on a unique key it fails at once (and the rest of
+    the file never imports); without one, it would duplicate every row."""
+    path = tmp_path / "products.csv"
+    path.write_bytes(products_csv(30))
+    import_csv_naive.delay(str(path), 30).get(timeout=30)
+
+    with pytest.raises(IntegrityError):
+        import_csv_naive.delay(str(path), 30).get(timeout=30)
+
+
+@pytest.mark.services("postgres")
+def test_progress_is_monotonic_while_running_and_final_after(celery_worker, media, progress):
+    """The view is polled while the import runs (held at row 550 of 1000) and after."""
+    job = job_for(products_csv(1000))
+    seen = []
+    with holding_sku("SKU-00550"):
+        import_products.delay(job.pk, 100)
+        mid = wait_until(
+            lambda: (b := progress(job))["processed"] == 500 and b, what="the first 5 batches"
+        )
+        seen.append(mid["percent"])
+        assert (mid["status"], mid["finished"], mid["total"], mid["percent"]) == (
+            "running", False, 1000, 50.0,
+        )  # fmt: skip
+    while not (body := progress(job))["finished"]:
+        seen.append(body["percent"])
+    seen.append(body["percent"])
+
+    assert seen == sorted(seen)  # never backwards
+    assert (body["status"], body["percent"], body["imported"]) == ("done", 100.0, 1000)
+
+
+@pytest.mark.services("postgres")
+@pytest.mark.antipattern("import_csv_naive")
+def test_why_polling_state_then_info_races_and_divides_by_zero(celery_worker, tmp_path):
+    """The naive poll reads the backend twice. Held at row 150, the task is in PROGRESS: with
+    the caller's total_rows=0 the poll divides by zero. Then the test pauses between the two
+    reads, as a scheduler can: the task fails meanwhile, and `.info` is the exception."""
+    path = tmp_path / "products.csv"
+    path.write_bytes(products_csv(200) + b"SKU-00001,Duplicate,1.00\r\n")  # fails at the end
+    with holding_sku("SKU-00150"):
+        task_id = import_csv_naive.delay(str(path), 0).id
+        wait_until(lambda: import_csv_naive.AsyncResult(task_id).state == "PROGRESS")
+        with pytest.raises(ZeroDivisionError):
+            poll_naive(task_id)
+        result = import_csv_naive.AsyncResult(task_id)
+        assert result.state == "PROGRESS"  # the first read
+    wait_until(lambda: import_csv_naive.AsyncResult(task_id).failed(), what="the failure")
+    with pytest.raises(AttributeError):
+        result.info.get("current", 0)  # the second read: an IntegrityError, not a dict
+    assert poll_naive(task_id) is None  # and once failed, the poll says nothing at all
+
+
+@pytest.mark.services("postgres", "broker")
+def test_worker_killed_mid_file_resumes_without_duplicates(worker_process, media):
+    """SIGKILL the pool child while batch 3 is in flight: the message is redelivered, the
+    import resumes at the checkpoint (200), and every counter ends exact."""
+    wp = worker_process(env={"DJANGO_MEDIA_ROOT": media})
+    job = job_for(products_csv(500))
+    with holding_sku("SKU-00250"):
+        import_products.apply_async((job.pk, 100), queue=wp.queue)
+        wait_until(lambda: job_state(job).processed_rows == 200, what="the checkpoint at 200")
+        [child] = wp.pool_pids()
+        os.kill(child, signal.SIGKILL)
+        wait_until(lambda: wp.pool_pids() not in ([], [child]), what="a new pool child")
+    job = finished(job)
+
+    assert job.status == "done"
+    assert (job.total_rows, job.processed_rows, job.imported_rows) == (500, 500, 500)
+    assert Product.objects.count() == 500
+    assert "WorkerLostError" in wp.log()  # it really died mid-task
+
+
+@pytest.mark.services("postgres", "broker")
+def test_soft_time_limit_leaves_a_checkpoint_and_the_import_continues(worker_process, media):
+    """The soft limit fires in batch 3: its transaction rolls back, the checkpoint stays at
+    200, and the task continues from there. Continuations are bounded by max_retries."""
+    wp = worker_process(env={"DJANGO_MEDIA_ROOT": media})
+    job = job_for(products_csv(500))
+    limits = {"soft_time_limit": 2, "time_limit": 30, "queue": wp.queue}
+    with holding_sku("SKU-00250"):
+        import_products.apply_async((job.pk, 100), **limits)
+        wp.wait_for_log("paused by its soft time limit", timeout=60)
+        assert (job_state(job).status, job.processed_rows) == ("running", 200)
+    job = finished(job)
+    assert (job.status, job.processed_rows, job.imported_rows) == ("done", 500, 500)
+    assert Product.objects.count() == 500
+
+    # The last continuation allowed: the limit fires again, and the job is marked failed.
+    stuck = job_for(products_csv(600))
+    with holding_sku("SKU-00550"):
+        import_products.apply_async((stuck.pk, 100), retries=import_products.max_retries, **limits)
+        stuck = finished(stuck)
+    assert stuck.status == "failed"
+    assert "SoftTimeLimitExceeded" in stuck.error
+    assert stuck.processed_rows == 500  # still a valid checkpoint to resume from

@@ -1,0 +1,303 @@
+"""Proof for docs/recipes/order-workflow.md: reserve, charge once, confirm, on a real worker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from celery.exceptions import Ignore
+from django.db import connections, transaction
+
+from snippets.recipes.models import Order, StockItem
+from snippets.recipes.order_workflow import (
+    charge_key,
+    charge_payment,
+    handle_order_failure,
+    notify_order_failed,
+    place_order,
+    reserve_stock,
+    send_confirmation,
+)
+from snippets.recipes.order_workflow_naive import charge_payment_naive, process_order
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LOGGER = "snippets.recipes.order_workflow"
+
+
+class Rollback(Exception):
+    """Raised to roll the surrounding transaction back."""
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 60, what: str = "") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"not true after {timeout}s: {what or predicate}")
+
+
+def status_becomes(order: Order, status: str, timeout: float = 60) -> Order:
+    def check() -> Order | None:
+        order.refresh_from_db()
+        return order if order.status == status else None
+
+    return wait_until(check, timeout=timeout, what=f"order {order.pk} {status}")
+
+
+def names(published: list[dict]) -> list[str]:
+    return [p["name"].rsplit(".", 1)[-1] for p in published]
+
+
+def new_order(status: str = Order.Status.PENDING, sku: str = "LAMP", **kw) -> Order:
+    fields = {"email": "ada@example.com", "sku": sku, "quantity": 1, "amount_cents": 4990}
+    return Order.objects.create(status=status, **{**fields, **kw})
+
+
+def stock(sku: str = "LAMP") -> int:
+    return StockItem.objects.get(sku=sku).available
+
+
+def test_an_order_is_reserved_charged_once_and_confirmed(
+    celery_worker, provider, mailoutbox, published
+):
+    StockItem.objects.create(sku="LAMP", available=3)
+    order = place_order("ada@example.com", "LAMP", 2, 4990)
+
+    order = status_becomes(order, "confirmed")
+    assert stock() == 1
+    [charge] = provider.charges
+    assert (charge["idempotency_key"], charge["amount"]) == (charge_key(order.pk), 4990)
+    assert order.payment_id == charge["id"]
+    [email] = mailoutbox
+    assert email.to == ["ada@example.com"]
+    assert names(published) == ["reserve_stock", "charge_payment", "send_confirmation"]
+
+
+def test_a_rolled_back_order_starts_nothing(celery_worker, provider, published):
+    with pytest.raises(Rollback), transaction.atomic():
+        place_order("ada@example.com", "LAMP", 1, 4990)
+        raise Rollback
+    assert published == []
+    assert not Order.objects.exists()
+
+
+@pytest.mark.antipattern("validate_inventory")
+def test_why_naive_chain_starts_before_commit(celery_worker, provider, published):
+    with pytest.raises(Rollback), transaction.atomic():
+        order = new_order()
+        process_order(order.pk)
+        raise Rollback
+    [sent] = published  # the chain left before the rollback
+    with pytest.raises(Order.DoesNotExist):
+        reserve_stock.AsyncResult(sent["id"]).get(timeout=30)
+
+
+def test_charge_delivered_twice_charges_once(celery_worker, provider, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    order = new_order(status=Order.Status.RESERVED)
+    first = charge_payment.delay(order.pk)
+    assert first.get(timeout=30) == "paid"
+    charge_payment.apply_async((order.pk,), task_id=first.id)  # the redelivery
+    wait_until(
+        lambda: [r for r in caplog.records if "not charging" in r.getMessage()],
+        what="the second delivery ran",
+    )
+
+    assert len(provider.charges) == 1
+    order.refresh_from_db()
+    assert (order.status, order.payment_id) == ("paid", "ch_1")
+
+
+@pytest.mark.antipattern("charge_payment_naive")
+def test_why_naive_charge_delivered_twice_charges_twice(celery_worker, provider):
+    order = new_order(status=Order.Status.RESERVED)
+    first = charge_payment_naive.delay(order.pk)
+    first.get(timeout=30)
+    charge_payment_naive.apply_async((order.pk,), task_id=first.id)  # the redelivery
+
+    wait_until(lambda: len(provider.charges) == 2, what="the second charge")
+    assert [c["idempotency_key"] for c in provider.charges] == [None, None]
+
+
+def test_a_timeout_after_the_charge_went_through_is_not_charged_again(
+    celery_worker, provider, settings, published
+):
+    """The provider books the charge, then answers after the client's timeout: the retry
+    asks the provider, finds the charge, and does not charge again."""
+    settings.PAYMENTS_TIMEOUT = 0.5
+    provider.response_delay = 1.5
+    order = new_order(status=Order.Status.RESERVED)
+
+    result = charge_payment.delay(order.pk)
+    status_becomes(order, "paid")
+
+    assert len(provider.charges) == 1
+    assert provider.lookups == 1  # asked before charging again
+    assert [p["headers"]["retries"] for p in published] == [0, 1]
+    assert order.payment_id == "ch_1"
+    assert result.id == published[1]["id"]  # a retry keeps the task id
+
+
+@pytest.mark.services("postgres")  # row locks: SQLite locks the whole file instead
+def test_two_orders_racing_for_the_last_item(celery_worker, mailoutbox, published, caplog):
+    """Two reservations at the same moment (two threads, two connections): one reserves,
+    the other is OUT_OF_STOCK, told by email, with no failure logged and no charge sent."""
+    caplog.set_level(logging.INFO)
+    StockItem.objects.create(sku="LAMP", available=1)
+    orders = [new_order(email=f"{n}@example.com") for n in ("ann", "bob")]
+    barrier = threading.Barrier(2)
+    outcomes: dict[int, str] = {}
+
+    def reserve(order: Order) -> None:
+        barrier.wait()
+        try:
+            outcomes[order.pk] = reserve_stock.run(order.pk)
+        except Ignore:
+            outcomes[order.pk] = "ignored"
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=reserve, args=(o,)) for o in orders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+    assert sorted(outcomes.values()) == ["ignored", "reserved"]
+    assert stock() == 0
+    loser = next(o for o in orders if outcomes[o.pk] == "ignored")
+    assert Order.objects.get(pk=loser.pk).status == "out_of_stock"
+    wait_until(lambda: len(mailoutbox) == 1, what="the out-of-stock email")
+    assert "out of stock" in mailoutbox[0].body
+    assert mailoutbox[0].to == [loser.email]
+    assert names(published) == ["notify_order_failed"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_out_of_stock_ends_the_workflow_quietly(celery_worker, provider, published, caplog):
+    caplog.set_level(logging.INFO)
+    StockItem.objects.create(sku="LAMP", available=0)
+    order = place_order("bob@example.com", "LAMP", 1, 4990)
+
+    status_becomes(order, "out_of_stock")
+    wait_until(lambda: "notify_order_failed" in names(published), what="the customer told")
+    time.sleep(1)
+    assert "charge_payment" not in names(published)  # Ignore stopped the chain
+    assert provider.charges == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback
+
+
+@pytest.mark.antipattern("validate_inventory")
+def test_why_naive_out_of_stock_is_a_traceback_and_a_limbo(celery_worker, provider, caplog):
+    caplog.set_level(logging.INFO)
+    StockItem.objects.create(sku="LAMP", available=0)
+    order = new_order()
+    process_order(order.pk)
+
+    errors = wait_until(
+        lambda: [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info],
+        what="the traceback",
+    )
+    assert "Items out of stock" in str(errors[0].exc_info[1])  # a traceback, for a business outcome
+    order.refresh_from_db()
+    assert order.status == "pending"  # and the order stays in limbo: nobody is told
+
+
+@pytest.mark.antipattern("send_confirmation_naive")
+def test_why_naive_check_without_reserving_oversells(celery_worker, provider, mailoutbox):
+    """Both orders pass the stock check for the last item: both are charged and confirmed."""
+    StockItem.objects.create(sku="LAMP", available=1)
+    for email in ("ann@example.com", "bob@example.com"):
+        process_order(new_order(email=email).pk)
+
+    wait_until(lambda: len(mailoutbox) == 2, what="two confirmations")
+    assert len(provider.charges) == 2
+    assert stock() == 1  # nothing was ever reserved
+
+
+def test_a_failed_confirmation_is_retried_never_recharged(
+    celery_worker, provider, smtp_server, published
+):
+    """The SMTP server says "421 try again": the order stays PAID, only the confirmation is
+    retried, the card is charged once. A second delivery of the confirmation sends nothing."""
+    smtp_server.busy_connections = 1
+    StockItem.objects.create(sku="LAMP", available=1)
+    order = place_order("ada@example.com", "LAMP", 1, 4990)
+
+    status_becomes(order, "confirmed")
+    assert len(provider.charges) == 1
+    assert len(smtp_server.messages) == 1
+    assert smtp_server.connections == 2  # refused once, then delivered
+    confirmations = [p for p in published if p["name"] == send_confirmation.name]
+    assert [p["headers"]["retries"] for p in confirmations] == [0, 1]  # retried on its own
+    assert send_confirmation.delay(order.pk).get(timeout=30) == "confirmed"  # delivered again
+    assert len(smtp_server.messages) == 1
+
+
+def test_a_declined_card_releases_the_stock_and_tells_the_customer(
+    celery_worker, provider, mailoutbox, published
+):
+    provider.decline_over = 1000
+    StockItem.objects.create(sku="LAMP", available=1)
+    order = place_order("ada@example.com", "LAMP", 1, 4990)
+
+    status_becomes(order, "failed")
+    assert stock() == 1  # released
+    wait_until(lambda: len(mailoutbox) == 1, what="the email")
+    assert "could not be charged" in mailoutbox[0].body
+    assert provider.charges == []
+    assert "send_confirmation" not in names(published)
+
+
+def test_the_failure_handler_finds_a_charge_that_went_through(celery_worker, provider, mailoutbox):
+    """Charging ran out of retries, but the provider has the charge: PAID, then confirmed."""
+    order = new_order(status=Order.Status.CHARGING)
+    provider.charges.append({"id": "ch_9", "idempotency_key": charge_key(order.pk)})
+
+    assert handle_order_failure.delay(order.pk).get(timeout=30) == "paid"
+    status_becomes(order, "confirmed")
+    assert order.payment_id == "ch_9"
+    assert len(mailoutbox) == 1
+
+
+def test_the_failure_handler_never_fails_a_paid_order(celery_worker, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    order = new_order(status=Order.Status.PAID)
+
+    assert handle_order_failure.delay(order.pk).get(timeout=30) == "paid"
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert f"order {order.pk} is paid" in record.getMessage()
+
+
+def test_a_redelivered_reservation_reserves_once(celery_worker):
+    StockItem.objects.create(sku="LAMP", available=5)
+    order = new_order(quantity=2)
+    first = reserve_stock.delay(order.pk)
+    assert first.get(timeout=30) == "reserved"
+    assert reserve_stock.delay(order.pk).get(timeout=30) == "reserved"
+    assert stock() == 3
+
+
+def test_the_customer_is_told_once(celery_worker, mailoutbox):
+    order = new_order(status=Order.Status.FAILED)
+    first = notify_order_failed.delay(order.pk)
+    assert first.get(timeout=30) == "notified"
+    assert notify_order_failed.delay(order.pk).get(timeout=30) == "already-notified"
+    assert len(mailoutbox) == 1
+
+
+@pytest.mark.django_db  # no worker, no committed rows needed: skip the flush
+def test_the_provider_answers_a_repeated_key_with_the_first_charge(provider):
+    """What the idempotency key buys: two requests racing past our own checks still make
+    one charge. (The stand-in's semantics, as real providers document them.)"""
+    from snippets.recipes.payments import create_charge
+
+    first = create_charge("order-1-charge", 4990, "order-1")
+    assert create_charge("order-1-charge", 4990, "order-1") == first
+    assert len(provider.charges) == 1
+    assert create_charge(None, 4990, "order-1") != first  # no key: a new charge every time
