@@ -151,6 +151,7 @@ def test_error_trackers_get_every_failure_and_a_broken_one_hides_nothing(
         result = charge_card.apply_async((1005,), {"card_token": TOKEN})
         with pytest.raises(requests.HTTPError):
             result.get(timeout=30)
+        failure, tracker_error = failure_records(caplog, result.id, at_least=2)
     finally:
         error_trackers.clear()
 
@@ -158,7 +159,6 @@ def test_error_trackers_get_every_failure_and_a_broken_one_hides_nothing(
     assert isinstance(exception, requests.HTTPError)
     assert context["task_id"] == result.id
     assert context["task_kwargs"] == "{'card_token': '***'}"
-    failure, tracker_error = failure_records(caplog, result.id, at_least=2)
     assert "failed: HTTPError" in failure.getMessage()
     assert "error tracker" in tracker_error.getMessage()
     assert "tracker down" in tracker_error.exc_text

@@ -49,7 +49,9 @@ def test_why_swallowing_the_soft_limit_ends_in_a_kill_without_cleanup(worker_pro
     # and the partial file stays behind
     assert leftover_files(export, tmp_path) == [export.partial_file]
     os.unlink(export.partial_file)
-    assert "Hard time limit (3s) exceeded" in wp.log()
+    wp.wait_for_log(
+        f"Hard time limit (3s) exceeded for {export_rows_skipping_errors.name}[{first.id}]"
+    )
     assert "skipping row" in wp.log()  # the soft limit was "handled" as a bad row
     # The failure logger ran in the worker's main process and still names the input.
     wp.wait_for_log(f"export_rows_skipping_errors[{first.id}] failed: TimeLimitExceeded(3")
