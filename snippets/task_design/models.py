@@ -58,3 +58,17 @@ class ChainFailure(models.Model):
 
 
 # --8<-- [end:canvas]
+
+
+# --8<-- [start:locking]
+from django.db import models
+
+
+class JobRun(models.Model):
+    """One row per run that got past its lock: the tests count them."""
+
+    job = models.CharField(max_length=100)
+    started_at = models.DateTimeField(auto_now_add=True)
+
+
+# --8<-- [end:locking]

@@ -1,0 +1,128 @@
+"""Proof for docs/task-design/locking.md: one run at a time; a crash does not leave the lock."""
+
+import os
+import signal
+import time
+import uuid
+
+import pytest
+import redis
+
+from snippets.task_design.locking import (
+    advisory_lock,
+    lock_id,
+    naive_redis_lock,
+    rebuild_search_index,
+    rebuild_with_advisory_lock,
+    redis_lock,
+)
+from snippets.task_design.models import JobRun
+from tests.task_design.conftest import task_pid, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def client(redis_url):
+    with redis.Redis.from_url(redis_url) as client:
+        yield client
+
+
+@pytest.fixture
+def job() -> str:
+    return f"td-job-{uuid.uuid4().hex[:8]}"
+
+
+def runs(job: str) -> int:
+    return JobRun.objects.filter(job=job).count()
+
+
+@pytest.mark.services("redis", "broker")
+def test_two_concurrent_runs_one_runs_the_other_skips(shared_prefork_worker, job):
+    queue = shared_prefork_worker.queue
+    first = rebuild_search_index.apply_async((job, 3.0), queue=queue)
+    task_pid(first)  # the first one is running (and holds the lock)
+    second = rebuild_search_index.apply_async((job, 3.0), queue=queue)
+
+    assert second.get(timeout=60) == "skipped"
+    assert first.get(timeout=60) == "done"
+    assert runs(job) == 1
+    assert f"{job}: another run holds lock:{job}, skipping" in shared_prefork_worker.log()
+
+
+@pytest.mark.services("postgres", "broker")
+def test_two_concurrent_runs_one_holds_the_advisory_lock(shared_prefork_worker, job):
+    queue = shared_prefork_worker.queue
+    first = rebuild_with_advisory_lock.apply_async((job, 3.0), queue=queue)
+    task_pid(first)
+    time.sleep(0.5)  # past the lock statement
+    second = rebuild_with_advisory_lock.apply_async((job, 3.0), queue=queue)
+
+    assert second.get(timeout=60) == "skipped"
+    assert first.get(timeout=60) == "done"
+    assert runs(job) == 1
+
+
+@pytest.mark.services("redis", "broker")
+def test_a_killed_holder_leaves_the_redis_lock_only_until_it_expires(
+    shared_prefork_worker, client, job
+):
+    """SIGKILL: no finally runs, the key stays, and expires after its TTL; then a run works."""
+    wp = shared_prefork_worker
+    killed = rebuild_search_index.apply_async((job, 60.0, 3), queue=wp.queue)  # a 3 s TTL
+    pid = task_pid(killed)
+    wait_until(lambda: client.exists(f"lock:{job}"), what="the lock")
+    os.kill(pid, signal.SIGKILL)
+
+    # acks_late + reject_on_worker_lost: redelivered at once, and skipped: the lock is still held
+    assert killed.get(timeout=60) == "skipped"
+    wait_until(lambda: not client.exists(f"lock:{job}"), timeout=30, what="the lock to expire")
+    assert rebuild_search_index.apply_async((job,), queue=wp.queue).get(timeout=60) == "done"
+
+
+@pytest.mark.services("postgres", "broker")
+def test_a_killed_holder_releases_the_advisory_lock_at_once(shared_prefork_worker, job):
+    """SIGKILL closes the connection; PostgreSQL ends the transaction and frees the lock."""
+    wp = shared_prefork_worker
+    killed = rebuild_with_advisory_lock.apply_async((job, 3.0), queue=wp.queue)
+    pid = task_pid(killed)
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGKILL)
+
+    assert killed.get(timeout=60) == "done"  # the redelivered run got the lock and ran
+    assert runs(job) == 1  # the killed run's row rolled back with its transaction
+
+
+@pytest.mark.services("redis")
+@pytest.mark.antipattern("naive_redis_lock")
+def test_why_a_release_without_a_token_frees_the_next_holders_lock(client, job):
+    """A outlives its TTL, B takes the lock, A's release deletes B's lock, C gets in."""
+    for lock, c_gets_in in ((naive_redis_lock, True), (redis_lock, False)):
+        name = f"lock:{job}:{lock.__name__}"
+        a = lock(client, name, 1)
+        assert a.__enter__()
+        wait_until(lambda n=name: not client.exists(n), timeout=10, what="A's lock expiry")
+        b = lock(client, name, 30)
+        assert b.__enter__()  # A is still running; B starts
+        a.__exit__(None, None, None)  # A finishes and releases
+        c = lock(client, name, 30)
+        assert c.__enter__() is c_gets_in, lock.__name__  # naive: C runs beside B
+        c.__exit__(None, None, None)
+        b.__exit__(None, None, None)
+        client.delete(name)
+
+
+@pytest.mark.services("postgres")
+def test_advisory_lock_is_exclusive_between_sessions(job):
+    """Two connections: the second cannot take the lock while the first holds it."""
+    from django.db import connections
+
+    with advisory_lock(job) as held:
+        assert held
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [lock_id(job)])
+                assert cursor.fetchone() == (False,)
+        finally:
+            other.close()
