@@ -10,8 +10,10 @@ celery -A snippets.project inspect active_queues --json  # the queues each worke
 # --8<-- [end:inspect]
 
 # --8<-- [start:terminate]
-# Stop one task: revoke it on every worker and send SIGTERM to the process running it.
-celery -A snippets.project control terminate SIGTERM "$TASK_ID" --timeout=5 --json
+# Stop one task: revoke it and send SIGTERM to the process running it. -d names the worker
+# that `inspect active` showed running it (the reply then comes as soon as it answers);
+# without -d, every worker adds the id to its revoked list.
+celery -A snippets.project control terminate SIGTERM "$TASK_ID" -d "$WORKER" --timeout=10 --json
 # --8<-- [end:terminate]
 
 # --8<-- [start:purge]

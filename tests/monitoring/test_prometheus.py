@@ -11,10 +11,10 @@ import yaml
 from celery import Celery
 
 from snippets.monitoring.prometheus import charge
-from tests.conftest import ROOT
+from tests.conftest import REQUIRE_SERVICES, ROOT
 from tests.monitoring.conftest import poll
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
+pytestmark = pytest.mark.django_db(transaction=True)  # the exporter and workers need a broker
 RULES = ROOT / "snippets/monitoring/celery-alerts.yml"
 RULE_TESTS = ROOT / "snippets/monitoring/celery-alerts.test.yml"
 EVENTS = "celery_task_events_total"
@@ -92,7 +92,9 @@ def test_why_event_counters_cannot_see_a_backlog(celery_app, exporter, exporter_
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
     tool = shutil.which("promtool")
-    assert tool, "promtool is missing: apt-get install prometheus (.ci/apt-packages)"
+    if not tool:
+        missing = "promtool is missing: apt-get install prometheus (.ci/apt-packages)"
+        pytest.fail(missing) if REQUIRE_SERVICES else pytest.skip(missing)
     return subprocess.run(
         [tool, *args], cwd=RULES.parent, capture_output=True, text=True, timeout=60
     )

@@ -23,7 +23,7 @@ from snippets.monitoring.stuck_tasks import (
 from tests.conftest import ROOT
 from tests.monitoring.conftest import poll, tool_env
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
+pytestmark = pytest.mark.django_db(transaction=True)
 RUNBOOK = ROOT / "snippets/monitoring/stuck-tasks.sh"
 
 
@@ -75,7 +75,8 @@ def test_why_io_without_a_timeout_blocks_until_revoked(celery_app, worker_proces
     with celery_app.connection_for_read() as conn:
         assert queue_length(conn, wp.queue) == 1
 
-    [replies] = json_lines(runbook("terminate", TASK_ID=blocked.id))  # control: a list
+    terminate = runbook("terminate", TASK_ID=blocked.id, WORKER=wp.hostname)
+    [replies] = json_lines(terminate)  # control commands answer with a list
     assert replies == [{wp.hostname: {"ok": f"terminate: {blocked.id}"}}]
     poll(lambda: blocked.state == "REVOKED")
 
@@ -83,7 +84,11 @@ def test_why_io_without_a_timeout_blocks_until_revoked(celery_app, worker_proces
     with pytest.raises(requests.exceptions.ReadTimeout):
         waiting.get(timeout=60)
     assert task["worker_pid"] not in wp.pool_pids()
-    assert blocked.state == "REVOKED"  # terminated, not redelivered
+    assert blocked.state == "REVOKED"
+
+    wp.stop()  # a clean stop returns every unacknowledged message to the queue...
+    with celery_app.connection_for_read() as conn:
+        assert queue_length(conn, wp.queue) == 0  # ...and there is none: terminate acked it
 
 
 def test_why_a_large_prefetch_holds_tasks_behind_a_blocked_one(
@@ -106,6 +111,7 @@ def test_why_a_large_prefetch_holds_tasks_behind_a_blocked_one(
     assert blocked.state == "REVOKED"
 
 
+@pytest.mark.services("broker")  # the runbook's `celery purge` runs in another process
 def test_a_task_routed_to_an_unconsumed_queue_stays_pending_and_the_check_finds_it(
     celery_app, celery_worker
 ):
@@ -118,6 +124,7 @@ def test_a_task_routed_to_an_unconsumed_queue_stays_pending_and_the_check_finds_
     assert any("Purged 1 message" in line for line in output), output
     with celery_app.connection_for_read() as conn:
         assert queue_length(conn, queue) == 0
+        assert queue_length(conn, "never-declared-anywhere") == 0  # NOT_FOUND is 0, not an error
     assert lost.state == "PENDING"  # and it will stay so: the message is gone
 
 
