@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 
 import psutil
@@ -10,7 +11,8 @@ import requests
 from celery import Celery
 
 from snippets.monitoring.flower import flower_api, live_workers, tasks_seen_by_flower, thumbnail
-from tests.monitoring.conftest import AUTH, poll
+from tests.conftest import ROOT
+from tests.monitoring.conftest import AUTH, FLOWER_SH, poll, tool_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
 
@@ -115,7 +117,7 @@ def test_why_a_queued_task_is_visible_only_with_task_send_sent_event(celery_app,
 
 
 def test_why_flower_forgets_every_task_when_it_restarts(worker_process, running_flower, flower):
-    """Last in the module: it stops the shared Flower (a later test would fail, not pass)."""
+    """The last test to use the shared Flower: it stops it (a later user would fail, not pass)."""
     fl = running_flower
     wp = worker_process()
     result = thumbnail.apply_async((7,), queue=wp.queue)
@@ -127,3 +129,14 @@ def test_why_flower_forgets_every_task_when_it_restarts(worker_process, running_
     assert wp.hostname in poll(lambda: live_workers(restarted.url, AUTH))  # the worker: yes
     assert result.id not in tasks_seen_by_flower(restarted.url, AUTH, thumbnail.name)  # task: gone
     assert result.get(timeout=5) == "thumb-7"  # the result backend still has it
+
+
+def test_the_command_refuses_to_start_without_credentials():
+    """No FLOWER_BASIC_AUTH, no Flower: the script stops before an open dashboard can exist."""
+    env = {k: v for k, v in tool_env().items() if k != "FLOWER_BASIC_AUTH"}
+    done = subprocess.run(
+        ["sh", str(FLOWER_SH)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "set FLOWER_BASIC_AUTH=user:password" in done.stderr
+    assert "flower" not in done.stdout.lower()
