@@ -14,6 +14,10 @@ from snippets.recipes.models import Member
 logger = logging.getLogger("snippets.recipes.welcome_email")
 
 
+class PermanentSMTPError(Exception):
+    """A 5xx about us, not the recipient (auth, sender refused): fail now, do not retry."""
+
+
 @shared_task(
     bind=True,
     autoretry_for=(OSError,),  # (1)!
@@ -52,10 +56,10 @@ def send_welcome_email(self: Task, member_id: int) -> str:
                 from_email="noreply@example.com",
                 recipient_list=[member.email],
             )
-        except (SMTPRecipientsRefused, SMTPResponseException) as exc:
-            code = getattr(exc, "smtp_code", None) or min(c for c, _ in exc.recipients.values())
+        except SMTPRecipientsRefused as exc:
+            code = min(code for code, _msg in exc.recipients.values())
             if code < 500:
-                raise  # 4xx: try again later (an SMTPException is an OSError: retried)
+                raise  # 4xx (greylisting, mailbox busy): an SMTPException is an OSError: retried
             error = f"SMTP {code}: {exc}"  # (7)!
             Member.objects.filter(pk=member_id).update(welcome_sent_at=None, welcome_error=error)
             logger.error(
@@ -64,6 +68,10 @@ def send_welcome_email(self: Task, member_id: int) -> str:
                 extra=context,
             )
             return "refused"
+        except SMTPResponseException as exc:
+            if exc.smtp_code >= 500:  # (8)!
+                raise PermanentSMTPError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
+            raise  # 421 and friends: retried
     logger.info("welcome email sent to member %(member_id)s", context, extra=context)
     return "sent"
 

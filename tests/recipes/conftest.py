@@ -21,14 +21,16 @@ class SMTPServer:
     """Speaks enough SMTP for smtplib; scripted to refuse, the way real servers do.
 
     ``busy_connections``: how many connections get "421 try again later" at the greeting
-    (a transient refusal); ``refuse_rcpt``: answer RCPT TO with "550 no such user";
+    (a transient refusal); ``rcpt_refusals``: replies for the next RCPT TOs ("450 ...", "550 ...");
+    ``refuse_sender``: answer MAIL FROM with "550 sender rejected";
     ``data_delay``: seconds to wait before accepting a message (a slow server).
     """
 
     host: str = "127.0.0.1"
     port: int = 0
     busy_connections: int = 0
-    refuse_rcpt: bool = False
+    rcpt_refusals: list[str] = field(default_factory=list)
+    refuse_sender: bool = False
     data_delay: float = 0.0
     connections: int = 0
     messages: list[dict] = field(default_factory=list)
@@ -53,12 +55,14 @@ def _handler(server: SMTPServer) -> type[socketserver.StreamRequestHandler]:
                 verb = line.decode(errors="replace").strip().split(" ", 1)[0].upper()
                 if verb in ("EHLO", "HELO"):
                     self.reply("250 smtp.test")
+                elif verb == "MAIL" and server.refuse_sender:
+                    self.reply("550 5.7.1 Sender rejected")
                 elif verb == "MAIL":
                     sender, rcpts = line.decode().strip(), []
                     self.reply("250 OK")
                 elif verb == "RCPT":
-                    if server.refuse_rcpt:
-                        self.reply("550 5.1.1 No such user")
+                    if server.rcpt_refusals:
+                        self.reply(server.rcpt_refusals.pop(0))
                     else:
                         rcpts.append(line.decode().strip())
                         self.reply("250 OK")

@@ -11,6 +11,10 @@ from decimal import Decimal
 
 import psycopg
 import pytest
+from celery import Celery
+from celery.app.backends import by_name
+from celery.backends.base import DisabledBackend
+from celery.result import AsyncResult
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, connection
 
@@ -238,6 +242,20 @@ def test_why_polling_state_then_info_races_and_divides_by_zero(celery_worker, tm
     with pytest.raises(AttributeError):
         result.info.get("current", 0)  # the second read: an IntegrityError, not a dict
     assert poll_naive(task_id) is None  # and once failed, the poll says nothing at all
+
+
+@pytest.mark.django_db  # no worker, no committed rows needed: skip the flush
+def test_without_a_result_backend_progress_is_written_nowhere():
+    """update_state() calls backend.store_result(). With no result backend configured, Celery
+    uses DisabledBackend (celery.app.backends.by_name: `backend or "disabled"`): the write is
+    a silent no-op, and reading the state back raises (AttributeError on Celery 5.7.0)."""
+    backend = by_name(None)(app=Celery("no-result-backend", set_as_current=False))
+    assert isinstance(backend, DisabledBackend)
+    backend.store_result("t-1", {"current": 1, "total": 2}, "PROGRESS")  # no error
+    with pytest.raises(AttributeError):
+        AsyncResult("t-1", backend=backend).state  # noqa: B018
+    with pytest.raises(NotImplementedError, match="No result backend"):
+        AsyncResult("t-1", backend=backend).get(timeout=1)
 
 
 @pytest.mark.services("postgres", "broker")

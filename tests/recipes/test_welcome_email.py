@@ -17,6 +17,7 @@ from django.db import connections, transaction
 from snippets.recipes.models import Member
 from snippets.recipes.welcome_email import (
     CELERY_BEAT_SCHEDULE,
+    PermanentSMTPError,
     reconcile_welcome_emails,
     register_member,
     send_welcome_email,
@@ -161,8 +162,10 @@ def test_why_lambda_in_a_loop_emails_the_last_member_n_times(celery_worker, publ
 def test_transient_smtp_failure_is_retried_with_bounded_backoff_then_sent_once(
     celery_worker, smtp_server
 ):
-    """Two "421 try again later" answers: two retries, each delay within the policy's bound."""
-    smtp_server.busy_connections = 2
+    """ "421 try again later" at connect, then "450 mailbox busy" for the address: two
+    retries, each delay within the policy's bound, then the message is accepted."""
+    smtp_server.busy_connections = 1
+    smtp_server.rcpt_refusals = ["450 4.2.1 Mailbox busy, try again"]
     publishes: list[tuple[float, dict]] = []
 
     def record(sender=None, headers=None, **_kw) -> None:
@@ -181,7 +184,7 @@ def test_transient_smtp_failure_is_retried_with_bounded_backoff_then_sent_once(
     finally:
         before_task_publish.disconnect(record)
 
-    assert smtp_server.connections == 3  # refused, refused, delivered
+    assert smtp_server.connections == 3  # 421, 450, delivered
     [message] = smtp_server.messages
     assert "linus@example.com" in message["to"][0]
     assert [h["retries"] for _t, h in publishes] == [0, 1, 2]
@@ -221,7 +224,7 @@ def test_permanent_refusal_is_recorded_and_not_retried(
 ):
     """550 No such user: no retry, the refusal stored on the row and logged with context."""
     caplog.set_level(logging.INFO, logger=LOGGER)
-    smtp_server.refuse_rcpt = True
+    smtp_server.rcpt_refusals = ["550 5.1.1 No such user"]
     member = register_member("Nobody", "nobody@example.com")
     [sent] = sends_of(published)
 
@@ -234,6 +237,23 @@ def test_permanent_refusal_is_recorded_and_not_retried(
     assert (record.member_id, record.task_id) == (member.pk, sent["id"])
     # ... and the reconciliation job leaves it alone.
     assert reconcile_welcome_emails.delay(min_age_seconds=0).get(timeout=30) == 0
+
+
+def test_a_refused_sender_fails_at_once_and_is_left_for_reconciliation(
+    celery_worker, smtp_server, published
+):
+    """550 to MAIL FROM is our problem (configuration), not the member's: no retry, the task
+    fails loudly, and the member is still owed the email."""
+    smtp_server.refuse_sender = True
+    member = register_member("Frances", "frances@example.com")
+    [sent] = sends_of(published)
+
+    with pytest.raises(PermanentSMTPError, match="550"):
+        result_of(sent["id"])
+    assert len(sends_of(published)) == 1  # no retry
+    member.refresh_from_db()
+    assert (member.welcome_sent_at, member.welcome_error) == (None, "")
+    assert smtp_server.messages == []
 
 
 def test_missing_member_is_logged_with_context_and_not_retried(celery_worker, published, caplog):
