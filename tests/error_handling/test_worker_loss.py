@@ -5,10 +5,15 @@ The broker is the one CELERY_BROKER_URL names: CI runs this file once on Redis, 
 
 from __future__ import annotations
 
+import os
+import signal
+from types import SimpleNamespace
+
 import pytest
 from billiard.exceptions import WorkerLostError
 
 from snippets.error_handling.worker_loss import (
+    capture,
     capture_payment,
     capture_payment_early_ack,
     capture_payment_requeue,
@@ -48,6 +53,9 @@ def test_why_early_ack_loses_the_task_that_acks_late_redelivers(worker_process):
         lost.get(timeout=60)
     drain(wp)
     assert (attempts("early"), payments("early")) == (1, 0)  # the payment is simply lost
+    # Without a kill the same task works: the loss only shows when a process dies.
+    calm = capture_payment_early_ack.apply_async(("early-calm", 0), queue=wp.queue)
+    assert calm.get(timeout=60) == "early-calm"
 
     # acks_late + reject_on_worker_lost: the message is requeued and the work is done once.
     kept = capture_payment_requeue.apply_async(("late", 5), queue=wp.queue)
@@ -85,3 +93,13 @@ def test_why_requeue_loops_on_a_poison_task_that_retry_on_worker_lost_bounds(wor
     assert set(retries_seen("loop")) == {0}  # requeued, not retried: nothing counts the runs
     assert poison.state in {"PENDING", "STARTED"}  # never fails, never ends: it kills a child
     assert payments("loop") == payments("bounded") == 0  # each time, forever
+
+
+def test_the_crash_switch_kills_the_process_running_the_work(monkeypatch):
+    """What the poison test relies on, without dying here: crash=True SIGKILLs its own pid."""
+    kills: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: kills.append((pid, sig)))
+    task = SimpleNamespace(request=SimpleNamespace(id="t-1", retries=0))
+
+    assert capture(task, "crash-switch", 0, crash=True) == "crash-switch"
+    assert kills == [(os.getpid(), signal.SIGKILL)]
