@@ -72,3 +72,19 @@ class JobRun(models.Model):
 
 
 # --8<-- [end:locking]
+
+
+# --8<-- [start:batching]
+from django.db import models
+
+
+class Item(models.Model):
+    """One unit of a big job. processed_count proves "exactly once" (it must end at 1)."""
+
+    value = models.IntegerField()
+    score = models.IntegerField(null=True)
+    processed_at = models.DateTimeField(null=True, db_index=True)
+    processed_count = models.PositiveIntegerField(default=0)
+
+
+# --8<-- [end:batching]

@@ -1,6 +1,7 @@
 """Settings for a `celery beat` subprocess started by a test: the project's settings, plus
 the beat schedule the test passes as JSON in PERIODIC_TEST_SCHEDULE
-(``{entry: {"task", "seconds", "args", "kwargs", "options"}}``; ``seconds`` is the interval).
+(``{entry: {"task", "seconds", "args", "kwargs", "options"}}``; ``seconds`` is the interval),
+and the scheduler class named in PERIODIC_TEST_SCHEDULER, as a project's settings would.
 """
 
 import json
@@ -16,3 +17,6 @@ CELERY_BEAT_SCHEDULE = {
     }
     for name, entry in json.loads(os.environ.get("PERIODIC_TEST_SCHEDULE", "{}")).items()
 }
+
+if os.environ.get("PERIODIC_TEST_SCHEDULER"):
+    CELERY_BEAT_SCHEDULER = os.environ["PERIODIC_TEST_SCHEDULER"]

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,33 @@ from kombu import Exchange, Queue
 from tests.conftest import ROOT, require_services, worker_env
 
 SENDING = re.compile(r"Scheduler: Sending due task (?P<entry>\S+) \((?P<task>[^)]+)\)")
+# At DEBUG, beat confirms each publish after its "Sending due task" line: "<task> sent. id->".
+LINE = re.compile(r"^\[(?P<at>[\d-]+ [\d:,]+): \w+/(?P<proc>[\w-]+)\] (?P<msg>.*)$", re.M)
+SENT = re.compile(r"^\S+ sent\. id->(?P<id>[\w-]+)")
+
+
+@dataclass
+class Send:
+    """A publish that beat confirmed: the entry, the message id, when."""
+
+    entry: str
+    id: str
+    at: datetime
+
+
+def confirmed_sends(log: str, entry: str | None = None) -> list[Send]:
+    """Publishes confirmed in a beat's DEBUG log. A beat stopped by a signal may be stopped
+    between its "Sending" line and the publish, or between the publish and this confirmation,
+    so the queue can hold one message more than this per beat, never one less."""
+    sends, pending = [], {}  # process -> (entry, time) announced, not yet confirmed
+    for line in LINE.finditer(log):
+        if m := SENDING.search(line["msg"]):
+            at = datetime.strptime(line["at"], "%Y-%m-%d %H:%M:%S,%f")
+            pending[line["proc"]] = (m["entry"], at)
+        elif (m := SENT.match(line["msg"])) and line["proc"] in pending:
+            entry_name, at = pending.pop(line["proc"])
+            sends.append(Send(entry_name, m["id"], at))
+    return [s for s in sends if entry is None or s.entry == entry]
 
 
 @dataclass
@@ -38,6 +66,9 @@ class BeatProcess:
         """Entries this beat logged as sent ("Scheduler: Sending due task ..."), in order."""
         found = [m["entry"] for m in SENDING.finditer(self.log())]
         return [e for e in found if entry is None or e == entry]
+
+    def confirmed(self, entry: str | None = None) -> list[Send]:
+        return confirmed_sends(self.log(), entry)
 
     def wait_for(self, predicate: Callable[[BeatProcess], bool], timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -71,7 +102,7 @@ class BeatProcess:
 def beat_process(tmp_path, request) -> Iterator[Callable[..., BeatProcess]]:
     """Factory: start a real `celery beat`; every one is stopped after the test.
 
-    ``beat_process(schedule={...}, scheduler=None, max_interval=1, schedule_file=None)``;
+    ``beat_process(schedule={...}, scheduler=None, max_interval=1, schedule_file=None, env={})``;
     ``schedule`` is the JSON form read by tests/periodic_tasks/beat_settings.py.
     """
     require_services("broker")
@@ -82,7 +113,8 @@ def beat_process(tmp_path, request) -> Iterator[Callable[..., BeatProcess]]:
         scheduler: str | None = None,
         max_interval: float = 1,
         schedule_file: Path | None = None,
-        loglevel: str = "INFO",
+        loglevel: str = "DEBUG",
+        env: dict[str, str] | None = None,
     ) -> BeatProcess:
         name = f"beat{len(started)}-{uuid.uuid4().hex[:6]}"
         log_path = tmp_path / f"{name}.log"
@@ -96,6 +128,7 @@ def beat_process(tmp_path, request) -> Iterator[Callable[..., BeatProcess]]:
         env = worker_env(
             DJANGO_SETTINGS_MODULE="tests.periodic_tasks.beat_settings",
             PERIODIC_TEST_SCHEDULE=json.dumps(schedule or {}),
+            **(env or {}),
         )
         with log_path.open("wb") as log:
             proc = subprocess.Popen(

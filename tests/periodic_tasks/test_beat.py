@@ -20,12 +20,9 @@ from snippets.periodic_tasks.beat import (
 )
 from snippets.periodic_tasks.crontab_and_timezones import RecordingScheduler, VirtualClock
 from snippets.periodic_tasks.models import PeriodicRun
-from tests.periodic_tasks.conftest import read_queue
+from tests.periodic_tasks.conftest import confirmed_sends, read_queue
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
-STAMP = re.compile(
-    r"\[(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/MainProcess\] Scheduler: Sending"
-)
 
 
 def every_second(task, queue: str, entry: str, **options) -> dict:
@@ -78,16 +75,13 @@ def test_one_beat_sends_on_schedule_and_each_send_runs_once(beat_process, worker
     beat = beat_process(every_second(refresh_rates, worker.queue, "refresh-rates", expires=30))
     wait_until(lambda: len(runs("refresh-rates")) >= 3, what="three runs")
     beat.stop()
-    sends = beat.sends("refresh-rates")
-    wait_until(lambda: len(runs("refresh-rates")) == len(sends), what="every send ran")
-    ran = runs("refresh-rates")
-    assert len({run.task_id for run in ran}) == len(sends)  # one run per send, none twice
-    stamps = [
-        datetime.strptime(m["at"], "%Y-%m-%d %H:%M:%S,%f") for m in STAMP.finditer(beat.log())
-    ]
-    assert len(stamps) == len(sends)
+    sent = beat.confirmed("refresh-rates")
+    ran = lambda: [run.task_id for run in runs("refresh-rates")]  # noqa: E731
+    wait_until(lambda: {s.id for s in sent} <= set(ran()), what="every confirmed send ran")
+    assert len(ran()) == len(set(ran()))  # no send ran twice
+    assert len(ran()) - len(sent) in (0, 1)  # (1: a publish the stop cut before its log line)
     # beat never sends early: consecutive sends of a 1 s entry are at least ~1 s apart
-    assert all(b - a >= timedelta(seconds=0.95) for a, b in pairwise(stamps))
+    assert all(b.at - a.at >= timedelta(seconds=0.95) for a, b in pairwise(sent))
 
 
 @pytest.mark.antipattern("celery worker -B on two workers")
@@ -97,16 +91,20 @@ def test_why_two_workers_started_with_B_send_every_run_twice(worker_process, que
     env = {"DJANGO_SETTINGS_MODULE": "tests.periodic_tasks.beat_settings",
            "PERIODIC_TEST_SCHEDULE": schedule}  # fmt: skip
     workers = [
-        worker_process(args=["-B", f"--schedule={tmp_path / f'beat-{n}'}"], env=env)
+        worker_process(
+            args=["-B", f"--schedule={tmp_path / f'beat-{n}'}", "--loglevel=DEBUG"], env=env
+        )
         for n in range(2)
     ]
-    sends = lambda w: re.findall(r"Scheduler: Sending due task refresh-rates", w.log())  # noqa: E731
-    wait_until(lambda: all(len(sends(w)) >= 3 for w in workers), what="both embedded beats sent")
+    sent = lambda w: confirmed_sends(w.log(), "refresh-rates")  # noqa: E731
+    wait_until(lambda: all(len(sent(w)) >= 3 for w in workers), what="both embedded beats sent")
     for w in workers:
         w.stop()
-    messages = read_queue(queue_name)
-    assert len(messages) == sum(len(sends(w)) for w in workers) >= 6
-    assert {m["task"] for m in messages} == {refresh_rates.name}  # each period's job, twice
+    ids = {m["id"] for m in read_queue(queue_name)}
+    first, second = ({s.id for s in sent(w)} for w in workers)
+    assert first <= ids
+    assert second <= ids
+    assert len(ids) - len(first | second) in (0, 1, 2)  # (a publish cut before its log line)
 
 
 def test_a_stale_send_past_expires_is_discarded_by_the_worker(
@@ -122,17 +120,19 @@ def test_a_stale_send_past_expires_is_discarded_by_the_worker(
     beat.wait_for_sends(3, "with-expires")
     beat.wait_for_sends(3, "without-expires")
     beat.stop()
-    stale_with, stale_without = beat.sends("with-expires"), beat.sends("without-expires")
+    stale_with = {s.id for s in beat.confirmed("with-expires")}
+    stale_without = {s.id for s in beat.confirmed("without-expires")}
     time.sleep(1.5)  # every send with expires=1 is now past its expiry
     worker = worker_process(queue=queue_name)
-    wait_until(lambda: len(runs("without-expires")) == len(stale_without), what="the burst ran")
+    ran = lambda: {run.task_id for run in runs("without-expires")}  # noqa: E731
+    wait_until(lambda: stale_without <= ran(), what="the burst ran")
 
-    def discarded():
-        return re.findall(r"Discarding revoked task: \S+refresh_rates\[(\S+)\]", worker.log())
+    def discarded() -> set[str]:
+        return set(re.findall(r"Discarding revoked task: \S+refresh_rates\[(\S+)\]", worker.log()))
 
-    wait_until(lambda: len(discarded()) == len(stale_with), what="every expired send discarded")
+    wait_until(lambda: stale_with <= discarded(), what="every expired send discarded")
     assert {refresh_rates.AsyncResult(i).state for i in discarded()} == {"REVOKED"}
-    assert len(runs("without-expires")) == len(stale_without) >= 3  # the stale burst ran
+    assert len(ran()) >= 3  # the stale sends without expires all ran, one after another
     assert runs("with-expires") == []  # discarded, never run
 
 

@@ -1,0 +1,98 @@
+"""Schedules in the database (django-celery-beat): create, change and pause them at run time."""
+
+# --8<-- [start:settings]
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"  # (1)!
+# --8<-- [end:settings]
+
+
+# --8<-- [start:pattern]
+import json
+from datetime import datetime
+
+from django.db import transaction
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    PeriodicTasks,
+)
+
+TASK = "snippets.periodic_tasks.beat.refresh_rates"
+
+
+def schedule_every(name: str, seconds: int, queue: str | None = None) -> PeriodicTask:
+    """Create or change an interval entry; beat picks it up within its max interval."""
+    every, _ = IntervalSchedule.objects.get_or_create(
+        every=seconds, period=IntervalSchedule.SECONDS
+    )
+    task, _ = PeriodicTask.objects.update_or_create(
+        name=name,  # (1)!
+        defaults={
+            "task": TASK,
+            "interval": every,
+            "args": json.dumps([name]),  # (2)!
+            "queue": queue,
+            "expire_seconds": max(seconds - 1, 1),
+            "enabled": True,
+        },
+    )
+    return task
+
+
+def schedule_daily(name: str, hour: int, minute: int, timezone: str) -> PeriodicTask:
+    """A business time on the clock of the given zone (each crontab row has its own)."""
+    at, _ = CrontabSchedule.objects.get_or_create(
+        minute=str(minute), hour=str(hour), day_of_week="*", day_of_month="*",
+        month_of_year="*", timezone=timezone,
+    )  # fmt: skip
+    task, _ = PeriodicTask.objects.update_or_create(
+        name=name, defaults={"task": TASK, "crontab": at, "args": json.dumps([name])}
+    )
+    return task
+
+
+def schedule_once(name: str, when: datetime, queue: str | None = None) -> PeriodicTask:
+    """Run once at `when`; beat disables the row after sending it."""
+    clocked, _ = ClockedSchedule.objects.get_or_create(clocked_time=when)
+    return PeriodicTask.objects.create(
+        name=name, task=TASK, clocked=clocked, one_off=True,  # (3)!
+        args=json.dumps([name]), queue=queue,
+    )  # fmt: skip
+
+
+def pause(name: str) -> None:
+    """One row: save() signals beat that the schedule changed."""
+    task = PeriodicTask.objects.get(name=name)
+    task.enabled = False
+    task.save()
+
+
+def pause_all(prefix: str) -> int:
+    """Many rows: a queryset update() sends no signal, so tell beat yourself."""
+    with transaction.atomic():
+        paused = PeriodicTask.objects.filter(name__startswith=prefix).update(enabled=False)
+        PeriodicTasks.update_changed()  # (4)!
+    return paused
+
+
+def after_time_zone_change() -> None:
+    """After changing TIME_ZONE (or CELERY_TIMEZONE): forget the old last-run times."""
+    with transaction.atomic():
+        PeriodicTask.objects.update(last_run_at=None)
+        PeriodicTasks.update_changed()
+
+
+# --8<-- [end:pattern]
+
+
+# --8<-- [start:antipattern]
+from django_celery_beat.models import PeriodicTask
+
+
+def pause_all_silently(prefix: str) -> int:
+    """ANTI-PATTERN: the rows change, but beat is never told; it keeps sending."""
+    return PeriodicTask.objects.filter(name__startswith=prefix).update(enabled=False)
+
+
+# --8<-- [end:antipattern]

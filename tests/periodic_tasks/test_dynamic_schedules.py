@@ -1,0 +1,130 @@
+"""Proof for docs/periodic-tasks/dynamic-schedules.md: django-celery-beat's DatabaseScheduler
+in a real `celery beat` subprocess, changed through the ORM while it runs."""
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from celery.utils.imports import symbol_by_name
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask, PeriodicTasks
+from django_celery_beat.schedulers import DatabaseScheduler
+
+from snippets.periodic_tasks.dynamic_schedules import (
+    CELERY_BEAT_SCHEDULER,
+    after_time_zone_change,
+    pause,
+    pause_all,
+    pause_all_silently,
+    schedule_daily,
+    schedule_every,
+    schedule_once,
+)
+from tests.periodic_tasks.conftest import read_queue
+from tests.periodic_tasks.test_beat import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+CHANGED = "DatabaseScheduler: Schedule changed."
+QUIET = 2  # seconds (two 1 s beat loops) in which a stopped entry must not be sent
+
+
+def database_beat(beat_process):
+    """A beat on the DatabaseScheduler whose change detection is running: nudge the change
+    timestamp until the beat logs that it saw a change, so the test's own changes are not
+    made while it is still starting up."""
+    beat = beat_process(env={"PERIODIC_TEST_SCHEDULER": CELERY_BEAT_SCHEDULER})
+    beat.wait_for_log("beat: Starting...")
+    deadline = time.monotonic() + 60
+    while CHANGED not in beat.log():
+        assert time.monotonic() < deadline, beat.log()
+        PeriodicTasks.update_changed()
+        time.sleep(1)
+    return beat
+
+
+def sends_after_last_change(beat, entry: str) -> list[str]:
+    """Sends of `entry` logged after the last "Schedule changed" line."""
+    tail = beat.log().rpartition(CHANGED)[2]
+    return re.findall(rf"Sending due task {re.escape(entry)} ", tail)
+
+
+def test_the_setting_names_the_database_scheduler():
+    assert symbol_by_name(CELERY_BEAT_SCHEDULER) is DatabaseScheduler
+
+
+@pytest.mark.services("broker")
+def test_a_task_created_through_the_orm_is_sent_without_a_restart(beat_process, queue_name):
+    beat = database_beat(beat_process)
+    assert "scheduler -> django_celery_beat.schedulers.DatabaseScheduler" in beat.log()
+    schedule_every("orm-report", seconds=1, queue=queue_name)  # beat is already running
+    beat.wait_for_sends(2, "orm-report")
+    changes = beat.log().count(CHANGED)
+    pause("orm-report")  # save() on one row: beat is told
+    beat.wait_for(lambda b: b.log().count(CHANGED) > changes)
+    time.sleep(QUIET)
+    beat.stop()
+    assert sends_after_last_change(beat, "orm-report") == []
+    messages = read_queue(queue_name)
+    assert {s.id for s in beat.confirmed("orm-report")} <= {m["id"] for m in messages}
+    assert {tuple(m["args"]) for m in messages} == {("orm-report",)}
+    assert all(m["expires"] for m in messages)  # expire_seconds reaches the message
+
+
+@pytest.mark.services("broker")
+@pytest.mark.antipattern("pause_all_silently")
+def test_why_a_bulk_update_is_ignored_until_update_changed(beat_process, queue_name):
+    for name in ("bulk-a", "bulk-b"):
+        schedule_every(name, seconds=1, queue=queue_name)
+    beat = database_beat(beat_process)
+    beat.wait_for_sends(2, "bulk-a")
+    changes = beat.log().count(CHANGED)
+    assert pause_all_silently("bulk-") == 2
+    assert not PeriodicTask.objects.filter(name__startswith="bulk-", enabled=True).exists()
+    before = len(beat.sends("bulk-a")), len(beat.sends("bulk-b"))
+    beat.wait_for_sends(before[0] + 3, "bulk-a")  # the rows say disabled; beat keeps sending
+    beat.wait_for_sends(before[1] + 3, "bulk-b")
+    assert beat.log().count(CHANGED) == changes  # it never heard of the change
+
+    assert pause_all("bulk-") == 2  # the same update, plus PeriodicTasks.update_changed()
+    beat.wait_for(lambda b: b.log().count(CHANGED) > changes)
+    time.sleep(QUIET)
+    beat.stop()
+    assert sends_after_last_change(beat, "bulk-a") == []
+    assert sends_after_last_change(beat, "bulk-b") == []
+
+
+@pytest.mark.services("broker")
+def test_a_one_off_clocked_task_is_sent_once_and_disabled(beat_process, queue_name):
+    beat = database_beat(beat_process)
+    schedule_once("once", timezone.now() + timedelta(seconds=1), queue=queue_name)
+    beat.wait_for_sends(1, "once")
+    time.sleep(QUIET)
+    assert PeriodicTask.objects.get(name="once").enabled  # sent, but not yet disabled
+    PeriodicTasks.update_changed()  # any change makes beat re-read its schedule
+    wait_until(lambda: not PeriodicTask.objects.get(name="once").enabled, what="disabled")
+    time.sleep(QUIET)
+    beat.stop()
+    assert beat.sends("once") == ["once"]
+    [message] = read_queue(queue_name)
+    assert message["args"] == ["once"]
+
+
+def test_each_crontab_row_has_its_own_time_zone():
+    task = schedule_daily("invoices-berlin", hour=2, minute=30, timezone="Europe/Berlin")
+    schedule = PeriodicTask.objects.get(pk=task.pk).schedule
+    assert schedule.tz == ZoneInfo("Europe/Berlin")
+    # 23 November 2026: 02:30 in Berlin is 01:30 UTC; from 00:00 UTC that is 90 minutes away
+    midnight = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
+    schedule.nowfun = lambda: midnight
+    assert schedule.remaining_estimate(midnight - timedelta(hours=1)) == timedelta(minutes=90)
+
+
+def test_after_a_time_zone_change_last_run_times_are_forgotten_and_beat_is_told():
+    task = schedule_every("tz-change", seconds=60)
+    PeriodicTask.objects.filter(pk=task.pk).update(last_run_at=timezone.now())
+    before = PeriodicTasks.last_change()
+    after_time_zone_change()
+    assert PeriodicTask.objects.get(pk=task.pk).last_run_at is None
+    assert PeriodicTasks.last_change() > before

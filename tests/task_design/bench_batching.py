@@ -1,0 +1,43 @@
+"""Benchmark for docs/task-design/batching.md (not a timed test: run it on purpose).
+
+10,000 items through the real in-thread worker on Redis: one task per item, then batches of
+100 ids per task, on the same rows; both must process every item exactly once.
+
+    CELERY_BROKER_URL=redis://... CELERY_RESULT_BACKEND=redis://... DATABASE_URL=postgres://... \\
+      .venv/bin/pytest tests/task_design/bench_batching.py -p no:cov -s
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from snippets.task_design.batching import BATCH_SIZE, process_all, process_all_one_by_one
+from snippets.task_design.models import Item
+
+ITEMS = 10_000
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("redis", "broker")]
+
+
+@pytest.mark.timeout(1800)
+def test_bench_one_task_per_item_vs_batches(celery_worker):
+    Item.objects.bulk_create(Item(value=i) for i in range(ITEMS))
+    ids = list(Item.objects.order_by("pk").values_list("pk", flat=True))
+
+    started = time.perf_counter()
+    assert sum(process_all_one_by_one(ids).get(timeout=1800)) == ITEMS
+    per_item = time.perf_counter() - started
+    assert set(Item.objects.values_list("processed_count", flat=True)) == {1}
+
+    Item.objects.update(processed_at=None, processed_count=0, score=None)
+    started = time.perf_counter()
+    assert sum(process_all(ids).get(timeout=1800)) == ITEMS
+    batched = time.perf_counter() - started
+    assert set(Item.objects.values_list("processed_count", flat=True)) == {1}
+
+    print(
+        f"\n{ITEMS} items: one task per item {per_item:.1f} s, "
+        f"batches of {BATCH_SIZE} {batched:.1f} s: {per_item / batched:.1f}x"
+    )
