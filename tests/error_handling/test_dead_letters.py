@@ -62,7 +62,7 @@ def rabbit(amqp_url, worker_process):
     while not app.control.ping(destination=[wp.hostname], timeout=0.5):
         if wp.proc.poll() is not None or time.monotonic() > deadline:
             pytest.fail(f"the dead-letter worker did not start:\n{wp.log()}")
-    yield app, name
+    yield app, name, wp
     with app.connection_for_write() as conn:
         for queue in dead_lettered(name):
             with contextlib.suppress(Exception):
@@ -76,7 +76,7 @@ def dead_messages(app, name: str) -> int:
 
 @pytest.mark.services("rabbitmq")
 def test_a_rejected_message_lands_in_the_dead_letter_queue_and_replays_once(rabbit):
-    app, name = rabbit
+    app, name, wp = rabbit
     row = ImportRow.objects.create(data=MALFORMED)
     result = app.send_task(import_row.name, (row.pk,), headers={"x_request_id": "req-dlx"})
 
@@ -92,6 +92,10 @@ def test_a_rejected_message_lands_in_the_dead_letter_queue_and_replays_once(rabb
     assert (death["reason"], death["queue"]) == ("rejected", name)
     assert result.state == "FAILURE"  # Celery 5.7 records a Reject(requeue=False) as a failure
     assert imported(row) == 0
+    # ...and sends task_failure (from the main process, without the task's request): the
+    # failure log has the arguments, from the signal, but not the correlation id.
+    log = wp.wait_for_log(f"import_row[{result.id}] failed: reject requeue=False")
+    assert f"(args=({row.pk},), retries=0, correlation_id=None)" in log
 
     ImportRow.objects.filter(pk=row.pk).update(data=FIXED)  # the fix
     assert replay_dead_letters(app, name) == 1

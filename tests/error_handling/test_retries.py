@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from datetime import datetime
@@ -17,6 +18,7 @@ from snippets.error_handling.retries import (
     push_invoice_retry_everything,
 )
 from tests.error_handling.conftest import Reply, wait_until
+from tests.error_handling.test_failure_logging import failure_records
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -113,15 +115,18 @@ def test_why_retrying_every_exception_repeats_a_permanent_error(
 
 
 def test_after_max_retries_the_caller_sees_the_original_exception(
-    celery_worker, billing_api, published
+    celery_worker, billing_api, published, caplog
 ):
     """The 9th run (retries=8=max_retries) fails with the API's error, not MaxRetriesExceeded."""
+    caplog.set_level(logging.ERROR, logger="snippets.tasks")
     billing_api.script = [Reply(503, create=False)]
     result = push_invoice.apply_async((invoice().pk,), retries=8)
 
     with pytest.raises(TransientAPIError, match="503 from the billing API"):
         result.get(timeout=30)
     assert len(pushes(published)) == 1  # no 10th run scheduled
+    [record] = failure_records(caplog, result.id)  # logged once, as the final failure
+    assert record.retries == 8
 
 
 def test_a_rate_limited_call_is_retried_after_the_servers_retry_after(
