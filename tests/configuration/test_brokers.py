@@ -3,6 +3,7 @@ timeout, RabbitMQ quorum queues — on real worker subprocesses and real brokers
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Iterator
 from urllib.parse import urlparse
@@ -149,13 +150,23 @@ def queue_types(amqp_url: str) -> dict[str, str]:
     return dict(line.split("\t")[:2] for line in out.splitlines() if "\t" in line)
 
 
+DELAYED_LEVELS = range(28)  # Celery's native delayed delivery: one quorum queue per bit
+
+
 @pytest.fixture
 def delete_amqp_queues(amqp_url) -> Iterator[list[str]]:
+    """Queues to delete after the test, with the delayed-delivery topology a quorum worker
+    declares, so the shared vhost is left as it was found."""
     names: list[str] = []
     yield names
+    delayed = [f"celery_delayed_{level}" for level in DELAYED_LEVELS]
     with Connection(amqp_url) as conn:
-        for name in names:
-            conn.default_channel.queue_delete(name)
+        for name in [*names, *delayed]:
+            with contextlib.suppress(Exception), conn.channel() as channel:
+                channel.queue_delete(name)
+        for name in [*delayed, "celery_delayed_delivery"]:
+            with contextlib.suppress(Exception), conn.channel() as channel:
+                channel.exchange_delete(name)
 
 
 @pytest.mark.services("rabbitmq")
@@ -167,10 +178,11 @@ def test_the_queue_a_worker_declares_is_quorum_and_runs_tasks(
     types = queue_types(amqp_url)
     assert types[wp.queue] == "quorum"
     # Celery 5.5+ native delayed delivery: countdowns wait in 28 quorum queues on the broker
-    delayed = {f"celery_delayed_{level}" for level in range(28)}
+    delayed = {f"celery_delayed_{level}" for level in DELAYED_LEVELS}
     assert {types.get(name) for name in delayed} == {"quorum"}
     result = send("snippets.configuration.brokers_rabbitmq", amqp_url, wp.queue, "quorum", 0.0)
     assert result.get(timeout=60) > 0
+    wp.stop()  # before the queues are deleted
 
 
 @pytest.mark.services("rabbitmq")
@@ -183,6 +195,7 @@ def test_why_default_queue_type_alone_leaves_worker_queues_classic(
     wp = quorum_worker(worker_process, amqp_url, CELERY_TASK_CREATE_MISSING_QUEUE_TYPE="classic")
     delete_amqp_queues.append(wp.queue)
     assert queue_types(amqp_url)[wp.queue] == "classic"
+    wp.stop()  # before the queues are deleted
 
 
 def test_the_defaults_the_page_quotes():

@@ -27,6 +27,8 @@ def routed_app(celery_app) -> Iterator[Celery]:
         app.amqp.queues["media"].bind(conn.default_channel).declare()
         conn.default_channel.queue_purge("media")  # nothing left over from an earlier run
     yield app
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_delete("media")
     app.close()
 
 
