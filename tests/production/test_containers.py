@@ -1,0 +1,251 @@
+"""Proof for docs/production/containers.md: images, Compose, Kubernetes, and a SIGTERM mid-task."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from snippets.production.containers import long_job
+from tests.production.conftest import (
+    CELERY,
+    HOST,
+    SNIPPETS,
+    attempts,
+    docker_compose,
+    job_dir,
+    prod_env,
+    soft_shutdown_default,
+    soft_shutdown_env,
+    unique,
+    wait_attempts,
+    wait_ping,
+)
+
+HADOLINT = Path(__import__("sys").executable).parent / "hadolint"
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def hadolint(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(HADOLINT), "--no-color", str(path)], capture_output=True, text=True, check=False
+    )
+
+
+def test_the_dockerfile_passes_hadolint():
+    result = hadolint(SNIPPETS / "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_why_hadolint_flags_the_shell_form_entrypoint():
+    result = hadolint(SNIPPETS / "Dockerfile.antipattern")
+    assert result.returncode != 0
+    assert "DL3025" in result.stdout  # "Use arguments JSON notation for CMD and ENTRYPOINT"
+
+
+def dockerfile_env() -> dict[str, str]:
+    """The ENV of the Dockerfile, as the image's processes see it."""
+    text = (SNIPPETS / "Dockerfile").read_text().replace("\\\n", " ")
+    [env_line] = [line for line in text.splitlines() if line.startswith("ENV ")]
+    return dict(pair.split("=", 1) for pair in shlex.split(env_line)[1:])
+
+
+def test_the_image_runs_celery_as_pid_1_not_as_root():
+    text = (SNIPPETS / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["celery", "-A", "snippets.project"]' in text  # exec form
+    [user] = [line for line in text.splitlines() if line.startswith("USER ")]
+    assert user.split()[1].split(":")[0] not in {"0", "root"}
+    assert dockerfile_env()["REMAP_SIGTERM"] == "SIGQUIT"
+
+
+def compose_config(tmp_path: Path) -> dict:
+    """`docker compose config` on the page's file, with the files it names present."""
+    project = tmp_path / "project"
+    (project / "secrets").mkdir(parents=True)
+    (project / ".env").write_text("CELERY_BROKER_URL=redis://redis:6379/0\n")
+    (project / "secrets" / "postgres_password.txt").write_text("not-a-secret\n")
+    (project / "compose.yaml").write_text((SNIPPETS / "compose.yaml").read_text())
+    result = subprocess.run(
+        [*docker_compose(), "--project-directory", str(project), "-f",
+         str(project / "compose.yaml"), "config", "--format", "json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_the_web_services_wsgi_module_builds_the_application():
+    from snippets.production.wsgi import application
+
+    assert callable(application)
+
+
+def test_the_compose_file_passes_docker_compose_config(tmp_path):
+    config = compose_config(tmp_path)
+    services = config["services"]
+    assert set(services) == {"web", "worker", "beat", "flower", "redis", "postgres"}
+    assert services["beat"]["deploy"]["replicas"] == 1
+    assert services["worker"]["stop_grace_period"] == "1m0s"  # normalised from 60s
+    assert soft_shutdown_default() + 5 <= 60  # room for the cold shutdown after the window
+    assert services["worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_why_docker_compose_config_rejects_a_broken_file(tmp_path):
+    """The validator is not a rubber stamp: an unknown depends_on condition fails."""
+    broken = tmp_path / "compose.yaml"
+    text = (SNIPPETS / "compose.yaml").read_text()
+    broken.write_text(text.replace("condition: service_healthy", "condition: healthy", 1))
+    (tmp_path / ".env").touch()
+    result = subprocess.run(
+        [*docker_compose(), "-f", str(broken), "config", "-q"], capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "condition" in result.stderr
+
+
+def kubectl_validate(*paths: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(HADOLINT.parent / "kubernetes-validate"), "--strict", *map(str, paths)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def manifest(name: str) -> dict:
+    return yaml.safe_load((SNIPPETS / "k8s" / name).read_text())
+
+
+def test_the_kubernetes_manifests_pass_kubernetes_validate():
+    result = kubectl_validate(*sorted((SNIPPETS / "k8s").glob("*.yaml")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("passed") == 3
+
+
+def test_why_kubernetes_validate_rejects_a_misspelt_field(tmp_path):
+    broken = tmp_path / "beat.yaml"
+    broken.write_text((SNIPPETS / "k8s" / "beat.yaml").read_text().replace("strategy:", "stratgy:"))
+    result = kubectl_validate(broken)
+    assert result.returncode != 0
+    assert "stratgy" in result.stdout + result.stderr
+
+
+def test_beat_runs_once_and_is_recreated_not_rolled():
+    spec = manifest("beat.yaml")["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"]["type"] == "Recreate"
+
+
+def test_the_grace_period_outlasts_the_soft_shutdown():
+    pod = manifest("worker.yaml")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["REMAP_SIGTERM"] == "SIGQUIT"
+    soft = float(env["CELERY_SOFT_SHUTDOWN_TIMEOUT"])
+    assert soft + 5 <= pod["terminationGracePeriodSeconds"]  # room for the cold shutdown
+
+
+@pytest.mark.services("broker")
+def test_sigterm_mid_task_requeues_it_and_the_next_worker_completes_it(worker_process, tmp_path):
+    """The page's settings: REMAP_SIGTERM=SIGQUIT and a soft-shutdown window (4 s here).
+
+    Two tasks run when SIGTERM arrives: one finishes inside the window and is acked, the
+    other is still running when the window closes, so it is requeued; the worker exits on
+    its own (no SIGKILL needed), and the next worker runs the requeued task to completion.
+    """
+    first = worker_process(concurrency=2, env=soft_shutdown_env(timeout=4))
+    short, long = job_dir(tmp_path, "short"), job_dir(tmp_path, "long")
+    short_result = long_job.apply_async((str(short),), queue=first.queue)
+    long_result = long_job.apply_async((str(long),), queue=first.queue)
+    wait_attempts(short, 1)
+    wait_attempts(long, 1)
+
+    first.proc.send_signal(signal.SIGTERM)
+    first.wait_for_log("Initiating Soft Shutdown")
+    (short / "release").touch()  # finishes within the soft-shutdown window
+    first.proc.wait(60)  # exits by itself: no SIGKILL needed
+
+    assert short_result.get(timeout=30).startswith("done by")
+    assert not (long / "done").exists()  # interrupted, not finished...
+    second = worker_process(queue=first.queue, env=soft_shutdown_env(timeout=4))
+    (long / "release").touch()
+    assert long_result.get(timeout=60).startswith("done by")  # ...and not lost
+    assert len(attempts(long)) == 2  # requeued once, rerun by the next worker
+    assert len(attempts(short)) == 1  # the acked task was not run again
+    # delivered once more (a duplicate, a manual retry): idempotent, the work is not redone
+    again = long_job.apply_async((str(long),), queue=first.queue).get(timeout=60)
+    assert again == long_result.get()
+    assert len(attempts(long)) == 2
+    assert "signal SIGTERM, Cold shutdown" in first.log()
+    assert second.proc.poll() is None
+
+
+def redis_unacked_ids() -> set[str]:
+    """Task ids of the messages the Redis transport holds as delivered but not acked."""
+    import json
+
+    import redis
+
+    from snippets.project.celery import app
+
+    client = redis.Redis.from_url(app.conf.broker_url)
+    return {json.loads(raw)[0]["headers"]["id"] for raw in client.hvals("unacked")}
+
+
+@pytest.mark.antipattern("warm shutdown past the grace period")
+@pytest.mark.services("broker")
+def test_why_warm_shutdown_outlasts_the_grace_period_and_gets_killed(worker_process, tmp_path):
+    """Without REMAP_SIGTERM, SIGTERM is a warm shutdown: it waits for the task, however long.
+
+    The kubelet sends SIGKILL when the grace period ends (here: 3 s). On Redis the message is
+    then stranded in `unacked` until the visibility timeout (an hour); on RabbitMQ it comes
+    back at once, but the task was killed mid-work with no chance to clean up.
+    """
+    from snippets.project.celery import app
+
+    worker = worker_process(env=prod_env())
+    job = job_dir(tmp_path, "job")
+    result = long_job.apply_async((str(job),), queue=worker.queue)
+    wait_attempts(job, 1)
+
+    worker.proc.send_signal(signal.SIGTERM)
+    worker.wait_for_log("signal SIGTERM, Warm shutdown")
+    with pytest.raises(subprocess.TimeoutExpired):
+        worker.proc.wait(3)  # the grace period ends: still waiting for the task
+    os.killpg(worker.pid, signal.SIGKILL)  # what the kubelet does next, to the whole pod
+    worker.proc.wait(10)
+
+    assert not (job / "done").exists()
+    if app.conf.broker_url.startswith("redis"):
+        assert result.id in redis_unacked_ids()  # invisible to every worker for an hour
+    else:
+        nxt = worker_process(queue=worker.queue, env=prod_env())
+        (job / "release").touch()
+        assert result.get(timeout=60).startswith("done by")
+        assert nxt.proc.poll() is None
+
+
+@pytest.mark.antipattern("shell-form entrypoint")
+@pytest.mark.services("broker")
+def test_why_a_shell_form_entrypoint_never_passes_sigterm_on(run_command, celery_app):
+    """`ENTRYPOINT celery ...` runs `/bin/sh -c "celery ..."`: SIGTERM reaches sh, not celery."""
+    text = (SNIPPETS / "Dockerfile.antipattern").read_text()
+    [line] = [x for x in text.splitlines() if x.startswith("ENTRYPOINT ")]
+    name = unique("shellform")
+    queue = f"q-{name}"
+    command = (
+        line.removeprefix("ENTRYPOINT ").replace("celery ", f"{shlex.join(CELERY)} ", 1)
+        + f" --queues={queue} --hostname={name}@%h --without-mingle --without-gossip"
+    )
+    shell = run_command(["/bin/sh", "-c", command], env=prod_env())
+    wait_ping(celery_app, f"{name}@{HOST}", proc=shell)
+
+    shell.proc.send_signal(signal.SIGTERM)  # what `docker stop` sends to PID 1
+    assert shell.wait_exit(30) == -signal.SIGTERM  # the shell is gone...
+    assert celery_app.control.ping(destination=[f"{name}@{HOST}"], timeout=5)  # ...celery is not
+    assert "Warm shutdown" not in shell.log()
+    assert "Cold shutdown" not in shell.log()

@@ -1,0 +1,108 @@
+"""Proof for docs/production/scaling.md: queues per workload, and pool children recycled."""
+
+from __future__ import annotations
+
+import shlex
+
+import psutil
+import pytest
+from celery import Celery
+
+from snippets.production.scaling import build_report, child_pid, send_receipt
+from tests.production.conftest import HOST, SNIPPETS, celery_argv, prod_env, purge_queues, wait_ping
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def worker_lines() -> list[str]:
+    """The `celery ... worker` command lines of snippets/production/scaling.sh."""
+    text = (SNIPPETS / "scaling.sh").read_text()
+    return [line for line in text.splitlines() if line.startswith("celery ")]
+
+
+def hostname_of(line: str) -> str:
+    """The node name a command line's --hostname=name@%h expands to on this machine."""
+    [option] = [a for a in shlex.split(line) if a.startswith("--hostname=")]
+    return option.removeprefix("--hostname=").replace("%h", HOST)
+
+
+def pids_of(queue: str, leaks: list[int]) -> list[int]:
+    """Run child_pid once per entry of `leaks`, one after the other; the pids that ran them."""
+    return [child_pid.apply_async((mib,), queue=queue).get(timeout=60) for mib in leaks]
+
+
+@pytest.mark.services("broker")
+def test_recycling_replaces_the_child_and_loses_nothing(worker_process):
+    """Both limits of the page, on one worker: 3 tasks per child, ~176 MiB per child."""
+    limit_kib = 180_000  # above a fresh child, below one that leaked 200 MiB
+    wp = worker_process(
+        env=prod_env(CELERY_MAX_TASKS_PER_CHILD="3", CELERY_MAX_MEMORY_PER_CHILD=str(limit_kib))
+    )
+    [child] = wp.pool_pids()
+    assert psutil.Process(child).memory_info().rss / 1024 < limit_kib  # a fresh child is under
+
+    pids = pids_of(wp.queue, [0, 200, 0, 0, 0, 0])
+
+    # the leaking task crossed the memory limit, still completed, then its child was replaced
+    assert pids[0] == pids[1] == child
+    # the next child ran its 3 tasks, then was replaced too
+    assert pids[2] == pids[3] == pids[4] != child
+    assert pids[5] not in {child, pids[2]}  # six tasks, six results: nothing lost
+
+
+@pytest.mark.antipattern("no recycling")
+@pytest.mark.services("broker")
+def test_why_without_a_limit_the_leaking_child_keeps_its_memory(worker_process):
+    """The anti-pattern: no limit (0 turns it off), so the leaked memory stays in the child."""
+    wp = worker_process(env=prod_env(CELERY_MAX_MEMORY_PER_CHILD="0"))
+    [child] = wp.pool_pids()
+
+    assert pids_of(wp.queue, [200, 0]) == [child, child]
+    assert psutil.Process(child).memory_info().rss > 200 * 1024 * 1024  # and it never goes back
+
+
+def production_app() -> Celery:
+    """A publisher configured like production (its task_routes), on the test's broker."""
+    app = Celery("snippets", set_as_current=False)
+    app.config_from_object("snippets.production.settings", namespace="CELERY")
+    return app
+
+
+@pytest.mark.services("broker")
+def test_one_queue_per_workload_a_fast_task_does_not_wait_behind_a_slow_one(
+    run_command, tmp_path, celery_app
+):
+    """The two worker lines of scaling.sh; the routes of the production settings."""
+    release, log = tmp_path / "release", tmp_path / "order.log"
+    env = prod_env()
+    workers = [run_command(celery_argv(line), env=env) for line in worker_lines()]
+    try:
+        for line, proc in zip(worker_lines(), workers, strict=True):
+            wait_ping(celery_app, hostname_of(line), proc=proc)
+        app = production_app()
+        report = app.send_task(build_report.name, args=[str(release), str(log)])
+        receipt = app.send_task(send_receipt.name, args=[str(log)])
+
+        assert receipt.get(timeout=60) == "receipt"  # while the report is still running
+        assert log.read_text().split() == ["send_receipt"]
+        release.touch()
+        assert report.get(timeout=60) == "report"
+        assert log.read_text().split() == ["send_receipt", "build_report"]
+    finally:
+        purge_queues("fast", "slow")
+
+
+@pytest.mark.antipattern("one queue for everything")
+@pytest.mark.services("broker")
+def test_why_one_queue_for_everything_makes_the_fast_task_wait(worker_process, tmp_path):
+    """The anti-pattern: both kinds on one queue; every slot is busy with a slow job."""
+    release, log = tmp_path / "release", tmp_path / "order.log"
+    wp = worker_process(concurrency=1)
+    report = build_report.apply_async((str(release), str(log)), queue=wp.queue)
+    receipt = send_receipt.apply_async((str(log),), queue=wp.queue)
+    wp.wait_for_log(f"Task {build_report.name}[{report.id}] received")
+
+    release.touch()  # the report may finish now: only then does the receipt get a slot
+    assert receipt.get(timeout=60) == "receipt"
+    assert report.get(timeout=60) == "report"
+    assert log.read_text().split() == ["build_report", "send_receipt"]
