@@ -77,18 +77,20 @@ def test_why_swallowing_the_soft_limit_ends_in_a_kill_without_cleanup(worker_pro
     assert wp.log().count(killed) == 1  # acked after the hard limit: not redelivered
 
 
-@pytest.mark.parametrize("pool", ["solo", "threads"])
-def test_solo_and_threads_pools_enforce_no_time_limit(worker_process, pool, tmp_path):
+def test_solo_and_threads_pools_enforce_no_time_limit(worker_process, tmp_path):
     """The same limits as above; the task runs ~2 s past its 0.5 s soft limit and succeeds."""
-    wp = worker_process(pool=pool, env={"TMPDIR": str(tmp_path)})
-    export = Export.objects.create()
-    result = export_rows.apply_async(
-        (export.pk, 40), queue=wp.queue, soft_time_limit=0.5, time_limit=1
-    )
+    env = {"TMPDIR": str(tmp_path)}
+    workers = [worker_process(pool=pool, env=env, ready=False) for pool in ("solo", "threads")]
+    for wp in workers:
+        wp.wait_ready()
+        export = Export.objects.create()
+        result = export_rows.apply_async(
+            (export.pk, 40), queue=wp.queue, soft_time_limit=0.5, time_limit=1
+        )
 
-    assert result.get(timeout=60) == 40
-    export.refresh_from_db()
-    assert export.status == Export.Status.DONE
+        assert result.get(timeout=60) == 40, wp.log()
+        export.refresh_from_db()
+        assert export.status == Export.Status.DONE
 
 
 def test_an_http_call_to_a_silent_server_times_out(silent_server):

@@ -44,25 +44,26 @@ def drain(wp) -> None:
 
 @pytest.mark.antipattern("capture_payment_early_ack")
 def test_why_early_ack_loses_the_task_that_acks_late_redelivers(worker_process):
-    [wp] = start_workers(worker_process)
-
-    # Early ack: the child dies mid-task, the task fails and never runs again.
-    lost = capture_payment_early_ack.apply_async(("early", 5), queue=wp.queue)
+    """The same kill, side by side: early ack on one worker, acks_late on the other."""
+    early_wp, late_wp = start_workers(worker_process, 2)
+    lost = capture_payment_early_ack.apply_async(("early", 5), queue=early_wp.queue)
+    kept = capture_payment_requeue.apply_async(("late", 5), queue=late_wp.queue)
     kill_the_child_running("early")
+    killed = kill_the_child_running("late")
+
+    # Early ack: the child died mid-task, the task fails and never runs again.
     with pytest.raises(WorkerLostError, match="SIGKILL"):
         lost.get(timeout=60)
-    drain(wp)
+    drain(early_wp)
     assert (attempts("early"), payments("early")) == (1, 0)  # the payment is simply lost
     # Without a kill the same task works: the loss only shows when a process dies.
-    calm = capture_payment_early_ack.apply_async(("early-calm", 0), queue=wp.queue)
+    calm = capture_payment_early_ack.apply_async(("early-calm", 0), queue=early_wp.queue)
     assert calm.get(timeout=60) == "early-calm"
 
     # acks_late + reject_on_worker_lost: the message is requeued and the work is done once.
-    kept = capture_payment_requeue.apply_async(("late", 5), queue=wp.queue)
-    killed = kill_the_child_running("late")
     assert kept.get(timeout=90) == "late"
     assert (retries_seen("late"), payments("late")) == ([0, 0], 1)  # redelivered, not retried
-    assert killed not in wp.pool_pids()  # the second run was in the replacement child
+    assert killed not in late_wp.pool_pids()  # the second run was in the replacement child
 
 
 def test_a_killed_task_is_retried_and_charges_once(worker_process):
