@@ -16,7 +16,7 @@ from celery.app.backends import by_name
 from celery.backends.base import DisabledBackend
 from celery.result import AsyncResult
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, ProgrammingError, connection, transaction
 
 from snippets.recipes.csv_import import import_products, start_import
 from snippets.recipes.csv_import_naive import import_csv_naive, poll_naive
@@ -125,6 +125,20 @@ def test_import_upserts_rows_and_records_malformed_lines(celery_worker, media, p
     assert (body["status"], body["finished"], body["percent"], body["errors"]) == (
         "done", True, 100.0, 3,
     )  # fmt: skip
+
+
+@pytest.mark.services("postgres")
+@pytest.mark.django_db  # no worker: the test's own transaction is enough
+def test_postgresql_refuses_an_upsert_that_touches_a_row_twice():
+    """Why import_batch() collapses a batch by sku before the upsert."""
+    twice = [Product(sku="SKU-1", name="a", price=1), Product(sku="SKU-1", name="b", price=2)]
+    with (
+        pytest.raises(ProgrammingError, match="cannot affect row a second time"),
+        transaction.atomic(),
+    ):
+        Product.objects.bulk_create(
+            twice, update_conflicts=True, unique_fields=["sku"], update_fields=["name"]
+        )
 
 
 @pytest.mark.parametrize("content", [b"", csv_bytes(HEADER)], ids=["empty", "header-only"])
