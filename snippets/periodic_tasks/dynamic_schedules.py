@@ -21,8 +21,13 @@ from django_celery_beat.models import (
 TASK = "snippets.periodic_tasks.beat.refresh_rates"
 
 
-def schedule_every(name: str, seconds: int, queue: str | None = None) -> PeriodicTask:
-    """Create or change an interval entry; beat picks it up within its max interval."""
+def schedule_every(
+    name: str, seconds: int, queue: str | None = None, expire_seconds: int | None = None
+) -> PeriodicTask:
+    """Create or change an interval entry; beat picks it up within its max interval.
+
+    A send not started before the next one is due is stale: it expires (by default).
+    """
     every, _ = IntervalSchedule.objects.get_or_create(
         every=seconds, period=IntervalSchedule.SECONDS
     )
@@ -33,7 +38,7 @@ def schedule_every(name: str, seconds: int, queue: str | None = None) -> Periodi
             "interval": every,
             "args": json.dumps([name]),  # (2)!
             "queue": queue,
-            "expire_seconds": max(seconds - 1, 1),
+            "expire_seconds": expire_seconds or seconds,
             "enabled": True,
         },
     )

@@ -170,3 +170,11 @@ def read_queue(name: str) -> list[dict]:
                  "args": message.decode()[0]}
             )  # fmt: skip
     return messages
+
+
+def queue_length(name: str) -> int:
+    """Messages ready in a queue (not counting those a consumer holds unacknowledged)."""
+    from snippets.project.celery import app
+
+    with app.connection_for_write() as conn:
+        return conn.default_channel.queue_declare(queue=name, passive=True).message_count

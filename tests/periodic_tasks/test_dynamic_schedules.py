@@ -58,7 +58,8 @@ def test_the_setting_names_the_database_scheduler():
 def test_a_task_created_through_the_orm_is_sent_without_a_restart(beat_process, queue_name):
     beat = database_beat(beat_process)
     assert "scheduler -> django_celery_beat.schedulers.DatabaseScheduler" in beat.log()
-    schedule_every("orm-report", seconds=1, queue=queue_name)  # beat is already running
+    # beat is already running; the queue is read after a few seconds, so expire later
+    schedule_every("orm-report", seconds=1, queue=queue_name, expire_seconds=60)
     beat.wait_for_sends(2, "orm-report")
     changes = beat.log().count(CHANGED)
     pause("orm-report")  # save() on one row: beat is told
