@@ -1,0 +1,92 @@
+"""Chaos runs: real faults at load, one figure row per scenario.
+
+CHAOS_TASKS sets the load (default 40: the small version that runs with every test run and
+in .ci/run); `nox -s chaos` runs 1,000 and writes the table to CHAOS_RESULTS, the file
+docs/proof.md includes.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+TASKS = int(os.environ.get("CHAOS_TASKS", "40"))
+ROWS: list[Row] = []
+
+
+@dataclass
+class Row:
+    scenario: str
+    variant: str
+    broker: str
+    sent: int
+    effects: int
+    duplicates: int
+    lost: int
+    seconds: float
+    expected: str
+
+    def markdown(self) -> str:
+        return (
+            f"| {self.scenario} | {self.variant} | {self.broker} | {self.sent} | {self.effects} "
+            f"| {self.duplicates} | {self.lost} | {self.seconds:.1f} | {self.expected} |"
+        )
+
+
+HEADER = (
+    "| Scenario | Variant | Broker | Sent | Effects | Duplicates | Lost | Wall (s) | Expected |\n"
+    "|---|---|---|---:|---:|---:|---:|---:|---|"
+)
+
+
+@pytest.fixture
+def record():
+    def add(row: Row) -> Row:
+        ROWS.append(row)
+        print(f"\nCHAOS {row.markdown()}")
+        return row
+
+    return add
+
+
+def broker_name() -> str:
+    from django.conf import settings
+
+    return settings.CELERY_BROKER_URL.split(":", 1)[0].replace("amqp", "rabbitmq")
+
+
+class Clock:
+    def __enter__(self) -> Clock:
+        self.start = time.monotonic()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.seconds = time.monotonic() - self.start
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not ROWS:
+        return
+    terminalreporter.section("chaos figures")
+    terminalreporter.write_line(HEADER)
+    for row in ROWS:
+        terminalreporter.write_line(row.markdown())
+    if target := os.environ.get("CHAOS_RESULTS"):
+        path = Path(target)
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        machine = (
+            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        )
+        versions = ", ".join(f"{p} {version(p)}" for p in ("celery", "kombu", "django"))
+        existing = path.read_text().splitlines()[4:] if path.exists() else []
+        kept = [line for line in existing if f"| {broker_name()} |" not in line]
+        lines = [f"Run: {stamp}; {machine}; {versions}; {TASKS} tasks per scenario.", "",
+                 *HEADER.splitlines(), *kept, *(r.markdown() for r in ROWS)]  # fmt: skip
+        path.write_text("\n".join(lines) + "\n")

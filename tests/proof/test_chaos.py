@@ -1,0 +1,280 @@
+"""Chaos: the patterns lose nothing and do nothing twice when processes, brokers and database
+connections die under load; the anti-pattern beside each shows what the same fault does.
+
+Every scenario runs a real prefork worker subprocess on the configured broker (Redis or
+RabbitMQ) and counts side effects in the database, independently of the task's own claims.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+from django.db import connection
+
+from snippets.error_handling.models import Payment
+from snippets.error_handling.worker_loss import capture_payment_early_ack
+from snippets.proof.chaos import credit_surviving_db_loss, credit_without_db_retry
+from snippets.task_design.idempotency import credit_account, credit_account_without_key
+from snippets.task_design.models import Account, ProcessedKey
+from tests.proof.conftest import TASKS, Clock, Row, broker_name
+from tests.task_design.conftest import wait_until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
+INCLUDE = ["--include=snippets.proof.chaos"]
+PAUSE = 0.05  # each task's work after its write: the window a fault falls into
+KILLS = max(3, TASKS // 100)
+
+
+def queue_length(app, queue: str) -> int:
+    with app.connection_for_write() as conn:
+        try:
+            return conn.default_channel.queue_declare(queue, passive=True).message_count
+        except conn.channel_errors:  # Redis: an empty queue does not exist
+            return 0
+
+
+def settle(wp, app, done, timeout: float) -> None:
+    """Wait until `done()` or until the worker is idle with nothing left to deliver."""
+    deadline = time.monotonic() + timeout
+    idle_since = None
+    while time.monotonic() < deadline:
+        if done():
+            return
+        active = app.control.inspect([wp.hostname], timeout=1)
+        busy = any((active.active() or {}).values()) or any((active.reserved() or {}).values())
+        if busy or queue_length(app, wp.queue):
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since > 3:
+            return
+        time.sleep(0.5)
+
+
+def killer(wp, progress, kills: int) -> threading.Thread:
+    """SIGKILL a random pool child `kills` times, spread over the run: the k-th kill waits
+    until progress() passed k/(kills+1) of the tasks, so every kill lands mid-run."""
+
+    def run() -> None:
+        try:
+            kill_spread()
+        finally:
+            from django.db import connections
+
+            connections.close_all()
+
+    def kill_spread() -> None:
+        for k in range(1, kills + 1):
+            threshold = TASKS * k // (kills + 1)
+            deadline = time.monotonic() + 120
+            while progress() < threshold and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if pids := wp.pool_pids():
+                os.kill(random.choice(pids), signal.SIGKILL)
+                time.sleep(0.3)  # let the pool replace the child before the next kill
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def credits(account: Account) -> int:
+    account.refresh_from_db()
+    return account.balance_cents
+
+
+def test_pool_children_sigkilled_idempotent_tasks_do_everything_once(
+    worker_process, celery_app, record
+):
+    wp = worker_process(concurrency=2, args=INCLUDE)
+    account = Account.objects.create()
+    run = f"kill-{time.time_ns()}"
+    with Clock() as clock:
+        for i in range(TASKS):
+            credit_account.apply_async((account.pk, 1, f"{run}-{i}", PAUSE), queue=wp.queue)
+        applied = lambda: ProcessedKey.objects.filter(key__startswith=run).count()  # noqa: E731
+        killer(wp, applied, KILLS).join()
+        settle(wp, celery_app, lambda: applied() == TASKS, timeout=120 + TASKS * 0.2)
+    keys, balance = applied(), credits(account)
+    row = record(Row("SIGKILL pool children", "acks_late + idempotency key", broker_name(),
+                     TASKS, balance, balance - keys, TASKS - keys, clock.seconds,
+                     "0 duplicates, 0 lost"))  # fmt: skip
+    assert "signal 9 (SIGKILL)" in wp.log()
+    assert (row.duplicates, row.lost) == (0, 0)
+
+
+@pytest.mark.antipattern("credit_account_without_key")
+def test_why_pool_children_sigkilled_without_a_key_credit_twice(worker_process, celery_app, record):
+    wp = worker_process(concurrency=2, args=INCLUDE)
+    account = Account.objects.create()
+    pause = PAUSE * 4  # a wider window after the write, so the kills land in it
+    with Clock() as clock:
+        for _ in range(TASKS):
+            credit_account_without_key.apply_async((account.pk, 1, pause), queue=wp.queue)
+        killer(wp, lambda: credits(account), KILLS).join()
+        settle(wp, celery_app, lambda: False, timeout=120 + TASKS * 0.5)
+    balance = credits(account)
+    row = record(Row("SIGKILL pool children", "acks_late, no key (anti-pattern)", broker_name(),
+                     TASKS, balance, max(0, balance - TASKS), max(0, TASKS - balance),
+                     clock.seconds, "duplicates"))  # fmt: skip
+    assert row.duplicates > 0
+
+
+@pytest.mark.antipattern("capture_payment_early_ack")
+def test_why_pool_children_sigkilled_with_early_ack_lose_tasks(worker_process, celery_app, record):
+    wp = worker_process(concurrency=2, args=INCLUDE)
+    run = f"early-{time.time_ns()}"
+    pause = PAUSE * 4
+    with Clock() as clock:
+        for i in range(TASKS):
+            capture_payment_early_ack.apply_async((f"{run}-{i}", pause), queue=wp.queue)
+        paid = lambda: Payment.objects.filter(key__startswith=run).count()  # noqa: E731
+        killer(wp, paid, KILLS).join()
+        settle(wp, celery_app, lambda: False, timeout=120 + TASKS * 0.5)
+    captured = Payment.objects.filter(key__startswith=run).count()
+    row = record(Row("SIGKILL pool children", "early ack (anti-pattern)", broker_name(),
+                     TASKS, captured, 0, TASKS - captured, clock.seconds, "lost"))  # fmt: skip
+    assert row.lost > 0
+
+
+def worker_client_ports(wp) -> list[int]:
+    """Local ports of the worker's pool children's TCP connections (their PostgreSQL ones)."""
+    ports = []
+    for pid in wp.pool_pids():
+        try:
+            ports += [c.laddr.port for c in psutil.Process(pid).net_connections("tcp")]
+        except psutil.NoSuchProcess:
+            continue
+    return ports
+
+
+def terminate_worker_backends(wp) -> int:
+    """pg_terminate_backend the worker's connections to the test database; how many died."""
+    ports = worker_client_ports(wp)
+    if not ports:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND client_port = ANY(%s) "
+            "AND state = 'idle in transaction'",
+            [ports],
+        )
+        return cursor.fetchone()[0]
+
+
+def db_chaos(wp, celery_app, task, run: str, account: Account) -> tuple[int, int, float]:
+    stop = threading.Event()
+    killed: list[int] = []
+
+    def kill_connections() -> None:
+        from django.db import connections
+
+        while not stop.wait(0.1):
+            killed.append(terminate_worker_backends(wp))
+        connections.close_all()
+
+    thread = threading.Thread(target=kill_connections, daemon=True)
+    with Clock() as clock:
+        for i in range(TASKS):
+            task.apply_async((account.pk, 1, f"{run}-{i}", PAUSE * 4), queue=wp.queue)
+        thread.start()
+        time.sleep(max(3.0, TASKS * PAUSE * 4 / 2 / 3))
+        stop.set()
+        thread.join()
+        applied = lambda: ProcessedKey.objects.filter(key__startswith=run).count()  # noqa: E731
+        settle(wp, celery_app, lambda: applied() == TASKS, timeout=120 + TASKS * 0.2)
+    assert sum(killed) > 0, "no connection was terminated: the fault never happened"
+    return applied(), credits(account), clock.seconds
+
+
+@pytest.mark.services("postgres")
+def test_postgres_connections_killed_while_tasks_write(worker_process, celery_app, record):
+    wp = worker_process(concurrency=2, args=INCLUDE)
+    account = Account.objects.create()
+    keys, balance, seconds = db_chaos(wp, celery_app, credit_surviving_db_loss,
+                                      f"pg-{time.time_ns()}", account)  # fmt: skip
+    row = record(Row("PostgreSQL connections terminated", "retry on DB errors + key",
+                     broker_name(), TASKS, balance, balance - keys, TASKS - keys, seconds,
+                     "0 duplicates, 0 lost"))  # fmt: skip
+    assert (row.duplicates, row.lost) == (0, 0)
+
+
+@pytest.mark.services("postgres")
+def test_why_postgres_connections_killed_lose_tasks_that_do_not_retry(
+    worker_process, celery_app, record
+):
+    wp = worker_process(concurrency=2, args=INCLUDE)
+    account = Account.objects.create()
+    keys, balance, seconds = db_chaos(wp, celery_app, credit_without_db_retry,
+                                      f"pgx-{time.time_ns()}", account)  # fmt: skip
+    row = record(Row("PostgreSQL connections terminated", "no retry (anti-pattern)",
+                     broker_name(), TASKS, balance, balance - keys, TASKS - keys, seconds,
+                     "lost"))  # fmt: skip
+    assert row.duplicates == 0
+    assert row.lost > 0
+
+
+LONG = 2.0  # seconds per task in the shutdown scenario: a SIGTERM always finds some running
+SOFT = "1"  # worker_soft_shutdown_timeout for the run (production default: 50 s)
+
+
+def shutdown_env(**extra: str) -> dict[str, str]:
+    """The production settings the supervision page recommends, with a short soft timeout."""
+    return {"DJANGO_SETTINGS_MODULE": "snippets.production.settings", **extra}
+
+
+def test_sigterm_with_soft_shutdown_requeues_running_tasks(worker_process, celery_app, record):
+    """REMAP_SIGTERM=SIGQUIT + worker_soft_shutdown_timeout + acks_late: what is still running
+    when the soft timeout ends goes back to the queue; a second worker finishes it."""
+    env = shutdown_env(REMAP_SIGTERM="SIGQUIT", CELERY_SOFT_SHUTDOWN_TIMEOUT=SOFT)
+    tasks = max(6, TASKS // 10)
+    first = worker_process(concurrency=2, args=INCLUDE, env=env)
+    account = Account.objects.create()
+    run = f"term-{time.time_ns()}"
+    applied = lambda: ProcessedKey.objects.filter(key__startswith=run).count()  # noqa: E731
+    with Clock() as clock:
+        for i in range(tasks):
+            credit_account.apply_async((account.pk, 1, f"{run}-{i}", LONG), queue=first.queue)
+        wait_until(lambda: applied() >= 1, what="the first task to start", wp=first)
+        assert first.stop(signal.SIGTERM, timeout=30) == 0  # exits by itself, never SIGKILLed
+        second = worker_process(concurrency=2, args=INCLUDE, env=env, queue=first.queue)
+        settle(second, celery_app, lambda: applied() == tasks, timeout=120 + tasks * LONG)
+    keys, balance = applied(), credits(account)
+    row = record(Row("SIGTERM during long tasks", "soft shutdown + acks_late + key",
+                     broker_name(), tasks, balance, balance - keys, tasks - keys, clock.seconds,
+                     "0 lost"))  # fmt: skip
+    assert (row.duplicates, row.lost) == (0, 0)
+
+
+@pytest.mark.antipattern("capture_payment_early_ack")
+def test_why_sigterm_then_sigkill_after_the_grace_period_loses_early_acked_tasks(
+    worker_process, celery_app, record
+):
+    """The warm shutdown waits for tasks longer than the grace period; the supervisor's SIGKILL
+    then ends them, and early-acked messages are already gone from the broker."""
+    tasks = max(6, TASKS // 10)
+    first = worker_process(concurrency=2, args=INCLUDE, env=shutdown_env())
+    run = f"grace-{time.time_ns()}"
+    paid = lambda: Payment.objects.filter(key__startswith=run).count()  # noqa: E731
+    with Clock() as clock:
+        for i in range(tasks):
+            capture_payment_early_ack.apply_async((f"{run}-{i}", LONG * 2), queue=first.queue)
+        time.sleep(1.0)  # two tasks running, their messages acked at start
+        first.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # a grace period shorter than the tasks
+        os.killpg(first.proc.pid, signal.SIGKILL)
+        first.proc.wait(10)
+        second = worker_process(concurrency=2, args=INCLUDE, queue=first.queue)
+        settle(second, celery_app, lambda: False, timeout=120 + tasks * LONG * 2)
+    captured = paid()
+    row = record(Row("SIGTERM during long tasks", "early ack, SIGKILL after grace (anti-pattern)",
+                     broker_name(), tasks, captured, 0, tasks - captured, clock.seconds,
+                     "lost"))  # fmt: skip
+    assert row.lost > 0
