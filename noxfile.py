@@ -105,3 +105,15 @@ def skill(session: nox.Session) -> None:
     """Build dist/skill (SKILL.md + references/<category>.md) from the site's pages."""
     sync(session, "docs")
     session.run("python", "docs/hooks/skill.py", "dist/skill")
+
+
+@nox.session(python="3.11")
+def chaos(session: nox.Session) -> None:
+    """The chaos scenarios at full load (CHAOS_TASKS, default 1000) on the configured broker;
+    writes the figures to docs/assets/data/chaos-results.txt (shown on docs/proof.md)."""
+    sync(session, "test")
+    env = {
+        "CHAOS_TASKS": os.environ.get("CHAOS_TASKS", "1000"),
+        "CHAOS_RESULTS": "docs/assets/data/chaos-results.txt",
+    }
+    session.run("pytest", "-p", "no:cov", "tests/proof", *session.posargs, env=env)
