@@ -21,7 +21,8 @@ JSON_SCALARS = {int, float, str, bool, type(None)}
 def snippet_tasks() -> list:
     from snippets.project.celery import app
 
-    app.loader.import_default_modules()
+    # Django imported every page module when the apps loaded (SnippetsAppConfig.ready); the
+    # loader's import_default_modules would also run Django's checks, which query the database.
     return sorted(
         (t for name, t in app.tasks.items() if name.startswith("snippets.")), key=lambda t: t.name
     )
