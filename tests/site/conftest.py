@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import gzip
 import http.server
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,6 +16,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+
+# The browser tests run in `nox -s browser`; the tests session has no Playwright to import.
+collect_ignore = [] if importlib.util.find_spec("playwright") else ["test_browser.py"]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("SNIPPETS_CHROMIUM", "/usr/bin/chromium")
