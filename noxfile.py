@@ -117,3 +117,12 @@ def chaos(session: nox.Session) -> None:
         "CHAOS_RESULTS": "docs/assets/data/chaos-results.txt",
     }
     session.run("pytest", "-p", "no:cov", "tests/proof", *session.posargs, env=env)
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Every benchmark of the site (tests/**/bench_*.py): ratios measured in one run, printed.
+    Needs PostgreSQL and a network broker in the environment, as for the services tests."""
+    sync(session, "test")
+    benches = sorted(str(p) for p in __import__("pathlib").Path("tests").rglob("bench_*.py"))
+    session.run("pytest", "-p", "no:cov", "-s", *benches, *session.posargs)
