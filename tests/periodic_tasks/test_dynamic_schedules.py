@@ -129,3 +129,49 @@ def test_after_a_time_zone_change_last_run_times_are_forgotten_and_beat_is_told(
     after_time_zone_change()
     assert PeriodicTask.objects.get(pk=task.pk).last_run_at is None
     assert PeriodicTasks.last_change() > before
+
+
+def sends_of(schedule, start: datetime, end: datetime) -> list[str]:
+    """Celery's beat loop on a virtual clock, with a django-celery-beat schedule object in it
+    (the project's UTC clock; the row's own zone inside the schedule)."""
+    from celery import Celery
+
+    from snippets.periodic_tasks.crontab_and_timezones import RecordingScheduler, VirtualClock
+
+    app = Celery("dcb-simulated", set_as_current=False)
+    app.conf.timezone = "UTC"
+    clock = VirtualClock(start, app)
+    app.now = clock
+    scheduler = RecordingScheduler(app, clock)
+    scheduler.update_from_dict({"row": {"task": "t", "schedule": schedule}})
+    for entry in scheduler.schedule.values():
+        entry.schedule.nowfun = clock  # TzAwareCrontab reads the wall clock otherwise
+        entry.last_run_at = clock()
+    while clock.now < end:
+        clock.now += timedelta(seconds=max(scheduler.tick(), 0.001))
+    berlin = ZoneInfo("Europe/Berlin")
+    return [w.astimezone(berlin).replace(microsecond=0).isoformat() for _n, w in scheduler.sent]
+
+
+def test_a_berlin_crontab_row_behaves_like_celerys_crontab_across_dst():
+    """The table on crontab-and-timezones.md, with the row's TzAwareCrontab on a UTC project."""
+    from django_celery_beat.models import CrontabSchedule
+
+    daily = schedule_daily("nightly-berlin", hour=2, minute=30, timezone="Europe/Berlin")
+    nightly = PeriodicTask.objects.get(pk=daily.pk).schedule
+    hourly = CrontabSchedule(minute="0", timezone="Europe/Berlin").schedule
+    fall_back = datetime(2026, 10, 25, 1, 0, tzinfo=UTC)
+    spring = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+    hours = timedelta(hours=1)
+    assert sends_of(nightly, fall_back - 14 * hours, fall_back + 34 * hours) == [
+        "2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00",
+    ]  # fmt: skip
+    assert sends_of(nightly, spring - 14 * hours, spring + 34 * hours) == [
+        "2026-03-29T03:30:00+02:00", "2026-03-30T02:30:00+02:00",
+    ]  # fmt: skip
+    assert sends_of(hourly, fall_back - 2.5 * hours, fall_back + 3 * hours) == [
+        "2026-10-25T01:00:00+02:00",
+        "2026-10-25T02:00:00+02:00",
+        "2026-10-25T03:00:00+01:00",
+        "2026-10-25T04:00:00+01:00",
+    ]  # fmt: skip  (the repeated 02:00 is skipped here too)
