@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -249,3 +250,13 @@ def test_why_a_shell_form_entrypoint_never_passes_sigterm_on(run_command, celery
     assert celery_app.control.ping(destination=[f"{name}@{HOST}"], timeout=5)  # ...celery is not
     assert "Warm shutdown" not in shell.log()
     assert "Cold shutdown" not in shell.log()
+
+
+def test_the_memory_limit_leaves_room_for_every_child_at_its_recycling_limit():
+    """The container must not be OOM-killed before the children are recycled."""
+    [container] = manifest("worker.yaml")["spec"]["template"]["spec"]["containers"]
+    [concurrency] = [int(a.split("=")[1]) for a in container["args"] if "--concurrency=" in a]
+    limit_kib = int(container["resources"]["limits"]["memory"].removesuffix("Gi")) * 1024**2
+    text = (SNIPPETS / "settings.py").read_text()
+    per_child_kib = int(re.search(r'"CELERY_MAX_MEMORY_PER_CHILD", "(\d+)"', text)[1])
+    assert concurrency * per_child_kib < limit_kib

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import time
 
 import psutil
 import pytest
@@ -61,6 +62,14 @@ def test_why_without_a_limit_the_leaking_child_keeps_its_memory(worker_process):
     assert psutil.Process(child).memory_info().rss > 200 * 1024 * 1024  # and it never goes back
 
 
+def wait_started(result, timeout: float = 60) -> None:
+    """Wait until the worker reports the task STARTED (task_track_started is on)."""
+    deadline = time.monotonic() + timeout
+    while result.state != "STARTED":
+        assert time.monotonic() < deadline, f"{result.id} is {result.state} after {timeout}s"
+        time.sleep(0.1)
+
+
 def production_app() -> Celery:
     """A publisher configured like production (its task_routes), on the test's broker."""
     app = Celery("snippets", set_as_current=False)
@@ -83,6 +92,7 @@ def test_one_queue_per_workload_a_fast_task_does_not_wait_behind_a_slow_one(
         report = app.send_task(build_report.name, args=[str(release), str(log)])
         receipt = app.send_task(send_receipt.name, args=[str(log)])
 
+        wait_started(report)
         assert receipt.get(timeout=60) == "receipt"  # while the report is still running
         assert log.read_text().split() == ["send_receipt"]
         release.touch()
@@ -100,7 +110,7 @@ def test_why_one_queue_for_everything_makes_the_fast_task_wait(worker_process, t
     wp = worker_process(concurrency=1)
     report = build_report.apply_async((str(release), str(log)), queue=wp.queue)
     receipt = send_receipt.apply_async((str(log),), queue=wp.queue)
-    wp.wait_for_log(f"Task {build_report.name}[{report.id}] received")
+    wait_started(report)  # it holds the only slot
 
     release.touch()  # the report may finish now: only then does the receipt get a slot
     assert receipt.get(timeout=60) == "receipt"
