@@ -97,7 +97,7 @@ def test_why_two_workers_started_with_B_send_every_run_twice(worker_process, que
         for n in range(2)
     ]
     sent = lambda w: confirmed_sends(w.log(), "refresh-rates")  # noqa: E731
-    wait_until(lambda: all(len(sent(w)) >= 3 for w in workers), what="both embedded beats sent")
+    wait_until(lambda: all(len(sent(w)) >= 2 for w in workers), what="both embedded beats sent")
     for w in workers:
         w.stop()
     ids = {m["id"] for m in read_queue(queue_name)}
@@ -118,8 +118,8 @@ def test_a_stale_send_past_expires_is_never_run(beat_process, worker_process, qu
         **every_second(refresh_rates, queue_name, "without-expires"),
     }
     beat = beat_process(schedule)
-    beat.wait_for(lambda b: len(b.confirmed("with-expires")) >= 3)
-    beat.wait_for(lambda b: len(b.confirmed("without-expires")) >= 3)
+    beat.wait_for(lambda b: len(b.confirmed("with-expires")) >= 2)
+    beat.wait_for(lambda b: len(b.confirmed("without-expires")) >= 2)
     beat.stop()
     stale_with = {s.id for s in beat.confirmed("with-expires")}
     stale_without = {s.id for s in beat.confirmed("without-expires")}
@@ -138,7 +138,7 @@ def test_a_stale_send_past_expires_is_never_run(beat_process, worker_process, qu
     else:
         wait_until(lambda: stale_with <= discarded(), what="every expired send discarded")
         assert {refresh_rates.AsyncResult(i).state for i in stale_with} == {"REVOKED"}
-    assert len(ran()) >= 3  # the stale sends without expires all ran, one after another
+    assert len(ran()) >= 2  # the stale sends without expires all ran, one after another
     assert runs("with-expires") == []  # never run
 
 
