@@ -91,6 +91,23 @@ def test_the_same_crontab_on_a_utc_clock_sends_every_hour():
     assert utc_times(sends) == [FALL_BACK + timedelta(hours=h) for h in range(-2, 3)]
 
 
+def test_an_hourly_crontab_on_the_spring_forward_day_sends_every_real_hour():
+    """No hour repeats in spring: the local crontab misses nothing (there is no 02:00)."""
+    start, end = (
+        SPRING_FORWARD - timedelta(hours=2, minutes=30),
+        SPRING_FORWARD + timedelta(hours=3),
+    )
+    sends = beat_sends(HOURLY_ON_A_LOCAL_CLOCK, CELERY_TIMEZONE, start=start, end=end)
+    assert local(sends) == [
+        "2026-03-29T00:00:00+01:00",
+        "2026-03-29T01:00:00+01:00",
+        "2026-03-29T03:00:00+02:00",
+        "2026-03-29T04:00:00+02:00",
+        "2026-03-29T05:00:00+02:00",
+    ]
+    assert utc_times(sends) == [SPRING_FORWARD + timedelta(hours=h) for h in range(-2, 3)]
+
+
 @pytest.mark.parametrize("transition", [FALL_BACK, SPRING_FORWARD], ids=["fall-back", "spring"])
 def test_relative_hourly_interval_sends_every_real_hour_on_the_hour(transition):
     """The pattern: an interval rounded to the hour, on both transition days."""
