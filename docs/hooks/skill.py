@@ -20,7 +20,8 @@ DOCS = ROOT / "docs"
 FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.S)
 # Pages outside the seven sections that a reader of the skill needs too.
 EXTRA = {"setup": ("Set up Celery in Django", ["project.md"]),
-         "worked-examples": ("Worked examples", ["recipes/"])}  # fmt: skip
+         "worked-examples": ("Worked examples", ["recipes/"]),
+         "proof-under-failure": ("Proof under failure", ["proof.md"])}  # fmt: skip
 
 
 def nav_pages(prefix: str) -> list[str]:
@@ -81,7 +82,8 @@ description: {DESCRIPTION}
 
 If the request spans several categories, read every matching reference before continuing.
 New project? Read `references/setup.md` first. Classic requests (welcome email, CSV import,
-order workflow) are worked end to end in `references/worked-examples.md`.
+order workflow) are worked end to end in `references/worked-examples.md`; what the patterns
+do under killed workers and dropped connections is in `references/proof-under-failure.md`.
 
 ## Step 2: Read the reference file(s)
 
