@@ -87,6 +87,6 @@ def pytest_terminal_summary(terminalreporter) -> None:
         versions = ", ".join(f"{p} {version(p)}" for p in ("celery", "kombu", "django"))
         existing = path.read_text().splitlines()[4:] if path.exists() else []
         kept = [line for line in existing if f"| {broker_name()} |" not in line]
-        lines = [f"Run: {stamp}; {machine}; {versions}; {TASKS} tasks per scenario.", "",
+        lines = [f"Last run: {stamp}; {machine}; {versions}.", "",
                  *HEADER.splitlines(), *kept, *(r.markdown() for r in ROWS)]  # fmt: skip
         path.write_text("\n".join(lines) + "\n")
