@@ -20,11 +20,19 @@ BATCH_SIZE = 500
 KEPT_ERRORS = 100  # row errors stored on the job; the rest are counted
 
 
+def utf8(value: str) -> None:
+    """Bytes that are not UTF-8 reach a row as lone surrogates: an error of that row."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("Not UTF-8 text: save the file as UTF-8.") from None
+
+
 class ProductRow(forms.Form):
     """The allow-list: a CSV row can set these three fields, and nothing else."""  # (1)!
 
-    sku = forms.CharField(max_length=40)
-    name = forms.CharField(max_length=200)
+    sku = forms.CharField(max_length=40, validators=[utf8])
+    name = forms.CharField(max_length=200, validators=[utf8])
     price = forms.DecimalField(max_digits=10, decimal_places=2, min_value=0)
 
 
@@ -42,7 +50,8 @@ def clean_row(row: dict[str, str]) -> tuple[dict, dict[str, list[str]]]:
 def numbered_rows(job: ImportJob) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) for every data row, read through the storage API."""
     with job.file.open("rb") as raw:
-        reader = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""))  # (3)!
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        reader = csv.DictReader(text)  # (3)!
         missing = set(ProductRow.base_fields) - set(reader.fieldnames or ())
         if reader.fieldnames and missing:
             raise ValueError(f"missing columns: {sorted(missing)}")
@@ -133,12 +142,15 @@ def start_import(upload: File) -> ImportJob:
 
 # --8<-- [start:view]
 from django.http import HttpRequest, JsonResponse
-from django.shortcuts import get_object_or_404
+from django.views.decorators.http import require_GET
 
 
+@require_GET  # anything else: 405
 def import_progress(request: HttpRequest, job_id: int) -> JsonResponse:
     """GET /imports/<id>/progress: read from the job row, never from the result backend."""
-    job = get_object_or_404(ImportJob, pk=job_id)
+    job = ImportJob.objects.filter(pk=job_id).first()  # an id out of range matches nothing
+    if job is None:
+        return JsonResponse({"error": f"no import job {job_id}"}, status=404)
     finished = job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED)
     if job.total_rows:
         percent = round(100 * job.processed_rows / job.total_rows, 1)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -17,10 +21,13 @@ from celery.backends.base import DisabledBackend
 from celery.result import AsyncResult
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, ProgrammingError, connection, transaction
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from snippets.recipes.csv_import import import_products, start_import
 from snippets.recipes.csv_import_naive import import_csv_naive, poll_naive
 from snippets.recipes.models import ImportJob, Product
+from tests.conftest import published_tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -315,3 +322,141 @@ def test_soft_time_limit_leaves_a_checkpoint_and_the_import_continues(worker_pro
     assert stuck.status == "failed"
     assert "SoftTimeLimitExceeded" in stuck.error
     assert stuck.processed_rows == 500  # still a valid checkpoint to resume from
+
+
+# Property-based: files the outside world controls, valid and malformed rows mixed.
+FIELD_LIMIT = 131072  # csv.field_size_limit(): a longer field is a file-level error
+SKUS = st.sampled_from(["SKU-1", "SKU-2", "SKU-3", " SKU-4 ", "sku-ü"])  # few: duplicates
+NAME = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\x00"), max_size=30
+).filter(lambda s: s.strip())
+PRICE = st.decimals(0, Decimal("99999999.99"), places=2).map(str)
+BAD_PRICE = st.sampled_from(["abc", "-1", "1.234", "", "NaN", "Infinity", "123456789.00", "1,5"])
+
+
+def encoded(*fields: str) -> bytes:
+    """One CSV record: fields quoted when needed, CRLF-terminated, as UTF-8."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow(fields)
+    return out.getvalue().encode()
+
+
+ROWS = st.one_of(
+    st.tuples(st.just("valid"), SKUS, NAME, PRICE),
+    st.tuples(st.just("price"), SKUS, NAME, BAD_PRICE),
+    st.tuples(st.just("sku"), st.sampled_from(["", "  "]), NAME, PRICE),
+    st.tuples(st.just("sku"), st.text("x", min_size=41, max_size=300), NAME, PRICE),
+    st.tuples(st.just("name"), SKUS, st.text("y", min_size=201, max_size=5000), PRICE),
+    st.tuples(st.just("name"), SKUS, NAME.map(lambda n: n + "\x00"), PRICE),
+    st.tuples(st.just("name"), SKUS, st.sampled_from([b"caf\xe9", b"\xff\xfe", b"\xc3("]), PRICE),
+    st.tuples(st.just("price"), SKUS, NAME),  # a short row: no price column
+    st.tuples(st.just("blank")),  # an empty line: skipped, neither imported nor an error
+    st.tuples(st.just("file"), SKUS, st.just("z" * (FIELD_LIMIT + 1)), PRICE),
+)
+
+
+def record(kind: str, *fields) -> bytes:
+    if kind == "blank":
+        return b"\r\n"
+    if any(isinstance(f, bytes) for f in fields):  # bytes that are not UTF-8, spliced in
+        raw = next(f for f in fields if isinstance(f, bytes))
+        text = ["\x01" if isinstance(f, bytes) else f for f in fields]
+        return encoded(*text).replace(b"\x01", raw)
+    return encoded(*fields)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    rows=st.lists(ROWS, max_size=25),
+    batch_size=st.integers(1, 6),
+    bom=st.booleans(),
+)
+@example(rows=[("valid", "SKU-1", "Kettle", "1.00"), ("name", "SKU-2", b"caf\xe9", "2.00")],
+         batch_size=1, bom=True)  # fmt: skip
+def test_property_any_file_imports_every_valid_row_once_and_records_every_bad_one(
+    celery_worker, media, rows, batch_size, bom
+):
+    Product.objects.all().delete()
+    ImportJob.objects.all().delete()
+    content = (b"\xef\xbb\xbf" if bom else b"") + encoded("sku", "name", "price")
+    expected_errors, expected, valid_rows, records = [], {}, 0, 0
+    for kind, *fields in rows:
+        content += record(kind, *fields)
+        if kind == "blank":
+            continue
+        records += 1
+        line = content.count(b"\n")  # the record's last physical line (names may hold \n)
+        if kind == "valid":
+            valid_rows += 1
+            sku, name, price = fields
+            expected[sku.strip()] = (name.strip(), Decimal(price))  # the last one wins
+        elif kind != "file":
+            expected_errors.append((line, kind))
+    job = job_for(content)
+
+    with contextlib.contextmanager(published_tasks)() as published:
+        result = import_products.delay(job.pk, batch_size)
+        with contextlib.suppress(Exception):
+            result.get(timeout=60)  # the job row says how it ended
+        job = finished(job)
+    assert [p["name"] for p in published] == [import_products.name]  # no retries
+
+    if any(kind == "file" for kind, *_ in rows):  # one field over the csv module's limit
+        assert (job.status, result.state) == ("failed", "FAILURE")
+        assert "field larger than field limit" in job.error
+        assert not Product.objects.exists()  # found while counting: nothing half-imported
+        return
+    assert (job.status, result.state) == ("done", "SUCCESS")
+    assert (job.total_rows, job.processed_rows) == (records, records)
+    assert (job.imported_rows, job.error_rows) == (valid_rows, len(expected_errors))
+    imported = {p.sku: (p.name, p.price) for p in Product.objects.all()}
+    assert imported == expected
+    recorded = [(e["line"], e["errors"]) for e in job.row_errors]
+    assert [line for line, _ in recorded] == [line for line, _ in expected_errors]
+    for (_line, errors), (_, kind) in zip(recorded, expected_errors, strict=True):
+        assert list(errors) == [kind], errors  # the field at fault
+        assert all(errors[kind]), errors  # and why
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    method=st.sampled_from(["get", "post", "put", "delete"]),
+    segment=st.one_of(
+        st.integers(-(2**70), 2**70).map(str), st.text(max_size=20), st.just("{job}")
+    ),
+    payload=st.one_of(st.none(), st.dictionaries(st.text(max_size=8), st.text(max_size=8))),
+)
+@example(method="get", segment=str(2**63), payload=None)
+@example(method="post", segment="{job}", payload={"status": "done"})
+def test_property_any_progress_request_is_answered_without_a_task_or_a_5xx(
+    client, settings, celery_worker, media, method, segment, payload
+):
+    settings.ROOT_URLCONF = "snippets.recipes.urls"
+    ImportJob.objects.all().delete()
+    job = job_for(csv_bytes(HEADER))
+    segment = segment.replace("{job}", str(job.pk))
+    with contextlib.contextmanager(published_tasks)() as published:
+        response = getattr(client, method)(
+            f"/imports/{quote(segment, safe='')}/progress",
+            data=payload,
+            content_type="application/json",
+        )
+    assert published == []  # reading progress never starts anything
+    if not re.fullmatch(r"[0-9]+", segment):
+        assert response.status_code == 404  # not an id: the URLconf's <int:> refuses it
+    elif method != "get":
+        assert response.status_code == 405  # read-only, whatever the body says
+    elif segment == str(job.pk):
+        assert (response.status_code, response.json()["status"]) == (200, "pending")
+    else:  # an id, but no such job (or out of the column's range): the view says which
+        assert response.status_code == 404
+        assert response.json() == {"error": f"no import job {int(segment)}"}
+    assert job_state(job).status == "pending"  # nothing a request sends changes the job
