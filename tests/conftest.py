@@ -11,6 +11,7 @@
   services ("broker": the app's broker is a network broker that a subprocess can share).
   Absent, the test is skipped with the reason; with ``SNIPPETS_REQUIRE_SERVICES=1`` (CI) an
   absent service is a failure, so CI runs with zero skips.
+* ``bench_record`` - the recorder of the ``bench_*.py`` benchmarks (tests/bench.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from urllib.parse import urlparse
 
 import psutil
 import pytest
+
+from tests.bench import bench_record, pytest_terminal_summary  # noqa: F401  the bench recorder
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("SNIPPETS_REQUIRE_SERVICES") == "1"

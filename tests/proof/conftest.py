@@ -8,14 +8,13 @@ docs/proof.md includes.
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+
+from tests.results import table_rows, write_results
 
 TASKS = int(os.environ.get("CHAOS_TASKS", "40"))
 ROWS: list[Row] = []
@@ -80,13 +79,5 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line(row.markdown())
     if target := os.environ.get("CHAOS_RESULTS"):
         path = Path(target)
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        machine = (
-            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        )
-        versions = ", ".join(f"{p} {version(p)}" for p in ("celery", "kombu", "django"))
-        existing = path.read_text().splitlines()[4:] if path.exists() else []
-        kept = [line for line in existing if f"| {broker_name()} |" not in line]
-        lines = [f"Last run: {stamp}; {machine}; {versions}.", "",
-                 *HEADER.splitlines(), *kept, *(r.markdown() for r in ROWS)]  # fmt: skip
-        path.write_text("\n".join(lines) + "\n")
+        kept = [line for line in table_rows(path) if f"| {broker_name()} |" not in line]
+        write_results(path, HEADER, [*kept, *(row.markdown() for row in ROWS)])

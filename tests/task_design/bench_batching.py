@@ -1,7 +1,8 @@
 """Benchmark for docs/task-design/batching.md (not a timed test: run it on purpose).
 
-10,000 items through the real in-thread worker on Redis: one task per item, then batches of
-100 ids per task, on the same rows; both must process every item exactly once.
+10,000 items (times BENCH_SCALE) through the real in-thread worker on Redis: one task per item,
+then batches of 100 ids per task, on the same rows; both must process every item exactly once.
+The row goes to ``bench_record`` (the table of ``nox -s bench``).
 
     CELERY_BROKER_URL=redis://... CELERY_RESULT_BACKEND=redis://... DATABASE_URL=postgres://... \\
       .venv/bin/pytest tests/task_design/bench_batching.py -p no:cov -s
@@ -15,14 +16,15 @@ import pytest
 
 from snippets.task_design.batching import BATCH_SIZE, process_all, process_all_one_by_one
 from snippets.task_design.models import Item
+from tests.bench import BenchRow, scaled
 
-ITEMS = 10_000
+ITEMS = scaled(10_000)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("redis", "broker")]
 
 
 @pytest.mark.timeout(1800)
-def test_bench_one_task_per_item_vs_batches(celery_worker):
+def test_bench_one_task_per_item_vs_batches(celery_worker, bench_record):
     Item.objects.bulk_create(Item(value=i) for i in range(ITEMS))
     ids = list(Item.objects.order_by("pk").values_list("pk", flat=True))
 
@@ -37,7 +39,14 @@ def test_bench_one_task_per_item_vs_batches(celery_worker):
     batched = time.perf_counter() - started
     assert set(Item.objects.values_list("processed_count", flat=True)) == {1}
 
-    print(
-        f"\n{ITEMS} items: one task per item {per_item:.1f} s, "
-        f"batches of {BATCH_SIZE} {batched:.1f} s: {per_item / batched:.1f}x"
+    bench_record(
+        BenchRow(
+            "Batching",
+            "one task per item",
+            f"batches of {BATCH_SIZE} ids per task",
+            f"{ITEMS:,} items, in-thread worker",
+            f"{per_item:.1f} s",
+            f"{batched:.1f} s",
+            per_item / batched,
+        )
     )

@@ -1,0 +1,42 @@
+"""Results files the runs write (never typed by hand): a stamp line, then a markdown table.
+
+    Last run: <UTC date>; <machine>; <versions>.
+
+    | header ... |
+    |---|...
+    | row ... |
+
+`nox -s chaos` writes docs/assets/data/chaos-results.txt and `nox -s bench`
+docs/assets/data/bench-results.txt with these; docs/proof.md includes both.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+PACKAGES = ("celery", "kombu", "django")
+
+
+def stamp() -> str:
+    """When, on what machine and with which versions the figures were measured."""
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    versions = ", ".join(f"{p} {version(p)}" for p in PACKAGES)
+    return f"Last run: {when}; {machine}; {versions}."
+
+
+def table_rows(path: Path) -> list[str]:
+    """The table rows of an existing results file (none when there is no file yet)."""
+    if not path.exists():
+        return []
+    return [line for line in path.read_text().splitlines()[4:] if line.startswith("|")]
+
+
+def write_results(path: Path, header: str, rows: list[str]) -> None:
+    """Write the stamp line, a blank line, the table header (two lines) and the rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([stamp(), "", *header.splitlines(), *rows]) + "\n")
