@@ -14,7 +14,7 @@ from celery.result import AsyncResult
 from kombu import Connection
 
 from snippets.configuration.worker_settings import record_run
-from tests.configuration.helpers import free_port, runs_of, settings_env, wait_until
+from tests.configuration.helpers import PrivateRedis, runs_of, settings_env, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)  # worker_process needs a network broker
 
@@ -34,28 +34,6 @@ def send(module: str, broker: str, queue: str, *args: object) -> AsyncResult:
 def on_broker(url: str, base: str, **overrides: object) -> dict[str, str]:
     """Worker environment: settings module `base` (+ overrides), broker `url`."""
     return {**settings_env(base=base, **overrides), "CELERY_BROKER_URL": url}
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, on a free port; started and stopped by the test."""
-
-    def __init__(self, tmp_path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.dir = tmp_path
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 @pytest.fixture
