@@ -182,6 +182,9 @@ def notify_order_failed(self: Task, order_id: int) -> str:
             customer_notified_at__isnull=True,
         ).update(customer_notified_at=timezone.now())
         if not claimed:
+            if not Order.objects.filter(pk=order_id).exists():
+                logger.warning("order %s does not exist: nobody to notify", order_id)
+                return "no-such-order"
             return "already-notified"
         order = Order.objects.get(pk=order_id)
         why = "is out of stock" if order.status == S.OUT_OF_STOCK else "could not be charged"

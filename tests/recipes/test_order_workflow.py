@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -10,6 +11,8 @@ from collections.abc import Callable
 import pytest
 from celery.exceptions import Ignore
 from django.db import connections, transaction
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
 
 from snippets.recipes.models import Order, StockItem
 from snippets.recipes.order_workflow import (
@@ -22,6 +25,7 @@ from snippets.recipes.order_workflow import (
     send_confirmation,
 )
 from snippets.recipes.order_workflow_naive import charge_payment_naive, process_order
+from tests.conftest import published_tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -301,3 +305,71 @@ def test_the_provider_answers_a_repeated_key_with_the_first_charge(provider):
     assert create_charge("order-1-charge", 4990, "order-1") == first
     assert len(provider.charges) == 1
     assert create_charge(None, 4990, "order-1") != first  # no key: a new charge every time
+
+
+# Property-based: ids the outside world controls (a URL, a message someone else published).
+BAD_IDS = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.text(max_size=10),
+    st.none(),
+    st.booleans(),
+    st.floats(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+STEPS = {
+    t.name.rsplit(".", 1)[-1]: t
+    for t in (reserve_stock, charge_payment, send_confirmation, handle_order_failure,
+              notify_order_failed)
+}  # fmt: skip
+
+
+def coerces_to(value: object, pk: int) -> bool:
+    """Django's IntegerField prepares a lookup value with int(): "7", 7.9 and True match."""
+    try:
+        return int(value) == pk
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(step=st.sampled_from(sorted(STEPS)), bad_id=BAD_IDS)
+@example(step="notify_order_failed", bad_id=10**9)
+@example(step="charge_payment", bad_id=2**63)
+@example(step="reserve_stock", bad_id="abc")
+def test_property_a_bad_order_id_fails_once_with_context_and_touches_nothing(
+    celery_worker, caplog, step, bad_id
+):
+    Order.objects.all().delete()
+    StockItem.objects.all().delete()
+    StockItem.objects.create(sku="LAMP", available=3)
+    order = new_order()
+    assume(not coerces_to(bad_id, order.pk))
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    task = STEPS[step]
+
+    with contextlib.contextmanager(published_tasks)() as published:
+        result = task.delay(bad_id)
+        with contextlib.suppress(Exception):
+            result.get(timeout=30)
+        assert reserve_stock.delay(order.pk).get(timeout=30) == "reserved"  # the worker lives
+
+    assert [p["name"] for p in published] == [task.name, reserve_stock.name]  # no retry
+    if result.state == "SUCCESS":  # a step that checks, and says so
+        assert result.result == "no-such-order"
+        [record] = [r for r in caplog.records if r.name == LOGGER and "does not exist" in r.msg]
+        assert record.levelno == logging.WARNING
+    else:  # an id that matches no order, or is no id: the failure logger has the context
+        assert result.state == "FAILURE"
+        [record] = [r for r in caplog.records if getattr(r, "task_id", None) == result.id]
+        assert (record.name, record.levelno, record.task_name) == (
+            "snippets.tasks", logging.ERROR, task.name,
+        )  # fmt: skip
+        assert record.task_args.startswith("(")  # the bad id itself, as Celery shows it
+    order.refresh_from_db()
+    assert (order.status, stock()) == ("reserved", 2)  # the valid order, and only it

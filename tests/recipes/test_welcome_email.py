@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -13,6 +14,8 @@ import pytest
 from celery.signals import before_task_publish
 from celery.utils.time import get_exponential_backoff_interval
 from django.db import connections, transaction
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
 
 from snippets.recipes.models import Member
 from snippets.recipes.welcome_email import (
@@ -27,6 +30,7 @@ from snippets.recipes.welcome_email_naive import (
     register_naive,
     send_welcome_email_naive,
 )
+from tests.conftest import published_tasks
 from tests.recipes.conftest import closed_port, run_web_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -370,3 +374,61 @@ def test_the_reconciliation_is_scheduled_by_its_registered_name(celery_app):
     [entry] = CELERY_BEAT_SCHEDULE.values()
     assert entry["task"] == reconcile_welcome_emails.name
     assert entry["task"] in celery_app.tasks
+
+
+# Property-based: ids the outside world controls (a message someone else published).
+BAD_IDS = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.text(max_size=10),
+    st.none(),
+    st.booleans(),
+    st.floats(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+def coerces_to(value: object, pk: int) -> bool:
+    """Django's IntegerField prepares a lookup value with int(): "7", 7.9 and True match."""
+    try:
+        return int(value) == pk
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(bad_id=BAD_IDS)
+@example(bad_id=2**63)
+@example(bad_id="abc")
+def test_property_a_bad_member_id_is_logged_once_and_the_valid_email_still_goes(
+    celery_worker, mailoutbox, caplog, bad_id
+):
+    Member.objects.all().delete()
+    mailoutbox.clear()
+    member = Member.objects.create(name="Ada", email="ada@example.com")  # nothing published
+    assume(not coerces_to(bad_id, member.pk))
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+
+    with contextlib.contextmanager(published_tasks)() as published:
+        result = send_welcome_email.delay(bad_id)
+        with contextlib.suppress(Exception):
+            result.get(timeout=30)
+        assert send_welcome_email.delay(member.pk).get(timeout=30) == "sent"
+
+    assert len(sends_of(published)) == 2  # no retry of the bad one
+    [record] = [r for r in caplog.records if getattr(r, "task_id", None) == result.id]
+    if result.state == "SUCCESS":  # an id of no member: the task says so, with its context
+        assert result.result == "no-such-member"
+        assert (record.name, record.levelno, record.retries) == (LOGGER, logging.WARNING, 0)
+        assert "does not exist" in record.getMessage()
+    else:  # no id at all: the failure logger has the task, its args and the error
+        assert result.state == "FAILURE"
+        assert (record.name, record.levelno) == ("snippets.tasks", logging.ERROR)
+        assert record.task_name == send_welcome_email.name
+    [email] = mailoutbox  # the valid member's, once
+    assert email.to == ["ada@example.com"]
