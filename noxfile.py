@@ -116,7 +116,10 @@ def chaos(session: nox.Session) -> None:
         "CHAOS_TASKS": os.environ.get("CHAOS_TASKS", "1000"),
         "CHAOS_RESULTS": "docs/assets/data/chaos-results.txt",
     }
-    session.run("pytest", "-p", "no:cov", "tests/proof", *session.posargs, env=env)
+    # A scenario at 1,000 tasks runs for minutes: no per-test timeout of the normal suite.
+    session.run(
+        "pytest", "-p", "no:cov", "--timeout=1800", "tests/proof", *session.posargs, env=env
+    )
 
 
 @nox.session(python="3.11")

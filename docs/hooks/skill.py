@@ -21,7 +21,7 @@ FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.S)
 # Pages outside the seven sections that a reader of the skill needs too.
 EXTRA = {"setup": ("Set up Celery in Django", ["project.md"]),
          "worked-examples": ("Worked examples", ["recipes/"]),
-         "proof-under-failure": ("Proof under failure", ["proof.md"])}  # fmt: skip
+         "proof-under-failure": ("Proof under failure and load", ["proof.md"])}  # fmt: skip
 
 
 def nav_pages(prefix: str) -> list[str]:

@@ -1,6 +1,5 @@
 """ANTI-PATTERN settings: transient messages and Celery's default publish retry."""
 
-
 from snippets.project.settings import *  # noqa: F403
 
 # --8<-- [start:transient]
