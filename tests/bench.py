@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.results import table_rows, write_results
+from tests.results import report
 
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 ROWS: list[BenchRow] = []
@@ -60,14 +59,6 @@ def bench_record():
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if not ROWS:
-        return
-    terminalreporter.section("bench figures")
-    terminalreporter.write_line(HEADER)
-    for row in ROWS:
-        terminalreporter.write_line(row.markdown())
-    if target := os.environ.get("BENCH_RESULTS"):
-        path = Path(target)
-        measured = {f"| {row.benchmark} |" for row in ROWS}
-        kept = [line for line in table_rows(path) if not line.startswith(tuple(measured))]
-        write_results(path, HEADER, [*kept, *(row.markdown() for row in ROWS)])
+    measured = tuple(f"| {row.benchmark} |" for row in ROWS)
+    report(terminalreporter, "bench figures", HEADER, [row.markdown() for row in ROWS],
+           os.environ.get("BENCH_RESULTS"), lambda line: not line.startswith(measured))  # fmt: skip

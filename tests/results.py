@@ -40,3 +40,19 @@ def write_results(path: Path, header: str, rows: list[str]) -> None:
     """Write the stamp line, a blank line, the table header (two lines) and the rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join([stamp(), "", *header.splitlines(), *rows]) + "\n")
+
+
+def report(
+    terminalreporter, title: str, header: str, rows: list[str], target: str | None, kept
+) -> None:
+    """Print the rows as a table under `title`; with a `target` file, rewrite it with the rows
+    of this run after the existing rows `kept(line)` says to keep."""
+    if not rows:
+        return
+    terminalreporter.section(title)
+    terminalreporter.write_line(header)
+    for row in rows:
+        terminalreporter.write_line(row)
+    if target:
+        path = Path(target)
+        write_results(path, header, [*filter(kept, table_rows(path)), *rows])

@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.results import table_rows, write_results
+from tests.results import report
 
 TASKS = int(os.environ.get("CHAOS_TASKS", "40"))
 ROWS: list[Row] = []
@@ -71,13 +70,6 @@ class Clock:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if not ROWS:
-        return
-    terminalreporter.section("chaos figures")
-    terminalreporter.write_line(HEADER)
-    for row in ROWS:
-        terminalreporter.write_line(row.markdown())
-    if target := os.environ.get("CHAOS_RESULTS"):
-        path = Path(target)
-        kept = [line for line in table_rows(path) if f"| {broker_name()} |" not in line]
-        write_results(path, HEADER, [*kept, *(row.markdown() for row in ROWS)])
+    rows = [row.markdown() for row in ROWS]
+    report(terminalreporter, "chaos figures", HEADER, rows, os.environ.get("CHAOS_RESULTS"),
+           lambda line: f"| {broker_name()} |" not in line)  # fmt: skip

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import strategies as st
 
 from tests.conftest import ROOT, worker_env
 
@@ -135,3 +136,23 @@ def provider(settings):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# Property-based: ids the outside world controls (a URL, a message someone else published).
+BAD_IDS = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.text(max_size=10),
+    st.none(),
+    st.booleans(),
+    st.floats(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+def coerces_to(value: object, pk: int) -> bool:
+    """Django's IntegerField prepares a lookup value with int(): "7", 7.9 and True match."""
+    try:
+        return int(value) == pk
+    except (TypeError, ValueError, OverflowError):
+        return False

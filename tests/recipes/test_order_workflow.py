@@ -26,6 +26,7 @@ from snippets.recipes.order_workflow import (
 )
 from snippets.recipes.order_workflow_naive import charge_payment_naive, process_order
 from tests.conftest import published_tasks
+from tests.recipes.conftest import BAD_IDS, coerces_to
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -307,29 +308,12 @@ def test_the_provider_answers_a_repeated_key_with_the_first_charge(provider):
     assert create_charge(None, 4990, "order-1") != first  # no key: a new charge every time
 
 
-# Property-based: ids the outside world controls (a URL, a message someone else published).
-BAD_IDS = st.one_of(
-    st.integers(-(2**70), 2**70),
-    st.text(max_size=10),
-    st.none(),
-    st.booleans(),
-    st.floats(),
-    st.lists(st.integers(), max_size=2),
-    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-)
+# Property-based: order ids the outside world controls (BAD_IDS), sent to every step.
 STEPS = {
     t.name.rsplit(".", 1)[-1]: t
     for t in (reserve_stock, charge_payment, send_confirmation, handle_order_failure,
               notify_order_failed)
 }  # fmt: skip
-
-
-def coerces_to(value: object, pk: int) -> bool:
-    """Django's IntegerField prepares a lookup value with int(): "7", 7.9 and True match."""
-    try:
-        return int(value) == pk
-    except (TypeError, ValueError, OverflowError):
-        return False
 
 
 @settings(

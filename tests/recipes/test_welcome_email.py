@@ -15,7 +15,6 @@ from celery.signals import before_task_publish
 from celery.utils.time import get_exponential_backoff_interval
 from django.db import connections, transaction
 from hypothesis import HealthCheck, assume, example, given, settings
-from hypothesis import strategies as st
 
 from snippets.recipes.models import Member
 from snippets.recipes.welcome_email import (
@@ -31,7 +30,7 @@ from snippets.recipes.welcome_email_naive import (
     send_welcome_email_naive,
 )
 from tests.conftest import published_tasks
-from tests.recipes.conftest import closed_port, run_web_process
+from tests.recipes.conftest import BAD_IDS, closed_port, coerces_to, run_web_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -376,26 +375,7 @@ def test_the_reconciliation_is_scheduled_by_its_registered_name(celery_app):
     assert entry["task"] in celery_app.tasks
 
 
-# Property-based: ids the outside world controls (a message someone else published).
-BAD_IDS = st.one_of(
-    st.integers(-(2**70), 2**70),
-    st.text(max_size=10),
-    st.none(),
-    st.booleans(),
-    st.floats(),
-    st.lists(st.integers(), max_size=2),
-    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-)
-
-
-def coerces_to(value: object, pk: int) -> bool:
-    """Django's IntegerField prepares a lookup value with int(): "7", 7.9 and True match."""
-    try:
-        return int(value) == pk
-    except (TypeError, ValueError, OverflowError):
-        return False
-
-
+# Property-based: member ids the outside world controls (BAD_IDS).
 @settings(
     max_examples=30,
     deadline=None,
