@@ -12,6 +12,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import psutil
 import pytest
@@ -27,7 +28,9 @@ from tests.task_design.conftest import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
 INCLUDE = ["--include=snippets.proof.chaos"]
-PAUSE = 0.05  # each task's work after its write: the window a fault falls into
+# Each task's work after its write: the window a fault falls into. The small runs widen it,
+# so that every kill finds a running task even on a loaded machine.
+PAUSE = max(0.05, 4 / TASKS)
 KILLS = max(3, TASKS // 100)
 
 
@@ -57,31 +60,54 @@ def settle(wp, app, done, timeout: float) -> None:
         time.sleep(0.5)
 
 
-def killer(wp, progress, kills: int) -> threading.Thread:
-    """SIGKILL a random pool child `kills` times, spread over the run: the k-th kill waits
-    until progress() passed k/(kills+1) of the tasks, so every kill lands mid-run."""
+def busy_children(wp) -> list[int]:
+    """Pids of the pool children running a task right now (`celery inspect active`)."""
+    active = (wp.app.control.inspect([wp.hostname], timeout=1).active() or {}).get(wp.hostname)
+    return [task["worker_pid"] for task in active or [] if task.get("worker_pid")]
 
-    def run() -> None:
+
+def landed(wp) -> int:
+    """Kills that ended a running task: billiard reports each as a lost job."""
+    return wp.log().count("Worker exited prematurely: signal 9 (SIGKILL)")
+
+
+class Killer(threading.Thread):
+    """SIGKILL a pool child that is running a task, `kills` times, spread over the run: the
+    k-th kill waits until progress() passed k/(kills+1) of the tasks. A kill that finds the
+    child between two tasks does not count; another busy child is killed instead."""
+
+    def __init__(self, wp, progress: Callable[[], int], kills: int) -> None:
+        super().__init__(daemon=True)
+        self.wp, self.progress, self.kills = wp, progress, kills
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        from django.db import connections
+
         try:
-            kill_spread()
+            for k in range(1, self.kills + 1):
+                self.kill_once(k, threshold=TASKS * k // (self.kills + 1))
+        except BaseException as exc:  # re-raised in the test by join()
+            self.error = exc
         finally:
-            from django.db import connections
-
             connections.close_all()
 
-    def kill_spread() -> None:
-        for k in range(1, kills + 1):
-            threshold = TASKS * k // (kills + 1)
-            deadline = time.monotonic() + 120
-            while progress() < threshold and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if pids := wp.pool_pids():
+    def kill_once(self, k: int, threshold: int) -> None:
+        deadline = time.monotonic() + 120
+        while self.progress() < threshold and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for _attempt in range(40):
+            if landed(self.wp) >= k:
+                return
+            if pids := busy_children(self.wp):
                 os.kill(random.choice(pids), signal.SIGKILL)
-                time.sleep(0.3)  # let the pool replace the child before the next kill
+                time.sleep(0.3)  # let the pool report it and replace the child
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self.error:
+            raise self.error
 
 
 def credits(account: Account) -> int:
@@ -99,13 +125,13 @@ def test_pool_children_sigkilled_idempotent_tasks_do_everything_once(
         for i in range(TASKS):
             credit_account.apply_async((account.pk, 1, f"{run}-{i}", PAUSE), queue=wp.queue)
         applied = lambda: ProcessedKey.objects.filter(key__startswith=run).count()  # noqa: E731
-        killer(wp, applied, KILLS).join()
+        Killer(wp, applied, KILLS).join()
         settle(wp, celery_app, lambda: applied() == TASKS, timeout=120 + TASKS * 0.2)
     keys, balance = applied(), credits(account)
     row = record(Row("SIGKILL pool children", "acks_late + idempotency key", broker_name(),
                      TASKS, balance, balance - keys, TASKS - keys, clock.seconds,
                      "0 duplicates, 0 lost"))  # fmt: skip
-    assert "signal 9 (SIGKILL)" in wp.log()
+    assert landed(wp) >= KILLS  # the faults happened, each to a running task
     assert (row.duplicates, row.lost) == (0, 0)
 
 
@@ -117,12 +143,13 @@ def test_why_pool_children_sigkilled_without_a_key_credit_twice(worker_process, 
     with Clock() as clock:
         for _ in range(TASKS):
             credit_account_without_key.apply_async((account.pk, 1, pause), queue=wp.queue)
-        killer(wp, lambda: credits(account), KILLS).join()
+        Killer(wp, lambda: credits(account), KILLS).join()
         settle(wp, celery_app, lambda: False, timeout=120 + TASKS * 0.5)
     balance = credits(account)
     row = record(Row("SIGKILL pool children", "acks_late, no key (anti-pattern)", broker_name(),
                      TASKS, balance, max(0, balance - TASKS), max(0, TASKS - balance),
                      clock.seconds, "duplicates"))  # fmt: skip
+    assert landed(wp) >= KILLS
     assert row.duplicates > 0
 
 
@@ -135,11 +162,12 @@ def test_why_pool_children_sigkilled_with_early_ack_lose_tasks(worker_process, c
         for i in range(TASKS):
             capture_payment_early_ack.apply_async((f"{run}-{i}", pause), queue=wp.queue)
         paid = lambda: Payment.objects.filter(key__startswith=run).count()  # noqa: E731
-        killer(wp, paid, KILLS).join()
+        Killer(wp, paid, KILLS).join()
         settle(wp, celery_app, lambda: False, timeout=120 + TASKS * 0.5)
     captured = Payment.objects.filter(key__startswith=run).count()
     row = record(Row("SIGKILL pool children", "early ack (anti-pattern)", broker_name(),
                      TASKS, captured, 0, TASKS - captured, clock.seconds, "lost"))  # fmt: skip
+    assert landed(wp) >= KILLS
     assert row.lost > 0
 
 
