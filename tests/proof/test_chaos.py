@@ -67,8 +67,9 @@ def busy_children(wp) -> list[int]:
 
 
 def landed(wp) -> int:
-    """Kills that ended a running task: billiard reports each as a lost job."""
-    return wp.log().count("Worker exited prematurely: signal 9 (SIGKILL)")
+    """Kills that ended a running task: the pool's task handler reports each lost job once
+    (the traceback that follows repeats the message, so count the report line only)."""
+    return wp.log().count("WorkerLostError('Worker exited prematurely: signal 9 (SIGKILL)")
 
 
 class Killer(threading.Thread):
