@@ -7,6 +7,7 @@ RabbitMQ) and counts side effects in the database, independently of the task's o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -102,7 +103,8 @@ class Killer(threading.Thread):
             if landed(self.wp) >= k:
                 return
             if pids := busy_children(self.wp):
-                os.kill(random.choice(pids), signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it finished and was replaced
+                    os.kill(random.choice(pids), signal.SIGKILL)
                 time.sleep(0.3)  # let the pool report it and replace the child
 
     def join(self, timeout: float | None = None) -> None:
