@@ -64,7 +64,8 @@ def settle(wp, app, done, timeout: float) -> None:
 def busy_children(wp) -> list[int]:
     """Pids of the pool children running a task right now (`celery inspect active`)."""
     active = (wp.app.control.inspect([wp.hostname], timeout=1).active() or {}).get(wp.hostname)
-    return [task["worker_pid"] for task in active or [] if task.get("worker_pid")]
+    alive = set(wp.pool_pids())  # a child killed a moment ago may still be listed
+    return [task["worker_pid"] for task in active or [] if task.get("worker_pid") in alive]
 
 
 def landed(wp) -> int:
