@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -43,10 +44,17 @@ def write_results(path: Path, header: str, rows: list[str]) -> None:
 
 
 def report(
-    terminalreporter, title: str, header: str, rows: list[str], target: str | None, kept
+    terminalreporter,
+    title: str,
+    header: str,
+    rows: list[str],
+    target: str | None,
+    kept: Callable[[str], bool],
+    order: Callable[[str], tuple] | None = None,
 ) -> None:
     """Print the rows as a table under `title`; with a `target` file, rewrite it with the rows
-    of this run after the existing rows `kept(line)` says to keep."""
+    of this run after the existing rows `kept(line)` says to keep (sorted by `order`, if any,
+    so that re-running one scenario does not reshuffle the published table)."""
     if not rows:
         return
     terminalreporter.section(title)
@@ -55,4 +63,5 @@ def report(
         terminalreporter.write_line(row)
     if target:
         path = Path(target)
-        write_results(path, header, [*filter(kept, table_rows(path)), *rows])
+        table = [*filter(kept, table_rows(path)), *rows]
+        write_results(path, header, sorted(table, key=order) if order else table)

@@ -69,8 +69,23 @@ class Clock:
         self.seconds = time.monotonic() - self.start
 
 
+SCENARIOS = [  # the order of docs/proof.md
+    "SIGKILL pool children",
+    "Broker restarted mid-run",
+    "PostgreSQL connections terminated",
+    "SIGTERM during long tasks",
+]
+
+
+def table_order(line: str) -> tuple:
+    """Broker, then the page's scenario order, then the pattern before its anti-patterns."""
+    scenario, variant, broker = (cell.strip() for cell in line.split("|")[1:4])
+    known = scenario in SCENARIOS
+    return broker, SCENARIOS.index(scenario) if known else len(SCENARIOS), "anti-pattern" in variant
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     rows = [row.markdown() for row in ROWS]
     measured = tuple(f"| {row.scenario} | {row.variant} | {row.broker} |" for row in ROWS)
     report(terminalreporter, "chaos figures", HEADER, rows, os.environ.get("CHAOS_RESULTS"),
-           lambda line: not line.startswith(measured))  # fmt: skip
+           lambda line: not line.startswith(measured), order=table_order)  # fmt: skip
