@@ -57,7 +57,7 @@ def test_a_worker_started_before_its_broker_connects_once_it_is_up(worker_proces
     wp.stop()  # before the broker goes away
 
 
-@pytest.mark.antipattern("CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = False")
+@pytest.mark.antipattern("snippets/project/settings.py:celery_settings")
 def test_why_without_retry_on_startup_the_worker_exits(worker_process, private_redis):
     url = private_redis.url
     env = on_broker(
@@ -84,7 +84,7 @@ def redis_worker(worker_process, redis_url: str, visibility: int):
 
 
 @pytest.mark.services("redis")
-@pytest.mark.antipattern("visibility_timeout below the task's runtime")
+@pytest.mark.antipattern("snippets/configuration/brokers.py:redis")
 def test_why_a_task_longer_than_the_visibility_timeout_runs_twice(worker_process, redis_url):
     """Visibility timeout 2 s, task 6 s: Redis hands the unacked message out again mid-run."""
     wp = redis_worker(worker_process, redis_url, visibility=2)
@@ -164,7 +164,7 @@ def test_the_queue_a_worker_declares_is_quorum_and_runs_tasks(
 
 
 @pytest.mark.services("rabbitmq")
-@pytest.mark.antipattern("task_default_queue_type alone")
+@pytest.mark.antipattern("snippets/configuration/brokers_rabbitmq.py:rabbitmq")
 def test_why_default_queue_type_alone_leaves_worker_queues_classic(
     worker_process, amqp_url, delete_amqp_queues
 ):

@@ -69,7 +69,7 @@ def test_the_system_check_passes_on_the_project_settings():
     call_command("check", tags=["celery"])  # raises SystemCheckError on any error
 
 
-@pytest.mark.antipattern("production_settings:antipattern")
+@pytest.mark.antipattern("snippets/configuration/production_settings.py:antipattern")
 def test_why_the_antipattern_settings_fail_the_check():
     """The typo is silently ignored by Celery; the check names it, and the other two lines."""
     with override_settings(**ANTIPATTERN):
@@ -113,7 +113,7 @@ def test_a_running_worker_has_the_settings_and_acks_after_the_task(worker_proces
     assert acknowledged_while_running(celery_app, wp) is False  # acked only when it is done
 
 
-@pytest.mark.antipattern("production_settings:antipattern")
+@pytest.mark.antipattern("snippets/configuration/production_settings.py:antipattern")
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.services("broker")
 def test_why_with_the_typo_the_worker_acks_before_the_task_runs(worker_process, celery_app):

@@ -48,7 +48,7 @@ def test_a_chord_joins_its_parts_on_the_backend(celery_worker):
     assert count_in_parallel([1, 2, 3]).get(timeout=60) == 60
 
 
-@pytest.mark.antipattern("count_rows_quietly")
+@pytest.mark.antipattern(task=count_rows_quietly)
 def test_why_a_chord_over_ignore_result_parts_depends_on_the_backend(celery_worker, celery_app):
     """Redis joins chord parts natively (their results go to a list), so ignore_result on a
     part goes unnoticed; a backend that joins by reading each part's stored result (cache,
@@ -64,7 +64,7 @@ def test_why_a_chord_over_ignore_result_parts_depends_on_the_backend(celery_work
     assert count_rows_quietly.delay(4).get(timeout=30) is None  # outside a chord: ignored
 
 
-@pytest.mark.antipattern("export_status_naive")
+@pytest.mark.antipattern("snippets/configuration/result_backends.py:antipattern")
 def test_why_pending_reads_as_queued_for_an_id_that_does_not_exist(celery_app):
     assert export_status_naive("a-typo-in-the-url") == "queued"  # the lie
     assert export_status("a-typo-in-the-url") == "unknown or expired"

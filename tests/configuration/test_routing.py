@@ -50,7 +50,7 @@ def test_a_flood_on_its_own_queue_does_not_delay_the_default_queue(
 
 
 @pytest.mark.services("broker")
-@pytest.mark.antipattern("one queue for every kind of task")
+@pytest.mark.antipattern("snippets/configuration/routing.py:routes")
 def test_why_on_one_queue_the_quick_task_waits_for_the_flood(worker_process):
     shared = worker_process(concurrency=1)
     flood = [transcode_video.apply_async((n, 2.0), queue=shared.queue) for n in range(3)]
@@ -60,7 +60,7 @@ def test_why_on_one_queue_the_quick_task_waits_for_the_flood(worker_process):
 
 
 @pytest.mark.services("broker")
-@pytest.mark.antipattern("a route to a queue no worker consumes")
+@pytest.mark.antipattern("snippets/configuration/routing.py:stranded")
 def test_why_a_task_routed_to_an_unconsumed_queue_stays_pending(
     routed_app, worker_process, celery_worker
 ):

@@ -53,7 +53,7 @@ def test_enqueue_on_commit_waits_for_the_commit():
 
 
 @django6
-@pytest.mark.antipattern("create_and_publish_too_early")
+@pytest.mark.antipattern("snippets/django_integration/django_tasks.py:antipattern")
 def test_why_enqueue_inside_a_transaction_runs_for_a_row_that_is_rolled_back():
     """ImmediateBackend runs the task inside the caller's transaction, like task_always_eager."""
     ran: list[str] = []

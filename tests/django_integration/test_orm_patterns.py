@@ -42,7 +42,7 @@ def test_a_row_deleted_before_the_task_runs_is_logged_and_not_retried(
     assert len(published) == 1  # one publish: no retry
 
 
-@pytest.mark.antipattern("archive_report_instance")
+@pytest.mark.antipattern(task=archive_report_instance)
 def test_why_a_model_instance_argument_fails_to_publish(celery_app, published):
     """Called as a function it works; published, the JSON serializer refuses it."""
     report = Report.objects.create(title="instance")
@@ -64,7 +64,7 @@ def test_why_a_model_instance_argument_fails_to_publish(celery_app, published):
 
 
 @pytest.mark.services("postgres")
-@pytest.mark.antipattern("claim_next_job_racy")
+@pytest.mark.antipattern(task=claim_next_job_racy)
 def test_why_two_workers_claim_the_same_job_without_a_lock(worker_process):
     """Two pool processes claim at once: without a row lock both win the same job;
     with select_for_update(skip_locked=True) each wins a different one."""
@@ -85,7 +85,7 @@ def test_why_two_workers_claim_the_same_job_without_a_lock(worker_process):
 
 
 @pytest.mark.services("postgres")
-@pytest.mark.antipattern("reserve_stock_racy")
+@pytest.mark.antipattern(task=reserve_stock_racy)
 def test_why_read_modify_write_oversells(worker_process):
     """One unit left, two concurrent reservations: read-modify-write sells it twice;
     the conditional UPDATE sells it once."""

@@ -73,6 +73,7 @@ def test_every_task_of_a_request_and_its_children_carry_the_request_id(
     assert all("[req-42]" in line for line in lines)
 
 
+@pytest.mark.proves_idempotent(task=flaky_step)
 def test_a_retried_task_keeps_the_id(celery_worker, published):
     token = correlation_id.set("retry-me")  # as inside a request
     try:
@@ -151,7 +152,7 @@ def test_the_logging_settings_print_the_id():
     ]
 
 
-@pytest.mark.antipattern("record_step_by_celery_id")
+@pytest.mark.antipattern(task=record_step_by_celery_id)
 def test_why_celery_request_correlation_id_is_not_the_request_id(celery_worker):
     """Two steps of one request: Celery's correlation_id differs per task; ours does not."""
     token = correlation_id.set("req-9")

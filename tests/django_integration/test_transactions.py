@@ -42,7 +42,7 @@ def test_commit_publishes_once_and_the_worker_renders(celery_worker, published):
     assert report.render_count == 1
 
 
-@pytest.mark.antipattern("create_report_too_early")
+@pytest.mark.antipattern("snippets/django_integration/transactions.py:antipattern")
 def test_why_delay_inside_atomic_publishes_a_task_for_a_rolled_back_row(celery_worker, published):
     """The anti-pattern: the rollback removes the row, not the message already published."""
     with pytest.raises(Rollback), transaction.atomic():
@@ -108,7 +108,7 @@ def test_a_rolled_back_savepoint_drops_only_its_own_task(celery_worker, publishe
     assert list(Report.objects.values_list("title", flat=True)) == ["kept"]
 
 
-@pytest.mark.antipattern("create_report_on_other_too_early")
+@pytest.mark.antipattern("snippets/django_integration/transactions.py:other_db_antipattern")
 def test_why_delay_on_commit_inside_another_database_block_publishes_at_once(
     celery_worker, published
 ):
@@ -132,7 +132,7 @@ def test_broker_down_at_commit_plain_on_commit_raises_after_the_row_committed(
     assert report.render_count == 0  # and its task was never published: lost
 
 
-@pytest.mark.antipattern("create_report_robust")
+@pytest.mark.antipattern("snippets/django_integration/transactions.py:robust_antipattern")
 def test_why_robust_on_commit_logs_the_failure_and_loses_the_task(
     celery_worker, broker_down, published, caplog
 ):

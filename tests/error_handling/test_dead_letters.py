@@ -147,7 +147,7 @@ def test_a_replay_that_fails_again_is_parked_again(celery_worker):
     assert imported(row) == 0
 
 
-@pytest.mark.antipattern("import_row")
+@pytest.mark.antipattern("snippets/error_handling/dead_letters.py:queues")
 def test_why_reject_without_a_dead_letter_exchange_loses_the_message(celery_worker):
     """On a queue with no dead-letter exchange (any Redis queue), Reject(requeue=False) deletes."""
     row = ImportRow.objects.create(data=MALFORMED)

@@ -100,7 +100,7 @@ def test_a_secret_argument_never_appears_in_the_log(celery_worker, billing_api, 
     assert TOKEN not in everything_logged(caplog)  # ...and never logged, by us or by Celery
 
 
-@pytest.mark.antipattern("charge_card_redacted_by_caller")
+@pytest.mark.antipattern(task=charge_card_redacted_by_caller)
 def test_why_a_kwargsrepr_given_at_the_call_is_lost_on_retry(celery_worker, billing_api, caplog):
     """Celery 5.7.0: a retry is a new message built from the request, without the caller's
     kwargsrepr - so the failure after a retry logs the real token."""
@@ -126,6 +126,7 @@ def test_why_a_kwargsrepr_given_at_the_call_is_lost_on_retry(celery_worker, bill
     assert TOKEN in everything_logged(caplog)
 
 
+@pytest.mark.proves_idempotent(task=charge_card)
 def test_a_retried_charge_is_made_once(celery_worker, billing_api):
     """The API charged but answered 502: the retry sends the same idempotency key."""
     billing_api.script = [Reply(502, create=True)]

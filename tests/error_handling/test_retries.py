@@ -100,7 +100,7 @@ def test_an_unknown_id_fails_at_once_without_a_retry(celery_worker, published):
     assert len(pushes(published)) == 1
 
 
-@pytest.mark.antipattern("push_invoice_retry_everything")
+@pytest.mark.antipattern(task=push_invoice_retry_everything)
 def test_why_retrying_every_exception_repeats_a_permanent_error(
     celery_worker, billing_api, published
 ):
@@ -141,6 +141,7 @@ def test_a_rate_limited_call_is_retried_after_the_servers_retry_after(
     assert len(billing_api.requests) == 2
 
 
+@pytest.mark.proves_idempotent(task=push_invoice)
 def test_a_retry_after_a_lost_response_creates_one_invoice(celery_worker, billing_api, published):
     """The API created the invoice but the answer was a 502: the retry must not create another.
 

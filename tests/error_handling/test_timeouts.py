@@ -29,7 +29,7 @@ def leftover_files(export: Export, tmp_path) -> list[str]:
     return glob.glob(os.path.join(tmp_path, f"export-{export.pk}-*.csv"))
 
 
-@pytest.mark.antipattern("export_rows_skipping_errors")
+@pytest.mark.antipattern(task=export_rows_skipping_errors)
 def test_why_swallowing_the_soft_limit_ends_in_a_kill_without_cleanup(worker_process, tmp_path):
     """`except Exception` eats SoftTimeLimitExceeded: the hard limit kills the child mid-work.
 

@@ -53,6 +53,7 @@ def silent_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{server.getsockname()[1]}/status"
 
 
+@pytest.mark.antipattern(task=fetch_status_without_timeout)
 def test_why_io_without_a_timeout_blocks_until_revoked(celery_app, worker_process, silent_server):
     wp = worker_process(concurrency=1)
     blocked = fetch_status_without_timeout.apply_async((silent_server,), queue=wp.queue)

@@ -67,7 +67,7 @@ def test_daily_0230_on_the_spring_forward_day_fires_at_0330_cest():
     assert utc_times(sends)[0] == SPRING_FORWARD + timedelta(minutes=30)
 
 
-@pytest.mark.antipattern("HOURLY_ON_A_LOCAL_CLOCK")
+@pytest.mark.antipattern("snippets/periodic_tasks/crontab_and_timezones.py:antipattern")
 def test_why_an_hourly_crontab_on_a_local_clock_skips_the_repeated_hour():
     """Five real hours pass between 23:00 and 04:00 UTC; the local crontab sends four times."""
     start, end = FALL_BACK - timedelta(hours=2, minutes=30), FALL_BACK + timedelta(hours=3)

@@ -74,7 +74,7 @@ def test_a_task_created_through_the_orm_is_sent_without_a_restart(beat_process, 
 
 
 @pytest.mark.services("broker")
-@pytest.mark.antipattern("pause_all_silently")
+@pytest.mark.antipattern("snippets/periodic_tasks/dynamic_schedules.py:antipattern")
 def test_why_a_bulk_update_is_ignored_until_update_changed(beat_process, queue_name):
     for name in ("bulk-a", "bulk-b"):
         schedule_every(name, seconds=1, queue=queue_name)

@@ -39,7 +39,7 @@ def restart(schedule: dict, last_run_at: datetime, start: datetime, end: datetim
     )  # fmt: skip
 
 
-@pytest.mark.antipattern("no beat_cron_starting_deadline")
+@pytest.mark.antipattern("snippets/periodic_tasks/missed_runs_and_ha.py:deadline")
 def test_why_a_crontab_missed_while_beat_was_down_runs_at_startup():
     """Beat down from 01:00 to 09:00: the 02:30 job is sent at 09:00, hours late."""
     sends = restart(NIGHTLY, last_run_at=at(2, 2, 30), start=at(3, 9), end=at(4, 12))

@@ -197,7 +197,7 @@ def redis_unacked_ids() -> set[str]:
     return {json.loads(raw)[0]["headers"]["id"] for raw in client.hvals("unacked")}
 
 
-@pytest.mark.antipattern("warm shutdown past the grace period")
+@pytest.mark.antipattern("snippets/production/k8s/worker.yaml")
 @pytest.mark.services("broker")
 def test_why_warm_shutdown_outlasts_the_grace_period_and_gets_killed(worker_process, tmp_path):
     """Without REMAP_SIGTERM, SIGTERM is a warm shutdown: it waits for the task, however long.
@@ -230,7 +230,7 @@ def test_why_warm_shutdown_outlasts_the_grace_period_and_gets_killed(worker_proc
         assert nxt.proc.poll() is None
 
 
-@pytest.mark.antipattern("shell-form entrypoint")
+@pytest.mark.antipattern("snippets/production/Dockerfile.antipattern")
 @pytest.mark.services("broker")
 def test_why_a_shell_form_entrypoint_never_passes_sigterm_on(run_command, celery_app):
     """`ENTRYPOINT celery ...` runs `/bin/sh -c "celery ..."`: SIGTERM reaches sh, not celery."""

@@ -95,7 +95,7 @@ def test_heartbeat_catches_alive_but_not_consuming(worker_process, tmp_path):
     assert ConsumingHeartbeat.requires == {"celery.worker.consumer.tasks:Tasks"}
 
 
-@pytest.mark.antipattern("probe timeout of 1 s")
+@pytest.mark.antipattern("snippets/production/probes/worker-liveness-flappy.sh")
 @pytest.mark.services("broker")
 def test_why_the_default_one_second_timeout_flaps(worker_process, tmp_path):
     """A worker that pauses for a few seconds: the 1 s probe kills it, the 10 s one waits."""

@@ -54,7 +54,7 @@ def test_a_pickle_message_is_refused_and_never_executed(celery_worker, tmp_path,
     assert result.state == "PENDING"  # and no task ran either
 
 
-@pytest.mark.antipattern("accept_content with pickle")
+@pytest.mark.antipattern("snippets/production/security.py:pickle_antipattern")
 @pytest.mark.services("broker")
 def test_why_accepting_pickle_runs_the_senders_code(worker_process, tmp_path, celery_app):
     """The anti-pattern app (accept_content includes pickle): the same message runs code."""
@@ -85,7 +85,7 @@ def test_secrets_stay_out_of_arguments_and_logs(celery_worker, monkeypatch, capl
     assert all(TOKEN not in repr(p) for p in published)  # not in any message either
 
 
-@pytest.mark.antipattern("a secret as a task argument")
+@pytest.mark.antipattern(task=sync_account_with_token)
 def test_why_a_secret_argument_leaks(celery_worker, caplog, published):
     """The anti-pattern: the token is in the message and in the failure log."""
     assert sync_account_with_token.delay(42, TOKEN).get(timeout=20).startswith("synced")
@@ -135,7 +135,7 @@ def test_flower_answers_only_with_credentials_from_the_environment(run_command):
     assert password not in shlex.join(psutil.Process(flower.pid).cmdline())
 
 
-@pytest.mark.antipattern("a password on the command line")
+@pytest.mark.antipattern("snippets/production/flower-antipattern.sh")
 @pytest.mark.services("broker")
 def test_why_a_password_argument_is_readable_by_every_local_user(run_command):
     port = free_port()

@@ -177,7 +177,7 @@ def test_the_systemd_worker_command_starts_a_worker_that_stops_cleanly(
     again.stop()
 
 
-@pytest.mark.antipattern("KillMode=control-group")
+@pytest.mark.antipattern("snippets/production/systemd/celery-worker.service")
 @pytest.mark.services("broker")
 def test_why_sigterm_to_the_whole_group_kills_the_running_task(run_command, celery_app, tmp_path):
     """KillMode=control-group (the default) also sends SIGTERM to every pool child. Without

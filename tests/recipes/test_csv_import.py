@@ -176,7 +176,7 @@ def test_unknown_columns_cannot_set_a_field(celery_worker, media):
     assert product.pk != 999
 
 
-@pytest.mark.antipattern("import_csv_naive")
+@pytest.mark.antipattern(task=import_csv_naive)
 def test_why_naive_create_row_lets_the_csv_set_any_field(celery_worker, tmp_path):
     """Mass assignment: the CSV's `verified` and `id` columns go straight into the row; and
     the result reports the caller's total, not what happened."""
@@ -190,7 +190,7 @@ def test_why_naive_create_row_lets_the_csv_set_any_field(celery_worker, tmp_path
     assert result == {"status": "complete", "processed": 1000}  # one row was in the file
 
 
-@pytest.mark.antipattern("import_csv_naive")
+@pytest.mark.antipattern(task=import_csv_naive)
 def test_why_naive_crashes_on_an_unknown_column(celery_worker, tmp_path):
     path = tmp_path / "products.csv"
     path.write_bytes(csv_bytes(HEADER + ",colour", "SKU-1,Kettle,19.90,red"))
@@ -210,7 +210,7 @@ def test_running_a_job_again_changes_nothing_and_a_new_upload_updates(celery_wor
     assert set(Product.objects.values_list("price", flat=True)) == {Decimal("5.00")}
 
 
-@pytest.mark.antipattern("import_csv_naive")
+@pytest.mark.antipattern(task=import_csv_naive)
 def test_why_naive_rerun_fails_on_the_rows_it_already_made(celery_worker, tmp_path):
     """A redelivery starts again at row 1: on a unique key it fails at once (and the rest of
     the file never imports); without one, it would duplicate every row."""
@@ -245,7 +245,7 @@ def test_progress_is_monotonic_while_running_and_final_after(celery_worker, medi
 
 
 @pytest.mark.services("postgres")
-@pytest.mark.antipattern("import_csv_naive")
+@pytest.mark.antipattern(task=import_csv_naive)
 def test_why_polling_state_then_info_races_and_divides_by_zero(celery_worker, tmp_path):
     """The naive poll reads the backend twice. Held at row 150, the task is in PROGRESS: with
     the caller's total_rows=0 the poll divides by zero. Then the test pauses between the two
@@ -280,6 +280,7 @@ def test_without_a_result_backend_progress_is_written_nowhere():
 
 
 @pytest.mark.services("postgres", "broker")
+@pytest.mark.proves_idempotent(task=import_products)
 def test_worker_killed_mid_file_resumes_without_duplicates(worker_process, media):
     """SIGKILL the pool child while batch 3 is in flight: the message is redelivered, the
     import resumes at the checkpoint (200), and every counter ends exact."""

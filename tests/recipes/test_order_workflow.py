@@ -24,7 +24,12 @@ from snippets.recipes.order_workflow import (
     reserve_stock,
     send_confirmation,
 )
-from snippets.recipes.order_workflow_naive import charge_payment_naive, process_order
+from snippets.recipes.order_workflow_naive import (
+    charge_payment_naive,
+    process_order,
+    send_confirmation_naive,
+    validate_inventory,
+)
 from tests.conftest import published_tasks
 from tests.recipes.conftest import BAD_IDS, coerces_to
 
@@ -91,7 +96,7 @@ def test_a_rolled_back_order_starts_nothing(celery_worker, provider, published):
     assert not Order.objects.exists()
 
 
-@pytest.mark.antipattern("validate_inventory")
+@pytest.mark.antipattern(task=validate_inventory)
 def test_why_naive_chain_starts_before_commit(celery_worker, provider, published):
     with pytest.raises(Rollback), transaction.atomic():
         order = new_order()
@@ -102,6 +107,7 @@ def test_why_naive_chain_starts_before_commit(celery_worker, provider, published
         reserve_stock.AsyncResult(sent["id"]).get(timeout=30)
 
 
+@pytest.mark.proves_idempotent(task=charge_payment)
 def test_charge_delivered_twice_charges_once(celery_worker, provider, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
     order = new_order(status=Order.Status.RESERVED)
@@ -118,7 +124,7 @@ def test_charge_delivered_twice_charges_once(celery_worker, provider, caplog):
     assert (order.status, order.payment_id) == ("paid", "ch_1")
 
 
-@pytest.mark.antipattern("charge_payment_naive")
+@pytest.mark.antipattern(task=charge_payment_naive)
 def test_why_naive_charge_delivered_twice_charges_twice(celery_worker, provider):
     order = new_order(status=Order.Status.RESERVED)
     first = charge_payment_naive.delay(order.pk)
@@ -197,7 +203,7 @@ def test_out_of_stock_ends_the_workflow_quietly(celery_worker, provider, publish
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback
 
 
-@pytest.mark.antipattern("validate_inventory")
+@pytest.mark.antipattern(task=validate_inventory)
 def test_why_naive_out_of_stock_is_a_traceback_and_a_limbo(celery_worker, provider, caplog):
     caplog.set_level(logging.INFO)
     StockItem.objects.create(sku="LAMP", available=0)
@@ -213,7 +219,7 @@ def test_why_naive_out_of_stock_is_a_traceback_and_a_limbo(celery_worker, provid
     assert order.status == "pending"  # and the order stays in limbo: nobody is told
 
 
-@pytest.mark.antipattern("send_confirmation_naive")
+@pytest.mark.antipattern(task=send_confirmation_naive)
 def test_why_naive_check_without_reserving_oversells(celery_worker, provider, mailoutbox):
     """Both orders pass the stock check for the last item: both are charged and confirmed."""
     StockItem.objects.create(sku="LAMP", available=1)
@@ -225,6 +231,7 @@ def test_why_naive_check_without_reserving_oversells(celery_worker, provider, ma
     assert stock() == 1  # nothing was ever reserved
 
 
+@pytest.mark.proves_idempotent(task=send_confirmation)
 def test_a_failed_confirmation_is_retried_never_recharged(
     celery_worker, provider, smtp_server, published
 ):
@@ -288,6 +295,7 @@ def test_a_redelivered_reservation_reserves_once(celery_worker):
     assert stock() == 3
 
 
+@pytest.mark.proves_idempotent(task=notify_order_failed)
 def test_the_customer_is_told_once(celery_worker, mailoutbox):
     order = new_order(status=Order.Status.FAILED)
     first = notify_order_failed.delay(order.pk)

@@ -99,7 +99,7 @@ def test_a_failing_header_task_fails_the_chord(celery_worker):
     assert isinstance(result.result, ChordError)
 
 
-@pytest.mark.antipattern("total_by_waiting")
+@pytest.mark.antipattern(task=total_by_waiting)
 def test_why_get_inside_a_task_is_refused(shared_prefork_worker, celery_worker):
     """On a prefork worker, result.get() inside a task raises instead of risking a deadlock."""
     result = total_by_waiting.apply_async(([1, 2, 3],), queue=shared_prefork_worker.queue)

@@ -96,7 +96,7 @@ def test_a_killed_holder_releases_the_advisory_lock_at_once(shared_prefork_worke
 
 
 @pytest.mark.services("redis")
-@pytest.mark.antipattern("naive_redis_lock")
+@pytest.mark.antipattern("snippets/task_design/locking.py:antipattern")
 def test_why_a_release_without_a_token_frees_the_next_holders_lock(client, job):
     """A outlives its TTL, B takes the lock, A's release deletes B's lock, C gets in."""
     for lock, c_gets_in in ((naive_redis_lock, True), (redis_lock, False)):
