@@ -1,0 +1,161 @@
+"""Build-time hook: a page's Proof list comes from its tests, never typed.
+
+* ``<!-- proof -->`` becomes one bullet per test of the page's mirror test module
+  (``docs/<section>/<page>.md`` -> ``tests/<pkg>/test_<page>.py``), in file order: the test's
+  name, linked to its source when ``repo_url`` is set, and the summary of its docstring (the
+  first paragraph), then each ``deviation("what", reason=...)`` mark the test or its module
+  carries (a departure from the recommended deployment, with its reason).
+* ``<!-- checklist: not yet proved -->`` and ``<!-- checklist: known violations -->`` list what
+  ``tests/test_checklist.py`` records as not yet proved and as known violations.
+
+The test modules are read as syntax trees, not imported: the build needs no Django or broker.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+PROOF = "<!-- proof -->"
+NOT_YET_PROVED = "<!-- checklist: not yet proved -->"
+KNOWN_VIOLATIONS = "<!-- checklist: known violations -->"
+log = logging.getLogger("mkdocs.hooks.proofs")
+
+
+@dataclass
+class Proof:
+    name: str
+    line: int
+    summary: str
+    deviations: list[tuple[str, str]] = field(default_factory=list)
+
+
+def mirror_test_module(src_uri: str) -> Path:
+    """docs/<section>/<page>.md -> tests/<pkg>/test_<page>.py (tests/test_<page>.py at the top)."""
+    parts = Path(src_uri).with_suffix("").parts
+    *dirs, stem = (p.replace("-", "_") for p in parts)
+    return ROOT.joinpath("tests", *dirs, f"test_{stem}.py")
+
+
+def summary(node: ast.AST) -> str:
+    """The docstring's first paragraph, on one line."""
+    doc = ast.get_docstring(node) or ""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def literal(node: ast.expr) -> str:
+    try:
+        return str(ast.literal_eval(node))
+    except ValueError:
+        return ast.unparse(node)
+
+
+def deviations(decorators: list[ast.expr]) -> list[tuple[str, str]]:
+    """``deviation("what", reason="why")`` marks, however the mark is spelt (pytest.mark.x,
+    mark.x, or a list assigned to ``pytestmark``)."""
+    found = []
+    for node in decorators:
+        for call in ast.walk(node):
+            if not isinstance(call, ast.Call):
+                continue
+            name = call.func.attr if isinstance(call.func, ast.Attribute) else ""
+            if name != "deviation":
+                continue
+            what = literal(call.args[0]) if call.args else ""
+            why = next((literal(k.value) for k in call.keywords if k.arg == "reason"), "")
+            if not why and len(call.args) > 1:
+                why = literal(call.args[1])
+            found.append((what, why))
+    return found
+
+
+def proofs(module: Path) -> list[Proof]:
+    """Every test function (and test method of a Test class) of the module, in file order."""
+    tree = ast.parse(module.read_text())
+    module_marks = [
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets)
+    ]
+    shared = deviations(module_marks)
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            if node.name.startswith("test_"):
+                marks = shared + deviations(node.decorator_list)
+                found.append(Proof(node.name, node.lineno, summary(node), marks))
+        elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+            class_marks = shared + deviations(node.decorator_list)
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name.startswith("test_"):
+                    marks = class_marks + deviations(item.decorator_list)
+                    name = f"{node.name}.{item.name}"
+                    found.append(Proof(name, item.lineno, summary(item), marks))
+    return found
+
+
+def source_link(config, module: Path, line: int) -> str | None:
+    repo = (config.get("repo_url") or "").rstrip("/")
+    if not repo:
+        return None
+    edit_uri = config.get("edit_uri") or ""
+    branch = edit_uri.strip("/").split("/")[1] if edit_uri.count("/") >= 2 else "main"
+    return f"{repo}/blob/{branch}/{module.relative_to(ROOT).as_posix()}#L{line}"
+
+
+def proof_list(module: Path, config) -> str:
+    lines = []
+    for proof in proofs(module):
+        name = f"`{proof.name}`"
+        if link := source_link(config, module, proof.line):
+            name = f"[{name}]({link})"
+        lines.append(f"- {name}" + (f" — {proof.summary}" if proof.summary else ""))
+        for what, why in proof.deviations:
+            lines.append(f"    - *Deviation:* {what}" + (f" ({why})" if why else ""))
+    return "\n".join(lines)
+
+
+def checklist_value(name: str) -> object:
+    """A literal assigned at the top of tests/test_checklist.py (NOT_YET_PROVED, ...)."""
+    checklist = ROOT / "tests" / "test_checklist.py"
+    if not checklist.is_file():  # a build from a copy without tests/ (a warning: strict fails)
+        log.warning("no %s to read %s from", checklist, name)
+        return {}
+    tree = ast.parse(checklist.read_text())
+    for node in tree.body:
+        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
+        if isinstance(target, ast.Name) and target.id == name and node.value is not None:
+            value = node.value
+            if isinstance(value, ast.Call):  # frozenset({...})
+                value = value.args[0]
+            return ast.literal_eval(value)
+    raise LookupError(f"tests/test_checklist.py defines no {name}")
+
+
+def not_yet_proved() -> str:
+    names = sorted(checklist_value("NOT_YET_PROVED"))
+    items = ", ".join(f"`{n}`" for n in names)
+    return f"**{len(names)} tasks**: {items}." if names else "none."
+
+
+def known_violations() -> str:
+    known = checklist_value("KNOWN_VIOLATIONS")
+    return "\n".join(f"- `{where}` — {why}" for where, why in sorted(known.items())) or "None."
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    if PROOF in markdown:
+        module = mirror_test_module(page.file.src_uri)
+        if module.is_file():
+            markdown = markdown.replace(PROOF, proof_list(module, config))
+        else:
+            log.warning("%s: <!-- proof --> but no test module %s", page.file.src_uri, module)
+    if NOT_YET_PROVED in markdown:
+        markdown = markdown.replace(NOT_YET_PROVED, not_yet_proved())
+    if KNOWN_VIOLATIONS in markdown:
+        markdown = markdown.replace(KNOWN_VIOLATIONS, known_violations())
+    return markdown
