@@ -54,14 +54,15 @@ def literal(node: ast.expr) -> str:
 
 
 def deviations(decorators: list[ast.expr]) -> list[tuple[str, str]]:
-    """``deviation("what", reason="why")`` marks, however the mark is spelt (pytest.mark.x,
-    mark.x, or a list assigned to ``pytestmark``)."""
+    """``deviation("what", reason="why")`` marks, however they are spelt (pytest.mark.deviation,
+    a bare ``deviation(...)`` helper, or inside a list assigned to ``pytestmark``)."""
     found = []
     for node in decorators:
         for call in ast.walk(node):
             if not isinstance(call, ast.Call):
                 continue
-            name = call.func.attr if isinstance(call.func, ast.Attribute) else ""
+            func = call.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
             if name != "deviation":
                 continue
             what = literal(call.args[0]) if call.args else ""
@@ -147,15 +148,20 @@ def known_violations() -> str:
     return "\n".join(f"- `{where}` — {why}" for where, why in sorted(known.items())) or "None."
 
 
-def on_page_markdown(markdown: str, page, config, files) -> str:
+def expand(markdown: str, src_uri: str, config) -> str:
+    """Every placeholder of this module, expanded for the page at ``src_uri`` (docs-relative)."""
     if PROOF in markdown:
-        module = mirror_test_module(page.file.src_uri)
+        module = mirror_test_module(src_uri)
         if module.is_file():
             markdown = markdown.replace(PROOF, proof_list(module, config))
         else:
-            log.warning("%s: <!-- proof --> but no test module %s", page.file.src_uri, module)
+            log.warning("%s: <!-- proof --> but no test module %s", src_uri, module)
     if NOT_YET_PROVED in markdown:
         markdown = markdown.replace(NOT_YET_PROVED, not_yet_proved())
     if KNOWN_VIOLATIONS in markdown:
         markdown = markdown.replace(KNOWN_VIOLATIONS, known_violations())
     return markdown
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    return expand(markdown, page.file.src_uri, config)

@@ -32,6 +32,7 @@ def renders_of(published: list[dict]) -> list[dict]:
 
 
 def test_commit_publishes_once_and_the_worker_renders(celery_worker, published):
+    """one message after commit; the worker renders the report once."""
     report = create_report("Q3 revenue")
 
     [sent] = renders_of(published)
@@ -76,6 +77,7 @@ def test_task_is_published_only_when_the_outer_block_commits(celery_worker, publ
 
 
 def test_on_commit_with_using_waits_for_the_other_database(celery_worker, published):
+    """`on_commit(..., using="other")`."""
     with transaction.atomic(using="other"):
         report = create_report_on("other db", using="other")
         assert renders_of(published) == []
@@ -87,6 +89,7 @@ def test_on_commit_with_using_waits_for_the_other_database(celery_worker, publis
 
 
 def test_unknown_id_fails_loudly_and_is_not_retried(celery_worker, published):
+    """one publish, one failure, no retry."""
     result = render_report.delay(987654)
     with pytest.raises(Report.DoesNotExist):
         result.get(timeout=20)
@@ -175,6 +178,7 @@ def test_outbox_survives_a_broker_outage_and_runs_the_task_exactly_once(
 
 
 def test_outbox_commits_nothing_when_the_transaction_rolls_back(celery_worker, published):
+    """no report, no outbox row."""
     with pytest.raises(Rollback), transaction.atomic():
         create_report_with_outbox("rolled back")
         raise Rollback

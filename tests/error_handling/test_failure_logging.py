@@ -43,6 +43,8 @@ def failure_records(caplog, task_id: str, at_least: int = 1) -> list[logging.Log
 
 
 def test_a_failing_task_is_logged_once_with_its_context(celery_worker, caplog):
+    """a real failure produces exactly one record carrying every field, including the `x_request_id`
+    header sent with the task."""
     caplog.set_level(logging.ERROR, logger="snippets.tasks")
     result = render_report.apply_async((424242,), headers={"x_request_id": "req-7f3a"})
     with pytest.raises(Report.DoesNotExist):
@@ -140,6 +142,8 @@ def test_a_retried_charge_is_made_once(celery_worker, billing_api):
 def test_error_trackers_get_every_failure_and_a_broken_one_hides_nothing(
     celery_worker, billing_api, caplog
 ):
+    """a tracker that raises is logged (with its traceback) and the next tracker still receives the
+    exception and context."""
     caplog.set_level(logging.ERROR, logger="snippets.tasks")
     seen: list[tuple[BaseException | None, dict]] = []
 

@@ -39,6 +39,7 @@ def local(sends: list) -> list[str]:
 
 
 def test_the_transitions_are_where_the_tests_assume():
+    """the UTC offsets around both instants."""
     before, after = FALL_BACK - timedelta(seconds=1), FALL_BACK
     assert before.astimezone(BERLIN).utcoffset() == timedelta(hours=2)
     assert after.astimezone(BERLIN).utcoffset() == timedelta(hours=1)
@@ -119,6 +120,7 @@ def test_relative_hourly_interval_sends_every_real_hour_on_the_hour(transition):
 
 @pytest.mark.parametrize("transition", [FALL_BACK, SPRING_FORWARD], ids=["fall-back", "spring"])
 def test_plain_interval_counts_elapsed_time_and_ignores_the_clock(transition):
+    """A plain interval counts elapsed time: the DST change on the wall clock does not move it."""
     start, end = transition - timedelta(hours=1, minutes=3), transition + timedelta(hours=1)
     sends = beat_sends(only("cache-warmup"), CELERY_TIMEZONE, start=start, end=end)
     times = utc_times(sends)

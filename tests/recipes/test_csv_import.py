@@ -109,6 +109,8 @@ def holding_sku(sku: str) -> Iterator[None]:
 
 
 def test_import_upserts_rows_and_records_malformed_lines(celery_worker, media, progress):
+    """quoted commas, bad prices, a missing sku and a sku repeated in one batch: the good rows
+    import (the last of the repeated sku wins), the bad ones are recorded at lines 4, 6 and 7."""
     content = csv_bytes(
         HEADER,
         "SKU-1,Kettle,19.90",
@@ -150,6 +152,7 @@ def test_postgresql_refuses_an_upsert_that_touches_a_row_twice():
 
 @pytest.mark.parametrize("content", [b"", csv_bytes(HEADER)], ids=["empty", "header-only"])
 def test_an_empty_file_completes_with_zero_of_zero(celery_worker, media, progress, content):
+    """an empty file and a header-only file: done, 0 of 0, 100 %."""
     job = finished(start_import(ContentFile(content, name="products.csv")))
 
     assert (job.status, job.total_rows, job.processed_rows, job.imported_rows) == ("done", 0, 0, 0)
@@ -158,6 +161,7 @@ def test_an_empty_file_completes_with_zero_of_zero(celery_worker, media, progres
 
 
 def test_a_missing_column_fails_the_job_and_the_view_says_so(celery_worker, media, progress):
+    """`failed`, not 0 % progress."""
     job = finished(start_import(ContentFile(csv_bytes("sku,name", "SKU-1,Kettle"), name="x.csv")))
 
     assert job.status == "failed"
@@ -168,6 +172,7 @@ def test_a_missing_column_fails_the_job_and_the_view_says_so(celery_worker, medi
 
 
 def test_unknown_columns_cannot_set_a_field(celery_worker, media):
+    """Columns outside the allow-list are ignored: the CSV cannot set any other field."""
     content = csv_bytes(HEADER + ",verified,id", "SKU-1,Kettle,19.90,1,999")
     job = finished(start_import(ContentFile(content, name="products.csv")))
 
@@ -192,6 +197,7 @@ def test_why_naive_create_row_lets_the_csv_set_any_field(celery_worker, tmp_path
 
 @pytest.mark.antipattern(task=import_csv_naive)
 def test_why_naive_crashes_on_an_unknown_column(celery_worker, tmp_path):
+    """The naive task passes every column to the model and crashes on an unknown one."""
     path = tmp_path / "products.csv"
     path.write_bytes(csv_bytes(HEADER + ",colour", "SKU-1,Kettle,19.90,red"))
 
@@ -200,6 +206,7 @@ def test_why_naive_crashes_on_an_unknown_column(celery_worker, tmp_path):
 
 
 def test_running_a_job_again_changes_nothing_and_a_new_upload_updates(celery_worker, media):
+    """Running a job again changes nothing; a new upload of changed rows updates them."""
     job = finished(start_import(ContentFile(products_csv(30), name="products.csv")))
     assert import_products.delay(job.pk).get(timeout=30) == {"processed": 30, "imported": 30}
     assert job_state(job).imported_rows == 30  # the redelivered message counted nothing twice
@@ -381,6 +388,12 @@ def record(kind: str, *fields) -> bytes:
 def test_property_any_file_imports_every_valid_row_once_and_records_every_bad_one(
     celery_worker, media, rows, batch_size, bom
 ):
+    """Hypothesis, 30 generated files, batch sizes 1 to 6: valid rows mixed with bad prices, empty
+    or oversized skus and names, NUL characters, bytes that are not UTF-8, short rows, blank lines,
+    quoted commas and line breaks, repeated skus and a byte-order mark: the worker imports each
+    valid row once (the last of a repeated sku wins), records every bad row with its line and the
+    field at fault, and a field over the `csv` module's 128 KiB limit fails the job while counting,
+    before anything is imported."""
     Product.objects.all().delete()
     ImportJob.objects.all().delete()
     content = (b"\xef\xbb\xbf" if bom else b"") + encoded("sku", "name", "price")
@@ -440,6 +453,9 @@ def test_property_any_file_imports_every_valid_row_once_and_records_every_bad_on
 def test_property_any_progress_request_is_answered_without_a_task_or_a_5xx(
     client, settings, celery_worker, media, method, segment, payload
 ):
+    """Hypothesis: any id, text or method on the progress URL: `200` for the job, a JSON `404`
+    naming the id for no such job (out-of-range ids included), `405` for anything but `GET`, never a
+    `5xx`, never a published task."""
     settings.ROOT_URLCONF = "snippets.recipes.urls"
     ImportJob.objects.all().delete()
     job = job_for(csv_bytes(HEADER))

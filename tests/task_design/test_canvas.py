@@ -30,6 +30,7 @@ def test_a_chain_passes_each_result_to_the_next_step(celery_worker):
 
 
 def test_a_chain_stops_at_the_first_failure_and_the_errback_fires_once(celery_worker, published):
+    """the failing step's id is recorded once; the last step is never published."""
     result = pipeline(-5).apply_async()  # -5 + 1 = -4: check_positive fails
     with pytest.raises(ValueError, match="expected a positive number, got -4"):
         result.get(timeout=30)
@@ -48,6 +49,7 @@ def test_a_chain_stops_at_the_first_failure_and_the_errback_fires_once(celery_wo
 
 
 def test_an_immutable_signature_ignores_the_parent_result(celery_worker):
+    """An immutable signature (`.si()`) in a chain does not receive the parent's result."""
     assert then_fixed(5).apply_async().get(timeout=30) == 101
 
 

@@ -24,6 +24,7 @@ def balance(account: Account) -> int:
 
 
 def test_the_same_key_delivered_twice_credits_once(celery_worker, unique_key):
+    """On the in-thread worker: the same key delivered twice credits once."""
     account = Account.objects.create()
 
     first = credit_account.delay(account.pk, 100, unique_key)
@@ -36,6 +37,7 @@ def test_the_same_key_delivered_twice_credits_once(celery_worker, unique_key):
 
 
 def test_an_unknown_account_fails_loudly_and_keeps_no_key(celery_worker, unique_key):
+    """An unknown account fails the task and stores no key, so a fixed rerun can still apply."""
     result = credit_account.delay(987654, 100, unique_key)
     with pytest.raises(Account.DoesNotExist, match="account 987654 does not exist"):
         result.get(timeout=20)
@@ -110,6 +112,7 @@ def test_why_without_a_key_a_duplicate_delivery_credits_twice(celery_worker):
 
 
 def test_a_conditional_update_lets_one_delivery_win(celery_worker):
+    """Two deliveries of a conditional `UPDATE ... WHERE` state change: exactly one wins."""
     invoice = Invoice.objects.create()
 
     assert mark_invoice_paid.delay(invoice.pk).get(timeout=20) is True
