@@ -520,7 +520,7 @@ def exempt_lines(path: Path) -> set[int]:
             fn = inspect.unwrap(getattr(task, "_orig_run", task.run))
             if inspect.getsourcefile(fn) == str(path):
                 source, start = inspect.getsourcelines(fn)
-                lines |= set(range(start - 5, start + len(source)))  # with its decorator
+                lines |= set(range(start, start + len(source)))  # from its first decorator
             continue
         file, _, section = str(target).partition(":")
         if file != rel:
@@ -686,3 +686,12 @@ def test_every_registered_marker_is_read():
     for name in registered:
         assert name in readers, f"marker {name!r} is registered and read by nothing known"
         assert name in (ROOT / readers[name]).read_text(), f"{readers[name]} does not read {name}"
+
+
+def test_a_mark_target_that_does_not_resolve_is_rejected():
+    """Free text, a missing file and a missing section are all refused."""
+    assert resolve_snippet("one queue for every kind of task")
+    assert resolve_snippet("snippets/no_such_page.py")
+    assert resolve_snippet("snippets/task_design/idempotency.py:no_such_section")
+    assert resolve_snippet("snippets/task_design/idempotency.py:task") is None
+    assert resolve_snippet("snippets/production/Dockerfile.antipattern") is None
