@@ -695,3 +695,22 @@ def test_a_mark_target_that_does_not_resolve_is_rejected():
     assert resolve_snippet("snippets/task_design/idempotency.py:no_such_section")
     assert resolve_snippet("snippets/task_design/idempotency.py:task") is None
     assert resolve_snippet("snippets/production/Dockerfile.antipattern") is None
+
+
+def test_snippets_carry_no_test_bookkeeping():
+    """The code a page shows is plain Celery: no proof or anti-pattern option on a task, no
+    constant naming a test; the tests' marks are the only link."""
+    found = []
+    for path in snippet_files():
+        tree = ast.parse(path.read_text())
+        rel = path.relative_to(ROOT).as_posix()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.keyword) and node.arg in (
+                "proved_idempotent_by",
+                "antipattern",
+            ):
+                found.append(f"{rel}:{node.value.lineno}: {node.arg}=")
+            text = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(text, str) and re.search(r"tests/\S+\.py::", text):
+                found.append(f"{rel}:{node.lineno}: names a test: {text!r}")
+    assert found == []
