@@ -42,8 +42,8 @@ def mirror_test_module(src_uri: str) -> Path:
 
 def summary(node: ast.AST) -> str:
     """The docstring's first paragraph, on one line."""
-    doc = ast.get_docstring(node) or ""
-    return " ".join(doc.split("\n\n")[0].split())
+    doc = " ".join((ast.get_docstring(node) or "").split("\n\n")[0].split())
+    return doc[:1].upper() + doc[1:]  # a sentence on the page, whatever the docstring's case
 
 
 def literal(node: ast.expr) -> str:
