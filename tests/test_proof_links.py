@@ -120,3 +120,16 @@ def test_the_mirror_of_a_page_is_its_test_module():
         ROOT / "tests" / "task_design" / "test_idempotency.py"
     )
     assert proofs.mirror_test_module("checklist.md") == ROOT / "tests" / "test_checklist.py"
+
+
+def test_the_hook_adds_the_harness_wide_deviations_when_the_tests_start_workers(tmp_path):
+    """HARNESS_DEVIATIONS (tests/harness/deployment.py) follow a list whose tests start worker
+    subprocesses, and only such a list; without the harness file there are none."""
+    harness = tmp_path / "deployment.py"
+    harness.write_text('HARNESS_DEVIATIONS: dict[str, str] = {"--queues": "a private queue"}\n')
+    module = tmp_path / "test_page.py"
+    module.write_text(MODULE)
+    assert proofs.proof_list(module, {}, harness).endswith("- `--queues` — a private queue")
+    module.write_text(MODULE.replace("(worker_process)", "()"))
+    assert "--queues" not in proofs.proof_list(module, {}, harness)
+    assert proofs.harness_deviations(tmp_path / "absent.py") == {}

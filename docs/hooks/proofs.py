@@ -4,7 +4,9 @@
   (``docs/<section>/<page>.md`` -> ``tests/<pkg>/test_<page>.py``), in file order: the test's
   name, linked to its source when ``repo_url`` is set, and the summary of its docstring (the
   first paragraph), then each ``deviation("what", reason=...)`` mark the test or its module
-  carries (a departure from the recommended deployment, with its reason).
+  carries (a departure from the recommended deployment, with its reason). When the module's
+  tests start worker subprocesses, the harness-wide deviations every such worker shares
+  (``HARNESS_DEVIATIONS`` in tests/harness/deployment.py, when it exists) follow the list.
 * ``<!-- checklist: not yet proved -->`` and ``<!-- checklist: known violations -->`` list what
   ``tests/test_checklist.py`` records as not yet proved and as known violations.
 
@@ -22,6 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 PROOF = "<!-- proof -->"
 NOT_YET_PROVED = "<!-- checklist: not yet proved -->"
 KNOWN_VIOLATIONS = "<!-- checklist: known violations -->"
+HARNESS = ROOT / "tests" / "harness" / "deployment.py"
+WORKER_FIXTURES = frozenset({"worker_process", "shared_prefork_worker"})
 log = logging.getLogger("mkdocs.hooks.proofs")
 
 
@@ -31,6 +35,7 @@ class Proof:
     line: int
     summary: str
     deviations: list[tuple[str, str]] = field(default_factory=list)
+    starts_workers: bool = False
 
 
 def mirror_test_module(src_uri: str) -> Path:
@@ -88,14 +93,16 @@ def proofs(module: Path) -> list[Proof]:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             if node.name.startswith("test_"):
                 marks = shared + deviations(node.decorator_list)
-                found.append(Proof(node.name, node.lineno, summary(node), marks))
+                workers = bool(WORKER_FIXTURES & {a.arg for a in node.args.args})
+                found.append(Proof(node.name, node.lineno, summary(node), marks, workers))
         elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
             class_marks = shared + deviations(node.decorator_list)
             for item in node.body:
                 if isinstance(item, ast.FunctionDef) and item.name.startswith("test_"):
                     marks = class_marks + deviations(item.decorator_list)
                     name = f"{node.name}.{item.name}"
-                    found.append(Proof(name, item.lineno, summary(item), marks))
+                    workers = bool(WORKER_FIXTURES & {a.arg for a in item.args.args})
+                    found.append(Proof(name, item.lineno, summary(item), marks, workers))
     return found
 
 
@@ -108,15 +115,35 @@ def source_link(config, module: Path, line: int) -> str | None:
     return f"{repo}/blob/{branch}/{module.relative_to(ROOT).as_posix()}#L{line}"
 
 
-def proof_list(module: Path, config) -> str:
+def harness_deviations(path: Path = HARNESS) -> dict[str, str]:
+    """The deviations every worker subprocess shares, read from the harness (none without it)."""
+    if not path.is_file():
+        return {}
+    for node in ast.parse(path.read_text()).body:
+        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
+        if isinstance(target, ast.Name) and target.id == "HARNESS_DEVIATIONS" and node.value:
+            return dict(ast.literal_eval(node.value))
+    return {}
+
+
+def proof_list(module: Path, config, harness: Path = HARNESS) -> str:
     lines = []
-    for proof in proofs(module):
+    found = proofs(module)
+    for proof in found:
         name = f"`{proof.name}`"
         if link := source_link(config, module, proof.line):
             name = f"[{name}]({link})"
         lines.append(f"- {name}" + (f" — {proof.summary}" if proof.summary else ""))
         for what, why in proof.deviations:
             lines.append(f"    - *Deviation:* {what}" + (f" ({why})" if why else ""))
+    shared = harness_deviations(harness) if any(p.starts_workers for p in found) else {}
+    if shared:
+        intro = (
+            "Every worker subprocess these tests start also differs from the recommended "
+            "deployment in (harness-wide):"
+        )
+        lines += ["", intro, ""]
+        lines += [f"- `{what}` — {why}" for what, why in shared.items()]
     return "\n".join(lines)
 
 
