@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hooks import proofs
 from hooks.includes import ROOT, expand, mkdocs_config
 
 DOCS = ROOT / "docs"
@@ -45,7 +46,7 @@ def nav_pages(prefix: str) -> list[str]:
 
 def page_text(rel: str) -> str:
     body = FRONT_MATTER.sub("", (DOCS / rel).read_text())
-    return expand(body)
+    return expand(proofs.expand(body, rel, mkdocs_config()))
 
 
 def reference(title: str, pages: list[str]) -> str:

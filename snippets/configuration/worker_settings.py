@@ -34,10 +34,7 @@ from celery import shared_task
 _CACHE: list[bytes] = []
 
 
-@shared_task(
-    antipattern="tests/configuration/test_worker_settings.py::"
-    "test_why_a_leak_grows_in_a_child_that_is_never_replaced"
-)
+@shared_task
 def leaky_task(kib: int) -> int:
     """ANTI-PATTERN: a module-level cache that only grows; every call keeps `kib` KiB forever."""
     _CACHE.append(b"x" * kib * 1024)

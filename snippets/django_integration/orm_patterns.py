@@ -25,10 +25,7 @@ def archive_report(report_id: int) -> bool:
 
 
 # --8<-- [start:instance_antipattern]
-@shared_task(
-    antipattern="tests/django_integration/test_orm_patterns.py::"
-    "test_why_a_model_instance_argument_fails_to_publish"
-)
+@shared_task
 def archive_report_instance(report: Report) -> bool:
     """ANTI-PATTERN: a model instance is not JSON; and if pickled, it is a stale copy."""
     report.title = f"[archived] {report.title}"
@@ -71,10 +68,7 @@ def claim_next_job(worker: str, pause: float = 0.0) -> int | None:
 
 
 # --8<-- [start:claim_antipattern]
-@shared_task(
-    antipattern="tests/django_integration/test_orm_patterns.py::"
-    "test_why_two_workers_claim_the_same_job_without_a_lock"
-)
+@shared_task
 def claim_next_job_racy(worker: str, pause: float = 0.0) -> int | None:
     """ANTI-PATTERN: read, then write; two workers both read "pending" and both win."""
     job = Job.objects.filter(status=Job.Status.PENDING).order_by("pk").first()
@@ -109,10 +103,7 @@ def reserve_stock(item_id: int, quantity: int) -> bool:
 
 
 # --8<-- [start:counter_antipattern]
-@shared_task(
-    antipattern="tests/django_integration/test_orm_patterns.py::"
-    "test_why_read_modify_write_oversells"
-)
+@shared_task
 def reserve_stock_racy(item_id: int, quantity: int, pause: float = 0.0) -> bool:
     """ANTI-PATTERN: read the count in Python, check, write it back: concurrent calls oversell."""
     item = StockItem.objects.get(pk=item_id)

@@ -84,8 +84,6 @@ def record_step(step: str, fail: bool = False) -> str | None:
     bind=True,
     max_retries=1,
     default_retry_delay=0,
-    proved_idempotent_by="tests/django_integration/test_request_correlation.py::"
-    "test_a_retried_task_keeps_the_id",
 )
 def flaky_step(self: Task, step: str) -> str | None:
     """Fails its first attempt; the retry is a new message, published by the worker."""
@@ -111,8 +109,6 @@ def start_pipeline(request: HttpRequest) -> JsonResponse:
 # --8<-- [start:antipattern]
 @shared_task(
     bind=True,
-    antipattern="tests/django_integration/test_request_correlation.py::"
-    "test_why_celery_request_correlation_id_is_not_the_request_id",
 )
 def record_step_by_celery_id(self: Task, step: str) -> str | None:
     """ANTI-PATTERN: request.correlation_id is Celery's reply id, i.e. this task's own id."""

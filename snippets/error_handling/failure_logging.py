@@ -115,9 +115,6 @@ def post_charge(order_id: int, card_token: str) -> str:
     autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=True,
     max_retries=2,
-    proved_idempotent_by=(
-        "tests/error_handling/test_failure_logging.py::test_a_retried_charge_is_made_once"
-    ),
 )
 def charge_card(self: Task, order_id: int, *, card_token: str) -> str:  # (2)!
     """Charge an order's card; transient errors retry, a decline fails."""
@@ -138,7 +135,6 @@ from snippets.error_handling.retries import TRANSIENT_ERRORS
     autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=True,
     max_retries=2,
-    antipattern="tests/error_handling/test_failure_logging.py::test_why_a_kwargsrepr_given_at_the_call_is_lost_on_retry",
 )
 def charge_card_redacted_by_caller(self: Task, order_id: int, *, card_token: str) -> str:
     """ANTI-PATTERN: relies on each caller passing kwargsrepr=...; a retry does not."""

@@ -52,9 +52,6 @@ TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout, TransientAPIErro
     retry_backoff_max=300,  # (3)!
     retry_jitter=True,  # (4)!
     max_retries=8,  # (5)!
-    proved_idempotent_by=(
-        "tests/error_handling/test_retries.py::test_a_retry_after_a_lost_response_creates_one_invoice"
-    ),
 )
 def push_invoice(self: Task, invoice_id: int) -> str:
     """Push an invoice to the billing API; transient failures retry with backoff."""
@@ -80,7 +77,6 @@ from celery import Task, shared_task
     bind=True,
     autoretry_for=(Exception,),  # every error, including the ones a retry cannot fix
     retry_kwargs={"max_retries": 3, "countdown": 1},  # fixed delay, no backoff, no jitter
-    antipattern="tests/error_handling/test_retries.py::test_why_retrying_every_exception_repeats_a_permanent_error",
 )
 def push_invoice_retry_everything(self: Task, invoice_id: int) -> str:
     """ANTI-PATTERN: a rejected request (4xx) or a missing row is retried like a timeout."""

@@ -35,9 +35,6 @@ from celery import shared_task
     retry_on_worker_lost=True,  # (2)!
     max_retries=3,  # (3)!
     default_retry_delay=2,  # (4)!
-    proved_idempotent_by=(
-        "tests/error_handling/test_worker_loss.py::test_a_killed_task_is_retried_and_charges_once"
-    ),
 )
 def capture_payment(self: Task, key: str, seconds: float = 0.0, crash: bool = False) -> str:
     """Capture a payment; if the pool child dies mid-task, retry it, at most 3 times."""
@@ -67,7 +64,6 @@ from celery import shared_task
 @shared_task(
     bind=True,
     acks_late=False,  # Celery's default: the message is acked before the task runs
-    antipattern="tests/error_handling/test_worker_loss.py::test_why_early_ack_loses_the_task_that_acks_late_redelivers",
 )
 def capture_payment_early_ack(
     self: Task, key: str, seconds: float = 0.0, crash: bool = False

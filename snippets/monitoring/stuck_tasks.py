@@ -5,9 +5,7 @@ import requests
 from celery import shared_task
 
 
-@shared_task(
-    antipattern="tests/monitoring/test_stuck_tasks.py::test_why_io_without_a_timeout_blocks_until_revoked"
-)
+@shared_task
 def fetch_status_without_timeout(url: str) -> int:
     """ANTI-PATTERN: no timeout; a server that accepts and never answers holds the process."""
     return requests.get(url).status_code

@@ -98,7 +98,6 @@ from celery import Task, shared_task
 
 @shared_task(
     bind=True,
-    antipattern="tests/periodic_tasks/test_beat.py::test_why_a_run_longer_than_its_interval_overlaps",
 )
 def rebuild_search_index_unlocked(self: Task, entry: str, seconds: float = 1.0) -> int:
     """ANTI-PATTERN: nothing stops the next send from starting while this run still works."""

@@ -22,7 +22,7 @@ def sync_account(account_id: int) -> str:
 from celery import shared_task
 
 
-@shared_task(antipattern="tests/production/test_security.py::test_why_a_secret_argument_leaks")
+@shared_task
 def sync_account_with_token(account_id: int, api_token: str) -> str:
     """ANTI-PATTERN: the token travels in the message, so it is in the broker, in Flower,
     in the task events and in every failure log line that prints the arguments."""

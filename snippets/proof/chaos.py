@@ -30,9 +30,6 @@ def credit_in_one_transaction(
     retry_backoff_max=4,
     retry_jitter=True,
     max_retries=8,
-    proved_idempotent_by=(
-        "tests/proof/test_chaos.py::test_postgres_connections_killed_while_tasks_write"
-    ),
 )
 def credit_surviving_db_loss(
     self: Task, account_id: int, amount_cents: int, idempotency_key: str, pause: float = 0.0
@@ -50,9 +47,6 @@ from celery import shared_task
 
 @shared_task(
     acks_late=True,
-    antipattern=(
-        "tests/proof/test_chaos.py::test_why_postgres_connections_killed_lose_tasks_that_do_not_retry"
-    ),
 )
 def credit_without_db_retry(
     account_id: int, amount_cents: int, idempotency_key: str, pause: float = 0.0

@@ -64,9 +64,6 @@ def numbered_rows(job: ImportJob) -> Iterator[tuple[int, dict[str, str]]]:
     soft_time_limit=300,  # (4)!
     time_limit=330,
     max_retries=20,
-    proved_idempotent_by=(
-        "tests/recipes/test_csv_import.py::test_worker_killed_mid_file_resumes_without_duplicates"
-    ),
 )
 def import_products(self: Task, job_id: int, batch_size: int = BATCH_SIZE) -> dict[str, int]:
     """Import the job's file from its checkpoint on, one transaction per batch."""

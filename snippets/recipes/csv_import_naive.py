@@ -11,7 +11,6 @@ from snippets.recipes.models import Product
 
 @shared_task(
     bind=True,
-    antipattern="tests/recipes/test_csv_import.py::test_why_naive_rerun_fails_on_the_rows_it_already_made",
 )
 def import_csv_naive(self: Task, file_path: str, total_rows: int) -> dict:
     """ANTI-PATTERN: a local path, mass assignment, one INSERT per row, no checkpoint."""

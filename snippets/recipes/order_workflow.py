@@ -81,7 +81,6 @@ def charge_key(order_id: int) -> str:
     max_retries=5,
     soft_time_limit=60,
     time_limit=90,
-    proved_idempotent_by="tests/recipes/test_order_workflow.py::test_charge_delivered_twice_charges_once",
 )
 def charge_payment(self: Task, order_id: int) -> str:
     """RESERVED -> CHARGING -> PAID, charging the card at most once."""
@@ -112,9 +111,6 @@ def charge_payment(self: Task, order_id: int) -> str:
     max_retries=8,
     soft_time_limit=30,
     time_limit=60,
-    proved_idempotent_by=(
-        "tests/recipes/test_order_workflow.py::test_a_failed_confirmation_is_retried_never_recharged"
-    ),
 )
 def send_confirmation(self: Task, order_id: int) -> str:
     """PAID -> CONFIRMED in the transaction that sends the email: once, and only if paid."""
@@ -171,7 +167,6 @@ def handle_order_failure(order_id: int) -> str:
     max_retries=8,
     soft_time_limit=30,
     time_limit=60,
-    proved_idempotent_by="tests/recipes/test_order_workflow.py::test_the_customer_is_told_once",
 )
 def notify_order_failed(self: Task, order_id: int) -> str:
     """Tell the customer their order did not go through: once, whoever asks."""

@@ -8,8 +8,6 @@ from django.core.mail import send_mail
 from snippets.recipes import payments
 from snippets.recipes.models import Order, StockItem
 
-WHY = "tests/recipes/test_order_workflow.py::"
-
 
 # The original calls methods on its Order model; here they are three functions.
 def items_in_stock(order: Order) -> bool:
@@ -25,7 +23,7 @@ def send_confirmation_email(order: Order) -> None:
     send_mail(f"Order {order.pk} confirmed", "Thank you!", "orders@example.com", [order.email])
 
 
-@shared_task(antipattern=WHY + "test_why_naive_out_of_stock_is_a_traceback_and_a_limbo")
+@shared_task
 def validate_inventory(order_id: int) -> int:
     order = Order.objects.get(id=order_id)
     if not items_in_stock(order):
@@ -33,14 +31,14 @@ def validate_inventory(order_id: int) -> int:
     return order_id
 
 
-@shared_task(antipattern=WHY + "test_why_naive_charge_delivered_twice_charges_twice")
+@shared_task
 def charge_payment_naive(order_id: int) -> int:
     order = Order.objects.get(id=order_id)
     charge(order)
     return order_id
 
 
-@shared_task(antipattern=WHY + "test_why_naive_check_without_reserving_oversells")
+@shared_task
 def send_confirmation_naive(order_id: int) -> None:
     send_confirmation_email(Order.objects.get(id=order_id))
 

@@ -27,7 +27,6 @@ class PermanentSMTPError(Exception):
     max_retries=6,
     soft_time_limit=30,  # (3)!
     time_limit=60,
-    proved_idempotent_by="tests/recipes/test_welcome_email.py::test_redelivered_task_sends_exactly_once",
 )
 def send_welcome_email(self: Task, member_id: int) -> str:
     """Send the welcome email at most once per member, and say why when it does not."""

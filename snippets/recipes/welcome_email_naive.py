@@ -12,7 +12,6 @@ from snippets.recipes.models import Member
 @shared_task(
     bind=True,
     max_retries=3,
-    antipattern="tests/recipes/test_welcome_email.py::test_why_naive_task_sends_twice_on_redelivery",
 )
 def send_welcome_email_naive(self: Task, user_id: int) -> None:
     """ANTI-PATTERN: the version that circulates (see the critique on the page)."""

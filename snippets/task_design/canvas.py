@@ -93,7 +93,7 @@ def squares_in_order(numbers: list[int], seconds: list[float]) -> Signature:
 from celery import shared_task
 
 
-@shared_task(antipattern="tests/task_design/test_canvas.py::test_why_get_inside_a_task_is_refused")
+@shared_task
 def total_by_waiting(numbers: list[int]) -> int:
     """ANTI-PATTERN: waits inside a task for other tasks; Celery refuses (it can deadlock)."""
     results = group(square.s(n) for n in numbers).apply_async()

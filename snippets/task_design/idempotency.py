@@ -34,8 +34,6 @@ import time
 
 from celery import Task, shared_task
 
-PROOF = "tests/task_design/test_idempotency.py::"
-
 
 def credit_once(
     task: Task, account_id: int, amount_cents: int, idempotency_key: str, pause: float
@@ -56,7 +54,6 @@ def credit_once(
     bind=True,
     acks_late=True,  # (2)!
     reject_on_worker_lost=True,  # (3)!
-    proved_idempotent_by=PROOF + "test_sigkill_mid_task_runs_it_again_and_the_key_credits_once",
 )
 def credit_account(
     self: Task, account_id: int, amount_cents: int, idempotency_key: str, pause: float = 0.0
@@ -71,7 +68,6 @@ def credit_account(
     retry_on_worker_lost=True,  # (4)!
     default_retry_delay=1,
     max_retries=3,
-    proved_idempotent_by=PROOF + "test_retry_on_worker_lost_sends_a_retry_and_the_key_credits_once",
 )
 def credit_account_retrying(
     self: Task, account_id: int, amount_cents: int, idempotency_key: str, pause: float = 0.0
@@ -122,8 +118,6 @@ from snippets.task_design.models import Account  # noqa: F811
 @shared_task(
     acks_late=True,
     reject_on_worker_lost=True,
-    antipattern="tests/task_design/test_idempotency.py::"
-    "test_why_without_a_key_the_redelivery_credits_twice_even_with_deduplication",
 )
 def credit_account_without_key(account_id: int, amount_cents: int, pause: float = 0.0) -> str:
     """ANTI-PATTERN: redelivered after a crash, it credits the account a second time."""

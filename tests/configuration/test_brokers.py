@@ -44,6 +44,8 @@ def private_redis(tmp_path) -> Iterator[PrivateRedis]:
 
 
 def test_a_worker_started_before_its_broker_connects_once_it_is_up(worker_process, private_redis):
+    """a private `redis-server` on a free port, started after the worker; the worker connects and
+    runs a task."""
     url = private_redis.url
     wp = worker_process(env=on_broker(url, "snippets.configuration.brokers"), ready=False)
     log = wp.wait_for_log("Trying again in")  # no broker yet: the worker waits and retries
@@ -57,8 +59,9 @@ def test_a_worker_started_before_its_broker_connects_once_it_is_up(worker_proces
     wp.stop()  # before the broker goes away
 
 
-@pytest.mark.antipattern("CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = False")
+@pytest.mark.antipattern("snippets/project/settings.py:celery_settings")
 def test_why_without_retry_on_startup_the_worker_exits(worker_process, private_redis):
+    """the worker exits non-zero."""
     url = private_redis.url
     env = on_broker(
         url, "snippets.configuration.brokers", CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP=False
@@ -84,7 +87,7 @@ def redis_worker(worker_process, redis_url: str, visibility: int):
 
 
 @pytest.mark.services("redis")
-@pytest.mark.antipattern("visibility_timeout below the task's runtime")
+@pytest.mark.antipattern("snippets/configuration/brokers.py:redis")
 def test_why_a_task_longer_than_the_visibility_timeout_runs_twice(worker_process, redis_url):
     """Visibility timeout 2 s, task 6 s: Redis hands the unacked message out again mid-run."""
     wp = redis_worker(worker_process, redis_url, visibility=2)
@@ -100,6 +103,7 @@ def test_why_a_task_longer_than_the_visibility_timeout_runs_twice(worker_process
 
 @pytest.mark.services("redis")
 def test_a_visibility_timeout_above_the_runtime_delivers_once(worker_process, redis_url):
+    """Redis: one run."""
     wp = redis_worker(worker_process, redis_url, visibility=30)
     result = send("snippets.configuration.brokers", redis_url, wp.queue, "vt-long", 4.0)
     wait_until(
@@ -151,6 +155,9 @@ def delete_amqp_queues(amqp_url) -> Iterator[list[str]]:
 def test_the_queue_a_worker_declares_is_quorum_and_runs_tasks(
     worker_process, amqp_url, delete_amqp_queues
 ):
+    """RabbitMQ, asked with `rabbitmqctl list_queues name type`: the worker's queue and the 28
+    `celery_delayed_*` queues of native delayed delivery are `quorum`; a task published with
+    confirms runs."""
     wp = quorum_worker(worker_process, amqp_url)
     delete_amqp_queues.append(wp.queue)
     types = queue_types(amqp_url)
@@ -164,7 +171,7 @@ def test_the_queue_a_worker_declares_is_quorum_and_runs_tasks(
 
 
 @pytest.mark.services("rabbitmq")
-@pytest.mark.antipattern("task_default_queue_type alone")
+@pytest.mark.antipattern("snippets/configuration/brokers_rabbitmq.py:rabbitmq")
 def test_why_default_queue_type_alone_leaves_worker_queues_classic(
     worker_process, amqp_url, delete_amqp_queues
 ):
@@ -204,6 +211,8 @@ def test_the_environment_variable_beats_the_setting(monkeypatch):
 
 @pytest.mark.services("rabbitmq")
 def test_a_queue_type_cannot_change_in_place(amqp_url, delete_amqp_queues):
+    """RabbitMQ refuses to redeclare an existing classic queue as quorum: the type is fixed when the
+    queue is created."""
     from amqp.exceptions import PreconditionFailed
     from kombu import Queue
 

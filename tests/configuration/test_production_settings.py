@@ -21,6 +21,7 @@ ANTIPATTERN = {k: v for k, v in vars(production_settings).items() if k.startswit
 
 
 def test_the_page_invariants_hold_on_the_project_app(celery_app):
+    """every row of the table, on the app."""
     conf = celery_app.conf
     # JSON only, both ways
     assert conf.task_serializer == conf.result_serializer == "json"
@@ -65,11 +66,12 @@ def test_celery_defaults_the_page_changes(monkeypatch):
 
 
 def test_the_system_check_passes_on_the_project_settings():
+    """`manage.py check` is clean."""
     assert check_celery_settings() == []
     call_command("check", tags=["celery"])  # raises SystemCheckError on any error
 
 
-@pytest.mark.antipattern("production_settings:antipattern")
+@pytest.mark.antipattern("snippets/configuration/production_settings.py:antipattern")
 def test_why_the_antipattern_settings_fail_the_check():
     """The typo is silently ignored by Celery; the check names it, and the other two lines."""
     with override_settings(**ANTIPATTERN):
@@ -84,6 +86,7 @@ def test_why_the_antipattern_settings_fail_the_check():
 
 
 def test_acks_late_without_a_worker_lost_policy_warns():
+    """`celery.W001`."""
     with override_settings(CELERY_TASK_REJECT_ON_WORKER_LOST=False):
         assert [m.id for m in check_celery_settings()] == ["celery.W001"]
 
@@ -104,6 +107,8 @@ def acknowledged_while_running(celery_app, wp) -> bool:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.services("broker")
 def test_a_running_worker_has_the_settings_and_acks_after_the_task(worker_process, celery_app):
+    """`celery inspect conf` on a running worker shows the settings, and a running task is not yet
+    acknowledged."""
     wp = worker_process()
     [conf] = celery_app.control.inspect([wp.hostname], timeout=5).conf(with_defaults=True).values()
     assert conf["task_acks_late"] is True
@@ -113,7 +118,7 @@ def test_a_running_worker_has_the_settings_and_acks_after_the_task(worker_proces
     assert acknowledged_while_running(celery_app, wp) is False  # acked only when it is done
 
 
-@pytest.mark.antipattern("production_settings:antipattern")
+@pytest.mark.antipattern("snippets/configuration/production_settings.py:antipattern")
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.services("broker")
 def test_why_with_the_typo_the_worker_acks_before_the_task_runs(worker_process, celery_app):

@@ -35,20 +35,23 @@ def redis_backend(celery_app) -> redis.Redis:
 
 
 def test_an_id_nobody_ever_sent_reports_pending(celery_app):
+    """`PENDING` for an id never sent."""
     assert AsyncResult("no-such-task-id", app=celery_app).state == "PENDING"
 
 
 def test_the_page_settings_are_what_it_says():
+    """The snippet defines the result settings the page states (expiry, chord expiry, started)."""
     assert timedelta(days=1) == result_backends.CELERY_RESULT_EXPIRES
     assert result_backends.CELERY_RESULT_CHORD_EXPIRES == 7200
     assert result_backends.CELERY_TASK_TRACK_STARTED is True
 
 
 def test_a_chord_joins_its_parts_on_the_backend(celery_worker):
+    """10 + 20 + 30 = 60."""
     assert count_in_parallel([1, 2, 3]).get(timeout=60) == 60
 
 
-@pytest.mark.antipattern("count_rows_quietly")
+@pytest.mark.antipattern(task=count_rows_quietly)
 def test_why_a_chord_over_ignore_result_parts_depends_on_the_backend(celery_worker, celery_app):
     """Redis joins chord parts natively (their results go to a list), so ignore_result on a
     part goes unnoticed; a backend that joins by reading each part's stored result (cache,
@@ -64,14 +67,16 @@ def test_why_a_chord_over_ignore_result_parts_depends_on_the_backend(celery_work
     assert count_rows_quietly.delay(4).get(timeout=30) is None  # outside a chord: ignored
 
 
-@pytest.mark.antipattern("export_status_naive")
+@pytest.mark.antipattern("snippets/configuration/result_backends.py:antipattern")
 def test_why_pending_reads_as_queued_for_an_id_that_does_not_exist(celery_app):
+    """the naive status lies."""
     assert export_status_naive("a-typo-in-the-url") == "queued"  # the lie
     assert export_status("a-typo-in-the-url") == "unknown or expired"
 
 
 @pytest.mark.services("broker")
 def test_a_published_task_reads_queued_until_a_worker_runs_it(celery_app, celery_worker):
+    """`SENT` → "queued", then "done"."""
     nobody = "configuration-nobody-consumes"
     try:
         waiting = build_export.apply_async((1,), queue=nobody)
@@ -86,6 +91,7 @@ def test_a_published_task_reads_queued_until_a_worker_runs_it(celery_app, celery
 
 
 def test_ignore_result_runs_the_task_and_stores_nothing(celery_worker, celery_app):
+    """the row is written, no Redis key."""
     r = redis_backend(celery_app)
     result = record_event.delay("signup")
     [run] = wait_until(lambda: list(TaskRun.objects.filter(task_id=result.id)), what="the run")
@@ -96,6 +102,7 @@ def test_ignore_result_runs_the_task_and_stores_nothing(celery_worker, celery_ap
 
 @pytest.mark.services("broker")
 def test_results_expire_and_then_read_as_pending(worker_process, celery_app):
+    """TTL ≤ 2 s, key gone, `PENDING`, "queued"."""
     r = redis_backend(celery_app)
     wp = worker_process(env=settings_env(CELERY_RESULT_EXPIRES=2))  # seconds, for the test
     result = add_up.apply_async(([1, 2],), queue=wp.queue)
@@ -108,6 +115,7 @@ def test_results_expire_and_then_read_as_pending(worker_process, celery_app):
 
 
 def test_a_chord_without_a_result_backend_cannot_start(monkeypatch):
+    """`NotImplementedError`."""
     monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
     app = Celery("no-results", set_as_current=False, broker="memory://")
 

@@ -40,6 +40,7 @@ def transcodes(app: Celery, count: int = 3) -> list:
 def test_a_flood_on_its_own_queue_does_not_delay_the_default_queue(
     routed_app, worker_process, celery_worker
 ):
+    """the receipt is done while the flood is not."""
     media = worker_process(concurrency=1, queue="media")  # celery -A ... worker -Q media
     flood = transcodes(routed_app)
     receipt = send_receipt.delay(7)  # default queue, served by the other worker
@@ -50,8 +51,9 @@ def test_a_flood_on_its_own_queue_does_not_delay_the_default_queue(
 
 
 @pytest.mark.services("broker")
-@pytest.mark.antipattern("one queue for every kind of task")
+@pytest.mark.antipattern("snippets/configuration/routing.py:routes")
 def test_why_on_one_queue_the_quick_task_waits_for_the_flood(worker_process):
+    """every transcode ran first."""
     shared = worker_process(concurrency=1)
     flood = [transcode_video.apply_async((n, 2.0), queue=shared.queue) for n in range(3)]
     receipt = send_receipt.apply_async((7,), queue=shared.queue)
@@ -60,10 +62,11 @@ def test_why_on_one_queue_the_quick_task_waits_for_the_flood(worker_process):
 
 
 @pytest.mark.services("broker")
-@pytest.mark.antipattern("a route to a queue no worker consumes")
+@pytest.mark.antipattern("snippets/configuration/routing.py:stranded")
 def test_why_a_task_routed_to_an_unconsumed_queue_stays_pending(
     routed_app, worker_process, celery_worker
 ):
+    """`PENDING`, `{"media": 1}`, then a `media` worker drains it and the report is empty."""
     result = routed_app.send_task(transcode_video.name, (1, 0.0))
     time.sleep(3)  # give any worker ample time to pick it up: none consumes "media"
     assert result.state == "PENDING"  # no error anywhere: the task just waits
@@ -75,6 +78,7 @@ def test_why_a_task_routed_to_an_unconsumed_queue_stays_pending(
 
 @pytest.mark.services("broker")
 def test_stranded_queues_reports_a_routed_queue_never_declared(celery_app, celery_worker):
+    """a backlog of 0."""
     app = Celery("snippets", set_as_current=False)
     app.config_from_object("django.conf:settings", namespace="CELERY")
     app.conf.task_routes = {"x.never": {"queue": "configuration-never-declared"}}
@@ -82,6 +86,7 @@ def test_stranded_queues_reports_a_routed_queue_never_declared(celery_app, celer
 
 
 def test_routes_are_applied_when_publishing(routed_app, celery_app, celery_worker):
+    """the router sends `transcode_video` to `media`."""
     route = routed_app.amqp.router.route({}, transcode_video.name)
     assert route["queue"].name == "media"
     assert routed_app.amqp.router.route({}, send_receipt.name)["queue"].name == "celery"

@@ -39,7 +39,7 @@ def short_behind_long(worker_process, celery_app, overrides: dict, *, prefetched
     return long_run, short_run, a, b
 
 
-@pytest.mark.antipattern("CELERY_WORKER_PREFETCH_MULTIPLIER=4, early ack")
+@pytest.mark.antipattern("snippets/project/settings.py:celery_settings")
 def test_why_at_the_defaults_a_short_task_waits_behind_a_long_one(worker_process, celery_app):
     """Celery's defaults: the busy worker holds the short task while worker B sits idle."""
     long_run, short_run, a, _b = short_behind_long(
@@ -64,7 +64,7 @@ def leak_counts(wp, calls: int = 3) -> list[int]:
     return [leaky_task.apply_async((64,), queue=wp.queue).get(timeout=30) for _ in range(calls)]
 
 
-@pytest.mark.antipattern("leaky_task")
+@pytest.mark.antipattern(task=leaky_task)
 def test_why_a_leak_grows_in_a_child_that_is_never_replaced(worker_process):
     """Without a recycling limit one child serves every call, and its cache keeps growing."""
     wp = worker_process(concurrency=1)
@@ -74,6 +74,7 @@ def test_why_a_leak_grows_in_a_child_that_is_never_replaced(worker_process):
 
 
 def test_max_tasks_per_child_replaces_the_child_and_frees_what_it_held(worker_process):
+    """`[1, 2, 1]`, a new pid."""
     wp = worker_process(concurrency=1, args=["--max-tasks-per-child=2"])
     [first] = wp.pool_pids()
     assert leak_counts(wp) == [1, 2, 1]  # the third call ran in a fresh child

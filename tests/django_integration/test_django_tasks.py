@@ -26,6 +26,7 @@ class Rollback(Exception):
 
 
 def test_the_celery_front_door_runs_the_shared_body_on_a_worker(celery_worker):
+    """The Celery task that wraps the shared body runs it on the in-thread worker."""
     report = Report.objects.create(title="celery")
     assert page.publish_report_celery.delay(report.pk).get(timeout=20) == "celery"
     assert Report.objects.get(pk=report.pk).render_count == 1
@@ -44,6 +45,7 @@ def test_the_default_backend_runs_the_task_inline_at_enqueue():
 
 @django6
 def test_enqueue_on_commit_waits_for_the_commit():
+    """nothing runs on rollback; one run on commit."""
     with pytest.raises(Rollback), transaction.atomic():
         page.create_and_publish("rolled back")
         raise Rollback
@@ -53,7 +55,7 @@ def test_enqueue_on_commit_waits_for_the_commit():
 
 
 @django6
-@pytest.mark.antipattern("create_and_publish_too_early")
+@pytest.mark.antipattern("snippets/django_integration/django_tasks.py:antipattern")
 def test_why_enqueue_inside_a_transaction_runs_for_a_row_that_is_rolled_back():
     """ImmediateBackend runs the task inside the caller's transaction, like task_always_eager."""
     ran: list[str] = []
@@ -75,6 +77,7 @@ def test_why_enqueue_inside_a_transaction_runs_for_a_row_that_is_rolled_back():
 
 @django6
 def test_the_dummy_backend_stores_tasks_and_never_runs_them():
+    """`READY`, stored, nothing done."""
     backend = DummyBackend(alias="dummy", params={})
     report = Report.objects.create(title="dummy")
     result = backend.enqueue(page.publish_report_task, [report.pk], {})
@@ -85,6 +88,7 @@ def test_the_dummy_backend_stores_tasks_and_never_runs_them():
 
 @django6
 def test_a_failure_is_recorded_once_and_not_retried():
+    """`FAILED`, one attempt, the exception path."""
     result = page.publish_report_task.enqueue(987654)
     assert result.status == TaskResultStatus.FAILED
     assert result.attempts == 1  # no retry policy exists to ask for more
@@ -98,6 +102,7 @@ def test_a_failure_is_recorded_once_and_not_retried():
 
 @django6
 def test_arguments_are_json_round_tripped_and_instances_refused():
+    """tuple → list; `TypeError`."""
     report = Report.objects.create(title="json")
     result = DummyBackend(alias="dummy", params={}).enqueue(
         page.publish_report_task, (report.pk,), {}
@@ -109,6 +114,8 @@ def test_arguments_are_json_round_tripped_and_instances_refused():
 
 @django6
 def test_what_ships_lacks_deferral_retries_canvas_and_beat():
+    """`run_after` refused by the default backend; no `retry`, `s`, `delay_on_commit` on a Django
+    task."""
     from datetime import timedelta
 
     from django.utils import timezone

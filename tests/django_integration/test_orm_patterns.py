@@ -24,6 +24,7 @@ RACE_WINDOW = 2.0  # seconds both claimers hold between read and write: both hav
 
 
 def test_the_task_re_reads_the_row_when_it_runs(celery_worker):
+    """the task sees a change made after publish."""
     report = Report.objects.create(title="Q3")
     Report.objects.filter(pk=report.pk).update(title="Q3 (final)")  # changed after "enqueue"
     assert archive_report.delay(report.pk).get(timeout=20) is True
@@ -33,6 +34,7 @@ def test_the_task_re_reads_the_row_when_it_runs(celery_worker):
 def test_a_row_deleted_before_the_task_runs_is_logged_and_not_retried(
     celery_worker, published, caplog
 ):
+    """`False`, a WARNING naming the id, one publish."""
     report = Report.objects.create(title="gone")
     report_id = report.pk
     report.delete()
@@ -42,7 +44,7 @@ def test_a_row_deleted_before_the_task_runs_is_logged_and_not_retried(
     assert len(published) == 1  # one publish: no retry
 
 
-@pytest.mark.antipattern("archive_report_instance")
+@pytest.mark.antipattern(task=archive_report_instance)
 def test_why_a_model_instance_argument_fails_to_publish(celery_app, published):
     """Called as a function it works; published, the JSON serializer refuses it."""
     report = Report.objects.create(title="instance")
@@ -64,7 +66,7 @@ def test_why_a_model_instance_argument_fails_to_publish(celery_app, published):
 
 
 @pytest.mark.services("postgres")
-@pytest.mark.antipattern("claim_next_job_racy")
+@pytest.mark.antipattern(task=claim_next_job_racy)
 def test_why_two_workers_claim_the_same_job_without_a_lock(worker_process):
     """Two pool processes claim at once: without a row lock both win the same job;
     with select_for_update(skip_locked=True) each wins a different one."""
@@ -85,7 +87,7 @@ def test_why_two_workers_claim_the_same_job_without_a_lock(worker_process):
 
 
 @pytest.mark.services("postgres")
-@pytest.mark.antipattern("reserve_stock_racy")
+@pytest.mark.antipattern(task=reserve_stock_racy)
 def test_why_read_modify_write_oversells(worker_process):
     """One unit left, two concurrent reservations: read-modify-write sells it twice;
     the conditional UPDATE sells it once."""
@@ -105,6 +107,7 @@ def test_why_read_modify_write_oversells(worker_process):
 
 
 def test_conditional_update_never_sells_what_is_not_there(celery_worker):
+    """four reservations of 3 from 10: three succeed, 1 left."""
     item = StockItem.objects.create(sku="many", available=10)
     results = [reserve_stock.delay(item.pk, 3) for _ in range(4)]
     assert [r.get(timeout=20) for r in results].count(True) == 3  # 3 x 3 fit in 10, not 4

@@ -45,12 +45,16 @@ def ids_of(published: list[dict]) -> dict[str, str]:
 
 
 def test_the_header_name_is_the_one_the_failure_logger_reads():
+    """one constant, imported."""
     assert CORRELATION_HEADER == FAILURE_LOG_HEADER == "x_request_id"
 
 
 def test_every_task_of_a_request_and_its_children_carry_the_request_id(
     celery_worker, client, published, correlated_logging
 ):
+    """one request with `X-Request-ID: req-42`: seven messages (chain head and its second step,
+    three group parts, a task and its retry, the second step and the retry published by the worker)
+    all carry `req-42`, every task sees it, and all seven log lines print `[req-42]`."""
     response = client.get(URL, headers={"X-Request-ID": "req-42"})
     assert response["X-Request-ID"] == "req-42"
     body = response.json()
@@ -73,7 +77,9 @@ def test_every_task_of_a_request_and_its_children_carry_the_request_id(
     assert all("[req-42]" in line for line in lines)
 
 
+@pytest.mark.proves_idempotent(task=flaky_step)
 def test_a_retried_task_keeps_the_id(celery_worker, published):
+    """the retry message carries the id, the second attempt sees it."""
     token = correlation_id.set("retry-me")  # as inside a request
     try:
         result = flaky_step.delay("flaky")
@@ -85,6 +91,7 @@ def test_a_retried_task_keeps_the_id(celery_worker, published):
 
 
 def test_a_task_published_outside_a_request_gets_a_fresh_id(celery_worker, published):
+    """two tasks, two different ids."""
     first, second = record_step.delay("cron"), record_step.delay("cron")
     seen = [first.get(timeout=20), second.get(timeout=20)]
     assert None not in seen
@@ -93,6 +100,7 @@ def test_a_task_published_outside_a_request_gets_a_fresh_id(celery_worker, publi
 
 
 def test_a_generated_id_is_returned_and_a_malformed_one_replaced(celery_worker, client, published):
+    """no header: a generated id in the response; a header with a newline: replaced."""
     generated = client.get(URL)["X-Request-ID"]
     assert len(generated) == 32
     injected = client.get(URL, headers={"X-Request-ID": "x\nFAKE LOG LINE"})["X-Request-ID"]
@@ -102,6 +110,7 @@ def test_a_generated_id_is_returned_and_a_malformed_one_replaced(celery_worker, 
 
 
 def test_the_worker_does_not_leak_an_id_into_the_next_task(celery_worker):
+    """`task_postrun` clears it."""
     token = correlation_id.set("first-request")
     try:
         assert record_step.delay("a").get(timeout=20) == "first-request"
@@ -112,6 +121,7 @@ def test_the_worker_does_not_leak_an_id_into_the_next_task(celery_worker):
 
 
 def test_a_failure_is_logged_with_the_request_id(celery_worker, caplog):
+    """the failure logger's record has it."""
     token = correlation_id.set("req-failing")
     try:
         result = record_step.delay("broken", fail=True)
@@ -151,7 +161,7 @@ def test_the_logging_settings_print_the_id():
     ]
 
 
-@pytest.mark.antipattern("record_step_by_celery_id")
+@pytest.mark.antipattern(task=record_step_by_celery_id)
 def test_why_celery_request_correlation_id_is_not_the_request_id(celery_worker):
     """Two steps of one request: Celery's correlation_id differs per task; ours does not."""
     token = correlation_id.set("req-9")

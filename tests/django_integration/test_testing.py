@@ -29,7 +29,7 @@ class Rollback(Exception):
 
 
 @pytest.mark.django_db
-@pytest.mark.antipattern("worker_test_under_plain_db")
+@pytest.mark.antipattern("snippets/django_integration/testing.py:plain_db_antipattern")
 def test_why_a_worker_test_under_plain_db_sees_nothing(celery_worker):
     """The worker reads through its own connection: the test's open transaction is invisible."""
     with pytest.raises(Report.DoesNotExist):
@@ -37,8 +37,10 @@ def test_why_a_worker_test_under_plain_db_sees_nothing(celery_worker):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.antipattern("eager_test_of_a_publish_before_commit")
+@pytest.mark.antipattern("snippets/django_integration/testing.py:eager_antipattern")
 def test_why_task_always_eager_hides_a_publish_before_commit(celery_worker, published):
+    """the eager test passes and publishes nothing; the same code on the real worker, rolled back,
+    fails with `DoesNotExist`."""
     eager_test_of_a_publish_before_commit(None)  # passes: the bug is invisible in eager mode
     assert published == []  # eager mode never touched the broker
 

@@ -32,6 +32,7 @@ def renders_of(published: list[dict]) -> list[dict]:
 
 
 def test_commit_publishes_once_and_the_worker_renders(celery_worker, published):
+    """one message after commit; the worker renders the report once."""
     report = create_report("Q3 revenue")
 
     [sent] = renders_of(published)
@@ -42,7 +43,7 @@ def test_commit_publishes_once_and_the_worker_renders(celery_worker, published):
     assert report.render_count == 1
 
 
-@pytest.mark.antipattern("create_report_too_early")
+@pytest.mark.antipattern("snippets/django_integration/transactions.py:antipattern")
 def test_why_delay_inside_atomic_publishes_a_task_for_a_rolled_back_row(celery_worker, published):
     """The anti-pattern: the rollback removes the row, not the message already published."""
     with pytest.raises(Rollback), transaction.atomic():
@@ -76,6 +77,7 @@ def test_task_is_published_only_when_the_outer_block_commits(celery_worker, publ
 
 
 def test_on_commit_with_using_waits_for_the_other_database(celery_worker, published):
+    """`on_commit(..., using="other")`."""
     with transaction.atomic(using="other"):
         report = create_report_on("other db", using="other")
         assert renders_of(published) == []
@@ -87,6 +89,7 @@ def test_on_commit_with_using_waits_for_the_other_database(celery_worker, publis
 
 
 def test_unknown_id_fails_loudly_and_is_not_retried(celery_worker, published):
+    """one publish, one failure, no retry."""
     result = render_report.delay(987654)
     with pytest.raises(Report.DoesNotExist):
         result.get(timeout=20)
@@ -108,7 +111,7 @@ def test_a_rolled_back_savepoint_drops_only_its_own_task(celery_worker, publishe
     assert list(Report.objects.values_list("title", flat=True)) == ["kept"]
 
 
-@pytest.mark.antipattern("create_report_on_other_too_early")
+@pytest.mark.antipattern("snippets/django_integration/transactions.py:other_db_antipattern")
 def test_why_delay_on_commit_inside_another_database_block_publishes_at_once(
     celery_worker, published
 ):
@@ -132,7 +135,7 @@ def test_broker_down_at_commit_plain_on_commit_raises_after_the_row_committed(
     assert report.render_count == 0  # and its task was never published: lost
 
 
-@pytest.mark.antipattern("create_report_robust")
+@pytest.mark.antipattern("snippets/django_integration/transactions.py:robust_antipattern")
 def test_why_robust_on_commit_logs_the_failure_and_loses_the_task(
     celery_worker, broker_down, published, caplog
 ):
@@ -175,6 +178,7 @@ def test_outbox_survives_a_broker_outage_and_runs_the_task_exactly_once(
 
 
 def test_outbox_commits_nothing_when_the_transaction_rolls_back(celery_worker, published):
+    """no report, no outbox row."""
     with pytest.raises(Rollback), transaction.atomic():
         create_report_with_outbox("rolled back")
         raise Rollback

@@ -76,6 +76,8 @@ def dead_messages(app, name: str) -> int:
 
 @pytest.mark.services("rabbitmq")
 def test_a_rejected_message_lands_in_the_dead_letter_queue_and_replays_once(rabbit):
+    """RabbitMQ, a real prefork worker on a queue with a dead-letter exchange: the rejected message
+    lands in `<queue>.dead` with its headers and `x-death`, and the replay runs it once."""
     app, name, wp = rabbit
     row = ImportRow.objects.create(data=MALFORMED)
     result = app.send_task(import_row.name, (row.pk,), headers={"x_request_id": "req-dlx"})
@@ -132,6 +134,7 @@ def test_a_failure_is_kept_in_the_table_and_replays_once(celery_worker):
 
 
 def test_a_replay_that_fails_again_is_parked_again(celery_worker):
+    """replayed without the fix: one row again, waiting."""
     row = ImportRow.objects.create(data=MALFORMED)
     result = import_row_recorded.delay(row.pk)
     with pytest.raises(ValueError, match="malformed row"):
@@ -147,7 +150,7 @@ def test_a_replay_that_fails_again_is_parked_again(celery_worker):
     assert imported(row) == 0
 
 
-@pytest.mark.antipattern("import_row")
+@pytest.mark.antipattern("snippets/error_handling/dead_letters.py:queues")
 def test_why_reject_without_a_dead_letter_exchange_loses_the_message(celery_worker):
     """On a queue with no dead-letter exchange (any Redis queue), Reject(requeue=False) deletes."""
     row = ImportRow.objects.create(data=MALFORMED)

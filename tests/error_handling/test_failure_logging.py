@@ -43,6 +43,8 @@ def failure_records(caplog, task_id: str, at_least: int = 1) -> list[logging.Log
 
 
 def test_a_failing_task_is_logged_once_with_its_context(celery_worker, caplog):
+    """a real failure produces exactly one record carrying every field, including the `x_request_id`
+    header sent with the task."""
     caplog.set_level(logging.ERROR, logger="snippets.tasks")
     result = render_report.apply_async((424242,), headers={"x_request_id": "req-7f3a"})
     with pytest.raises(Report.DoesNotExist):
@@ -100,7 +102,7 @@ def test_a_secret_argument_never_appears_in_the_log(celery_worker, billing_api, 
     assert TOKEN not in everything_logged(caplog)  # ...and never logged, by us or by Celery
 
 
-@pytest.mark.antipattern("charge_card_redacted_by_caller")
+@pytest.mark.antipattern(task=charge_card_redacted_by_caller)
 def test_why_a_kwargsrepr_given_at_the_call_is_lost_on_retry(celery_worker, billing_api, caplog):
     """Celery 5.7.0: a retry is a new message built from the request, without the caller's
     kwargsrepr - so the failure after a retry logs the real token."""
@@ -126,6 +128,7 @@ def test_why_a_kwargsrepr_given_at_the_call_is_lost_on_retry(celery_worker, bill
     assert TOKEN in everything_logged(caplog)
 
 
+@pytest.mark.proves_idempotent(task=charge_card)
 def test_a_retried_charge_is_made_once(celery_worker, billing_api):
     """The API charged but answered 502: the retry sends the same idempotency key."""
     billing_api.script = [Reply(502, create=True)]
@@ -139,6 +142,8 @@ def test_a_retried_charge_is_made_once(celery_worker, billing_api):
 def test_error_trackers_get_every_failure_and_a_broken_one_hides_nothing(
     celery_worker, billing_api, caplog
 ):
+    """a tracker that raises is logged (with its traceback) and the next tracker still receives the
+    exception and context."""
     caplog.set_level(logging.ERROR, logger="snippets.tasks")
     seen: list[tuple[BaseException | None, dict]] = []
 

@@ -84,6 +84,7 @@ def test_backoff_delays_grow_stay_under_the_cap_and_are_jittered(
 
 
 def test_a_permanent_error_fails_at_once_without_a_retry(celery_worker, billing_api, published):
+    """A `422` from the API: one message, one request, the error at once."""
     billing_api.script = [Reply(422, create=False)]
     result = push_invoice.delay(invoice().pk)
 
@@ -94,13 +95,14 @@ def test_a_permanent_error_fails_at_once_without_a_retry(celery_worker, billing_
 
 
 def test_an_unknown_id_fails_at_once_without_a_retry(celery_worker, published):
+    """A missing row: one message, no request, the error at once."""
     result = push_invoice.delay(987654)
     with pytest.raises(Invoice.DoesNotExist):
         result.get(timeout=30)
     assert len(pushes(published)) == 1
 
 
-@pytest.mark.antipattern("push_invoice_retry_everything")
+@pytest.mark.antipattern(task=push_invoice_retry_everything)
 def test_why_retrying_every_exception_repeats_a_permanent_error(
     celery_worker, billing_api, published
 ):
@@ -132,6 +134,8 @@ def test_after_max_retries_the_caller_sees_the_original_exception(
 def test_a_rate_limited_call_is_retried_after_the_servers_retry_after(
     celery_worker, billing_api, retry_delays
 ):
+    """`429` with `Retry-After: 1`: the retry message is due 1 s later, and the second call
+    succeeds."""
     billing_api.script = [Reply(429, {"Retry-After": "1"}, create=False)]
     row = invoice()
     result = push_invoice.delay(row.pk)
@@ -141,6 +145,7 @@ def test_a_rate_limited_call_is_retried_after_the_servers_retry_after(
     assert len(billing_api.requests) == 2
 
 
+@pytest.mark.proves_idempotent(task=push_invoice)
 def test_a_retry_after_a_lost_response_creates_one_invoice(celery_worker, billing_api, published):
     """The API created the invoice but the answer was a 502: the retry must not create another.
 

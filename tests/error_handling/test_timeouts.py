@@ -29,7 +29,7 @@ def leftover_files(export: Export, tmp_path) -> list[str]:
     return glob.glob(os.path.join(tmp_path, f"export-{export.pk}-*.csv"))
 
 
-@pytest.mark.antipattern("export_rows_skipping_errors")
+@pytest.mark.antipattern(task=export_rows_skipping_errors)
 def test_why_swallowing_the_soft_limit_ends_in_a_kill_without_cleanup(worker_process, tmp_path):
     """`except Exception` eats SoftTimeLimitExceeded: the hard limit kills the child mid-work.
 
@@ -94,11 +94,14 @@ def test_solo_and_threads_pools_enforce_no_time_limit(worker_process, tmp_path):
 
 
 def test_an_http_call_to_a_silent_server_times_out(silent_server):
+    """A TCP server that accepts and never answers: the HTTP call raises `requests.ReadTimeout`."""
     with pytest.raises(requests.ReadTimeout):
         fetch_status(f"http://127.0.0.1:{silent_server}/status", timeout=(1, 0.5))
 
 
 def test_email_timeout_bounds_a_silent_smtp_server(silent_server, settings):
+    """The same silent server as SMTP: Django's backend gives up with `SMTPServerDisconnected` after
+    `EMAIL_TIMEOUT`."""
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", silent_server
     settings.EMAIL_TIMEOUT = 0.5  # the project sets 10; Django's default None would hang here
@@ -109,6 +112,8 @@ def test_email_timeout_bounds_a_silent_smtp_server(silent_server, settings):
 
 @pytest.mark.services("postgres")
 def test_statement_timeout_cancels_a_slow_query_for_this_transaction_only():
+    """PostgreSQL cancels `pg_sleep(5)` after 200 ms; the next transaction on the same connection
+    has no timeout."""
     with pytest.raises(OperationalError, match="statement timeout"):
         fetch_with_deadline("SELECT pg_sleep(%s)", [5], limit_ms=200)
 

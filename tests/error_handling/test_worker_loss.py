@@ -42,7 +42,7 @@ def drain(wp) -> None:
     assert capture_payment.apply_async(("drain", 0), queue=wp.queue).get(timeout=60) == "drain"
 
 
-@pytest.mark.antipattern("capture_payment_early_ack")
+@pytest.mark.antipattern(task=capture_payment_early_ack)
 def test_why_early_ack_loses_the_task_that_acks_late_redelivers(worker_process):
     """The same kill, side by side: early ack on one worker, acks_late on the other."""
     early_wp, late_wp = start_workers(worker_process, 2)
@@ -66,6 +66,7 @@ def test_why_early_ack_loses_the_task_that_acks_late_redelivers(worker_process):
     assert killed not in late_wp.pool_pids()  # the second run was in the replacement child
 
 
+@pytest.mark.proves_idempotent(task=capture_payment)
 def test_a_killed_task_is_retried_and_charges_once(worker_process):
     """Celery 5.7 task_retry_on_worker_lost: re-sent like retry(), counted in request.retries."""
     [wp] = start_workers(worker_process)

@@ -28,6 +28,9 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_flower_lists_the_live_worker_and_the_tasks_that_ran(worker_process, running_flower):
+    """`/api/workers` shows the worker online; `/api/tasks` shows three `SUCCESS` and one `FAILURE`
+    on that worker; `/metrics` counts exactly 3 `task-succeeded` and 1 `task-failed` events, 3
+    runtime observations, `flower_worker_online 1`; two more tasks raise the counter to 5."""
     fl = running_flower
     wp = worker_process()
     poll(lambda: wp.hostname in live_workers(fl.url, AUTH))  # its heartbeat, within seconds
@@ -68,6 +71,7 @@ def test_flower_lists_the_live_worker_and_the_tasks_that_ran(worker_process, run
 
 
 def test_why_without_credentials_the_api_answers_401_but_metrics_is_open(running_flower):
+    """401 without or with wrong credentials, 200 with them; `/metrics` and `/healthcheck` open."""
     fl = running_flower
     assert requests.get(f"{fl.url}/api/workers", timeout=10).status_code == 401
     assert requests.get(f"{fl.url}/", timeout=10).status_code == 401

@@ -31,6 +31,9 @@ def json_entries(lines: list[str]) -> list[dict]:
 
 
 def test_with_setup_logging_connected_every_log_line_is_django_json(worker_process):
+    """no line in Celery's format; the task's line is JSON with its logger, a `ForkPoolWorker`
+    process, the task id, name and `req-42`; the failure is an `ERROR` with the traceback and
+    `req-43`; the `ready` line has `task_id: null`."""
     lines, good, bad = run_and_read_log(
         worker_process, "snippets.monitoring.json_logging.celery", JSON_SETTINGS
     )

@@ -29,6 +29,9 @@ def counts(exporter, name: str) -> dict[str, float]:
 
 
 def test_exporter_counters_match_what_ran(exporter, exporter_queues, worker_process):
+    """4 successes and 2 failures: exactly `sent 6, received 6, started 6, succeeded 4, failed 2`
+    and 4 runtime observations; `celery_worker_up` is 1 while the worker runs, and 0 once its
+    heartbeats stop (the test SIGKILLs it, so no `worker-offline` event says goodbye)."""
     wp = worker_process(queue=exporter_queues[0])
     poll(lambda: exporter.value("celery_worker_up", hostname=wp.hostname) == 1)
     before = counts(exporter, charge.name)
@@ -58,6 +61,7 @@ def test_exporter_counters_match_what_ran(exporter, exporter_queues, worker_proc
 def test_queue_length_rises_with_no_worker_and_falls_when_one_starts(
     exporter, exporter_queues, worker_process
 ):
+    """5 with no consumer, 0 once a worker starts and runs them."""
     queue = exporter_queues[1]
     results = [charge.apply_async((n,), queue=queue) for n in range(5)]
     poll(lambda: exporter.value("celery_queue_length", queue=queue) == 5)
@@ -102,6 +106,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_the_rules_pass_promtool_check_and_their_unit_tests():
+    """`promtool check rules` and `promtool test rules`."""
     checked = promtool("check", "rules", RULES.name)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 5 rules found" in checked.stdout
@@ -110,6 +115,7 @@ def test_the_rules_pass_promtool_check_and_their_unit_tests():
 
 
 def test_why_promtool_rejects_a_broken_rule(tmp_path):
+    """the check is not a rubber stamp."""
     broken = tmp_path / "broken.yml"
     broken.write_text(RULES.read_text().replace("absent(celery_worker_up == 1)", "absent(("))
     checked = promtool("check", "rules", str(broken))
@@ -121,6 +127,8 @@ METRIC = re.compile(r"\b(celery_[a-z_]+|up)\b(?=\s*[{\[=<>)]|\s*$)")
 
 
 def test_the_rules_name_only_metrics_the_exporter_exposes(exporter):
+    """every metric named in the rules and fed by their unit tests is one a scrape of the running
+    exporter returns (plus Prometheus's `up`)."""
     exposed = {name for name, _labels in exporter.scrape()} | {"up"}  # up: Prometheus's own
     rules = yaml.safe_load(RULES.read_text())["groups"][0]["rules"]
     named = {m for rule in rules for m in METRIC.findall(rule["expr"])}

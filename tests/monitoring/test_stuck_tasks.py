@@ -53,7 +53,13 @@ def silent_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{server.getsockname()[1]}/status"
 
 
+@pytest.mark.antipattern(task=fetch_status_without_timeout)
 def test_why_io_without_a_timeout_blocks_until_revoked(celery_app, worker_process, silent_server):
+    """the blocked task in `where_is` and the runbook's `inspect active` (with a live pool pid),
+    nothing reserved, one message waiting in the broker; the runbook's `terminate` replies
+    `terminate: <id>`; the task is `REVOKED`, its process replaced, the next task fails with
+    `ReadTimeout` on the same worker, and once the worker stops the queue is empty (the terminated
+    message was acknowledged)."""
     wp = worker_process(concurrency=1)
     blocked = fetch_status_without_timeout.apply_async((silent_server,), queue=wp.queue)
     waiting = fetch_status.apply_async((silent_server,), queue=wp.queue)
@@ -94,6 +100,8 @@ def test_why_io_without_a_timeout_blocks_until_revoked(celery_app, worker_proces
 def test_why_a_large_prefetch_holds_tasks_behind_a_blocked_one(
     celery_app, worker_process, silent_server
 ):
+    """two tasks reserved and `PENDING` with an empty queue; `revoke(terminate=True)` from Python
+    frees them."""
     wp = worker_process(concurrency=1, args=["--prefetch-multiplier=4"])
     blocked = fetch_status_without_timeout.apply_async((silent_server,), queue=wp.queue)
     behind = [charge.apply_async((n,), queue=wp.queue) for n in (1, 2)]
@@ -115,6 +123,8 @@ def test_why_a_large_prefetch_holds_tasks_behind_a_blocked_one(
 def test_a_task_routed_to_an_unconsumed_queue_stays_pending_and_the_check_finds_it(
     celery_app, celery_worker
 ):
+    """`PENDING`, and `unconsumed_queues` names the queue with its one message; the runbook's
+    `purge` removes it (`Purged 1 message`) and the task stays `PENDING` for good."""
     queue = "nobody-consumes-this"
     lost = charge.apply_async((5,), queue=queue)
     found = where_is(celery_app, lost.id, [queue, celery_app.conf.task_default_queue])

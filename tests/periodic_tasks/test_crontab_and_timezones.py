@@ -39,6 +39,7 @@ def local(sends: list) -> list[str]:
 
 
 def test_the_transitions_are_where_the_tests_assume():
+    """the UTC offsets around both instants."""
     before, after = FALL_BACK - timedelta(seconds=1), FALL_BACK
     assert before.astimezone(BERLIN).utcoffset() == timedelta(hours=2)
     assert after.astimezone(BERLIN).utcoffset() == timedelta(hours=1)
@@ -67,7 +68,7 @@ def test_daily_0230_on_the_spring_forward_day_fires_at_0330_cest():
     assert utc_times(sends)[0] == SPRING_FORWARD + timedelta(minutes=30)
 
 
-@pytest.mark.antipattern("HOURLY_ON_A_LOCAL_CLOCK")
+@pytest.mark.antipattern("snippets/periodic_tasks/crontab_and_timezones.py:antipattern")
 def test_why_an_hourly_crontab_on_a_local_clock_skips_the_repeated_hour():
     """Five real hours pass between 23:00 and 04:00 UTC; the local crontab sends four times."""
     start, end = FALL_BACK - timedelta(hours=2, minutes=30), FALL_BACK + timedelta(hours=3)
@@ -119,6 +120,7 @@ def test_relative_hourly_interval_sends_every_real_hour_on_the_hour(transition):
 
 @pytest.mark.parametrize("transition", [FALL_BACK, SPRING_FORWARD], ids=["fall-back", "spring"])
 def test_plain_interval_counts_elapsed_time_and_ignores_the_clock(transition):
+    """A plain interval counts elapsed time: the DST change on the wall clock does not move it."""
     start, end = transition - timedelta(hours=1, minutes=3), transition + timedelta(hours=1)
     sends = beat_sends(only("cache-warmup"), CELERY_TIMEZONE, start=start, end=end)
     times = utc_times(sends)

@@ -51,11 +51,14 @@ def sends_after_last_change(beat, entry: str) -> list[str]:
 
 
 def test_the_setting_names_the_database_scheduler():
+    """The page's setting makes beat use django-celery-beat's `DatabaseScheduler`."""
     assert symbol_by_name(CELERY_BEAT_SCHEDULER) is DatabaseScheduler
 
 
 @pytest.mark.services("broker")
 def test_a_task_created_through_the_orm_is_sent_without_a_restart(beat_process, queue_name):
+    """created while beat runs, sent within seconds with its `expires`; `pause()` (one `save()`)
+    stops it."""
     beat = database_beat(beat_process)
     assert "scheduler -> django_celery_beat.schedulers.DatabaseScheduler" in beat.log()
     # beat is already running; the queue is read after a few seconds, so expire later
@@ -74,8 +77,9 @@ def test_a_task_created_through_the_orm_is_sent_without_a_restart(beat_process, 
 
 
 @pytest.mark.services("broker")
-@pytest.mark.antipattern("pause_all_silently")
+@pytest.mark.antipattern("snippets/periodic_tasks/dynamic_schedules.py:antipattern")
 def test_why_a_bulk_update_is_ignored_until_update_changed(beat_process, queue_name):
+    """three more sends of each "disabled" entry, then none after `update_changed()`."""
     for name in ("bulk-a", "bulk-b"):
         schedule_every(name, seconds=1, queue=queue_name)
     beat = database_beat(beat_process)
@@ -98,6 +102,7 @@ def test_why_a_bulk_update_is_ignored_until_update_changed(beat_process, queue_n
 
 @pytest.mark.services("broker")
 def test_a_one_off_clocked_task_is_sent_once_and_disabled(beat_process, queue_name):
+    """one send; the row is disabled."""
     beat = database_beat(beat_process)
     schedule_once("once", timezone.now() + timedelta(seconds=1), queue=queue_name)
     beat.wait_for_sends(1, "once")
@@ -113,6 +118,7 @@ def test_a_one_off_clocked_task_is_sent_once_and_disabled(beat_process, queue_na
 
 
 def test_each_crontab_row_has_its_own_time_zone():
+    """a Europe/Berlin row on a UTC project: 02:30 in Berlin is 01:30 UTC in November."""
     task = schedule_daily("invoices-berlin", hour=2, minute=30, timezone="Europe/Berlin")
     schedule = PeriodicTask.objects.get(pk=task.pk).schedule
     assert schedule.tz == ZoneInfo("Europe/Berlin")
@@ -123,6 +129,7 @@ def test_each_crontab_row_has_its_own_time_zone():
 
 
 def test_after_a_time_zone_change_last_run_times_are_forgotten_and_beat_is_told():
+    """After a time zone change the rows' last run times are reset and beat is told to reload."""
     task = schedule_every("tz-change", seconds=60)
     PeriodicTask.objects.filter(pk=task.pk).update(last_run_at=timezone.now())
     before = PeriodicTasks.last_change()

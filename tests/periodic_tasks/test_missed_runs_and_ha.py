@@ -39,7 +39,7 @@ def restart(schedule: dict, last_run_at: datetime, start: datetime, end: datetim
     )  # fmt: skip
 
 
-@pytest.mark.antipattern("no beat_cron_starting_deadline")
+@pytest.mark.antipattern("snippets/periodic_tasks/missed_runs_and_ha.py:deadline")
 def test_why_a_crontab_missed_while_beat_was_down_runs_at_startup():
     """Beat down from 01:00 to 09:00: the 02:30 job is sent at 09:00, hours late."""
     sends = restart(NIGHTLY, last_run_at=at(2, 2, 30), start=at(3, 9), end=at(4, 12))
@@ -57,6 +57,7 @@ def test_missed_runs_are_caught_up_once_not_once_per_missed_run():
 
 
 def test_with_a_starting_deadline_a_stale_missed_run_is_skipped():
+    """skipped at 09:00, sent at 02:35."""
     deadline = CELERY_BEAT_CRON_STARTING_DEADLINE
     late = restart(NIGHTLY, at(2, 2, 30), start=at(3, 9), end=at(4, 12), deadline=deadline)
     assert times(late) == ["2026-11-04T02:30:00+01:00"]  # no 09:00 send; the next night runs
@@ -65,6 +66,8 @@ def test_with_a_starting_deadline_a_stale_missed_run_is_skipped():
 
 
 def test_the_deadline_does_not_apply_to_intervals():
+    """`beat_cron_starting_deadline` skips stale crontab runs only: an interval entry still runs at
+    startup."""
     sends = restart(EVERY_10_MIN, at(3, 8), start=at(3, 9), end=at(3, 9, 5), deadline=600)
     assert times(sends) == ["2026-11-03T09:00:00+01:00"]
 

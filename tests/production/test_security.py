@@ -54,7 +54,7 @@ def test_a_pickle_message_is_refused_and_never_executed(celery_worker, tmp_path,
     assert result.state == "PENDING"  # and no task ran either
 
 
-@pytest.mark.antipattern("accept_content with pickle")
+@pytest.mark.antipattern("snippets/production/security.py:pickle_antipattern")
 @pytest.mark.services("broker")
 def test_why_accepting_pickle_runs_the_senders_code(worker_process, tmp_path, celery_app):
     """The anti-pattern app (accept_content includes pickle): the same message runs code."""
@@ -72,6 +72,8 @@ def test_why_accepting_pickle_runs_the_senders_code(worker_process, tmp_path, ce
 
 
 def test_secrets_stay_out_of_arguments_and_logs(celery_worker, monkeypatch, caplog, published):
+    """The pattern: the token is read by the worker, so it is neither in the message nor in the
+    failure log."""
     monkeypatch.setenv("PAYMENT_API_TOKEN", TOKEN)
     assert sync_account.delay(42).get(timeout=20) == (
         f"synced account 42 with a {len(TOKEN)}-character token"
@@ -85,7 +87,7 @@ def test_secrets_stay_out_of_arguments_and_logs(celery_worker, monkeypatch, capl
     assert all(TOKEN not in repr(p) for p in published)  # not in any message either
 
 
-@pytest.mark.antipattern("a secret as a task argument")
+@pytest.mark.antipattern(task=sync_account_with_token)
 def test_why_a_secret_argument_leaks(celery_worker, caplog, published):
     """The anti-pattern: the token is in the message and in the failure log."""
     assert sync_account_with_token.delay(42, TOKEN).get(timeout=20).startswith("synced")
@@ -122,6 +124,8 @@ def wait_http(url: str, proc, timeout: float = 60) -> requests.Response:
 
 @pytest.mark.services("broker")
 def test_flower_answers_only_with_credentials_from_the_environment(run_command):
+    """Flower started with the page's command: 401 without or with wrong credentials, 200 with them,
+    and the password absent from its command line."""
     port = free_port()
     password = uuid.uuid4().hex
     flower = run_command(
@@ -135,9 +139,11 @@ def test_flower_answers_only_with_credentials_from_the_environment(run_command):
     assert password not in shlex.join(psutil.Process(flower.pid).cmdline())
 
 
-@pytest.mark.antipattern("a password on the command line")
+@pytest.mark.antipattern("snippets/production/flower-antipattern.sh")
 @pytest.mark.services("broker")
 def test_why_a_password_argument_is_readable_by_every_local_user(run_command):
+    """A password passed on Flower's command line is readable by any local user in
+    `/proc/<pid>/cmdline`."""
     port = free_port()
     flower = run_command(flower_command("flower-antipattern.sh", port), env=prod_env())
     wait_http(f"http://127.0.0.1:{port}/api/workers", flower)
@@ -155,6 +161,8 @@ def no_url_env(monkeypatch):
 
 
 def test_tls_settings_reach_the_broker_connection_and_the_result_backend(tmp_path, no_url_env):
+    """The TLS settings reach kombu's broker connection and the Redis result backend (not exercised
+    against a TLS server here)."""
     ca = str(tmp_path / "ca.pem")
     app = Celery(
         "tls", broker="rediss://:pw@redis.internal:6380/0",

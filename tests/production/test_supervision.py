@@ -75,6 +75,8 @@ def verify(root: Path, unit: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("unit", UNITS)
 def test_the_unit_passes_systemd_analyze_verify(unit, tmp_path):
+    """Both units pass `systemd-analyze verify --root=…` (systemd 252) as they are, with the
+    system's units and the executables they name under a temporary root: exit 0, no output."""
     require_tool("systemd-analyze", ["systemd-analyze", "--version"])
     result = verify(systemd_root(tmp_path), unit)
     assert result.returncode == 0, result.stderr
@@ -92,6 +94,7 @@ def test_why_systemd_analyze_reports_a_wrong_kill_mode(tmp_path):
 
 
 def test_the_stop_timeout_outlasts_the_soft_shutdown():
+    """the numbers agree across the unit, the environment file and the settings."""
     worker = unit_values("celery-worker.service")
     assert worker["KillMode"] == "mixed"
     assert env_file()["REMAP_SIGTERM"] == "SIGQUIT"
@@ -125,6 +128,7 @@ def supervisor_programs(tmp_path: Path, monkeypatch, conf: Path = CONF) -> dict:
 
 
 def test_the_supervisor_conf_passes_supervisors_parser(tmp_path, monkeypatch):
+    """The supervisor config passes supervisor's own `ServerOptions` parser."""
     programs = supervisor_programs(tmp_path, monkeypatch)
     worker, beat = programs["celery-worker"], programs["celery-beat"]
     assert worker.stopsignal == signal.SIGTERM
@@ -177,7 +181,7 @@ def test_the_systemd_worker_command_starts_a_worker_that_stops_cleanly(
     again.stop()
 
 
-@pytest.mark.antipattern("KillMode=control-group")
+@pytest.mark.antipattern("snippets/production/systemd/celery-worker.service")
 @pytest.mark.services("broker")
 def test_why_sigterm_to_the_whole_group_kills_the_running_task(run_command, celery_app, tmp_path):
     """KillMode=control-group (the default) also sends SIGTERM to every pool child. Without
@@ -213,6 +217,7 @@ def test_the_systemd_beat_command_starts_beat(run_command, celery_app, tmp_path)
 def test_the_supervisor_commands_start_a_worker_and_beat(
     run_command, celery_app, tmp_path, monkeypatch
 ):
+    """both `command=` lines run a task and answer a ping."""
     programs = supervisor_programs(tmp_path, monkeypatch)
     queue = unique("q-supervisor")
     worker_conf = programs["celery-worker"]

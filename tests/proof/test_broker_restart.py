@@ -185,7 +185,7 @@ def test_broker_restarted_mid_run_loses_nothing(worker_process, private_broker, 
     assert (row.duplicates, row.lost) == (0, 0)
 
 
-@pytest.mark.antipattern("CELERY_TASK_DEFAULT_DELIVERY_MODE = 'transient'")
+@pytest.mark.antipattern("snippets/proof/broker_restart_transient.py")
 @pytest.mark.parametrize("private_broker", ["transient"], indirect=True)
 def test_why_a_broker_restart_loses_transient_messages(worker_process, private_broker, record):
     """Redis without persistence, or RabbitMQ with transient messages: the backlog queued at

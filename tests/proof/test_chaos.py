@@ -139,7 +139,7 @@ def test_pool_children_sigkilled_idempotent_tasks_do_everything_once(
     assert (row.duplicates, row.lost) == (0, 0)
 
 
-@pytest.mark.antipattern("credit_account_without_key")
+@pytest.mark.antipattern(task=credit_account_without_key)
 def test_why_pool_children_sigkilled_without_a_key_credit_twice(worker_process, celery_app, record):
     wp = worker_process(concurrency=2, args=INCLUDE)
     account = Account.objects.create()
@@ -157,7 +157,7 @@ def test_why_pool_children_sigkilled_without_a_key_credit_twice(worker_process, 
     assert row.duplicates > 0
 
 
-@pytest.mark.antipattern("capture_payment_early_ack")
+@pytest.mark.antipattern(task=capture_payment_early_ack)
 def test_why_pool_children_sigkilled_with_early_ack_lose_tasks(worker_process, celery_app, record):
     wp = worker_process(concurrency=2, args=INCLUDE)
     run = f"early-{time.time_ns()}"
@@ -227,6 +227,7 @@ def db_chaos(wp, celery_app, task, run: str, account: Account) -> tuple[int, int
 
 
 @pytest.mark.services("postgres")
+@pytest.mark.proves_idempotent(task=credit_surviving_db_loss)
 def test_postgres_connections_killed_while_tasks_write(worker_process, celery_app, record):
     wp = worker_process(concurrency=2, args=INCLUDE)
     account = Account.objects.create()
@@ -239,6 +240,7 @@ def test_postgres_connections_killed_while_tasks_write(worker_process, celery_ap
 
 
 @pytest.mark.services("postgres")
+@pytest.mark.antipattern(task=credit_without_db_retry)
 def test_why_postgres_connections_killed_lose_tasks_that_do_not_retry(
     worker_process, celery_app, record
 ):
@@ -285,7 +287,7 @@ def test_sigterm_with_soft_shutdown_requeues_running_tasks(worker_process, celer
     assert (row.duplicates, row.lost) == (0, 0)
 
 
-@pytest.mark.antipattern("capture_payment_early_ack")
+@pytest.mark.antipattern(task=capture_payment_early_ack)
 def test_why_sigterm_then_sigkill_after_the_grace_period_loses_early_acked_tasks(
     worker_process, celery_app, record
 ):

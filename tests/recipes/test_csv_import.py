@@ -109,6 +109,8 @@ def holding_sku(sku: str) -> Iterator[None]:
 
 
 def test_import_upserts_rows_and_records_malformed_lines(celery_worker, media, progress):
+    """quoted commas, bad prices, a missing sku and a sku repeated in one batch: the good rows
+    import (the last of the repeated sku wins), the bad ones are recorded at lines 4, 6 and 7."""
     content = csv_bytes(
         HEADER,
         "SKU-1,Kettle,19.90",
@@ -150,6 +152,7 @@ def test_postgresql_refuses_an_upsert_that_touches_a_row_twice():
 
 @pytest.mark.parametrize("content", [b"", csv_bytes(HEADER)], ids=["empty", "header-only"])
 def test_an_empty_file_completes_with_zero_of_zero(celery_worker, media, progress, content):
+    """an empty file and a header-only file: done, 0 of 0, 100 %."""
     job = finished(start_import(ContentFile(content, name="products.csv")))
 
     assert (job.status, job.total_rows, job.processed_rows, job.imported_rows) == ("done", 0, 0, 0)
@@ -158,6 +161,7 @@ def test_an_empty_file_completes_with_zero_of_zero(celery_worker, media, progres
 
 
 def test_a_missing_column_fails_the_job_and_the_view_says_so(celery_worker, media, progress):
+    """`failed`, not 0 % progress."""
     job = finished(start_import(ContentFile(csv_bytes("sku,name", "SKU-1,Kettle"), name="x.csv")))
 
     assert job.status == "failed"
@@ -168,6 +172,7 @@ def test_a_missing_column_fails_the_job_and_the_view_says_so(celery_worker, medi
 
 
 def test_unknown_columns_cannot_set_a_field(celery_worker, media):
+    """Columns outside the allow-list are ignored: the CSV cannot set any other field."""
     content = csv_bytes(HEADER + ",verified,id", "SKU-1,Kettle,19.90,1,999")
     job = finished(start_import(ContentFile(content, name="products.csv")))
 
@@ -176,7 +181,7 @@ def test_unknown_columns_cannot_set_a_field(celery_worker, media):
     assert product.pk != 999
 
 
-@pytest.mark.antipattern("import_csv_naive")
+@pytest.mark.antipattern(task=import_csv_naive)
 def test_why_naive_create_row_lets_the_csv_set_any_field(celery_worker, tmp_path):
     """Mass assignment: the CSV's `verified` and `id` columns go straight into the row; and
     the result reports the caller's total, not what happened."""
@@ -190,8 +195,9 @@ def test_why_naive_create_row_lets_the_csv_set_any_field(celery_worker, tmp_path
     assert result == {"status": "complete", "processed": 1000}  # one row was in the file
 
 
-@pytest.mark.antipattern("import_csv_naive")
+@pytest.mark.antipattern(task=import_csv_naive)
 def test_why_naive_crashes_on_an_unknown_column(celery_worker, tmp_path):
+    """The naive task passes every column to the model and crashes on an unknown one."""
     path = tmp_path / "products.csv"
     path.write_bytes(csv_bytes(HEADER + ",colour", "SKU-1,Kettle,19.90,red"))
 
@@ -200,6 +206,7 @@ def test_why_naive_crashes_on_an_unknown_column(celery_worker, tmp_path):
 
 
 def test_running_a_job_again_changes_nothing_and_a_new_upload_updates(celery_worker, media):
+    """Running a job again changes nothing; a new upload of changed rows updates them."""
     job = finished(start_import(ContentFile(products_csv(30), name="products.csv")))
     assert import_products.delay(job.pk).get(timeout=30) == {"processed": 30, "imported": 30}
     assert job_state(job).imported_rows == 30  # the redelivered message counted nothing twice
@@ -210,7 +217,7 @@ def test_running_a_job_again_changes_nothing_and_a_new_upload_updates(celery_wor
     assert set(Product.objects.values_list("price", flat=True)) == {Decimal("5.00")}
 
 
-@pytest.mark.antipattern("import_csv_naive")
+@pytest.mark.antipattern(task=import_csv_naive)
 def test_why_naive_rerun_fails_on_the_rows_it_already_made(celery_worker, tmp_path):
     """A redelivery starts again at row 1: on a unique key it fails at once (and the rest of
     the file never imports); without one, it would duplicate every row."""
@@ -245,7 +252,7 @@ def test_progress_is_monotonic_while_running_and_final_after(celery_worker, medi
 
 
 @pytest.mark.services("postgres")
-@pytest.mark.antipattern("import_csv_naive")
+@pytest.mark.antipattern(task=import_csv_naive)
 def test_why_polling_state_then_info_races_and_divides_by_zero(celery_worker, tmp_path):
     """The naive poll reads the backend twice. Held at row 150, the task is in PROGRESS: with
     the caller's total_rows=0 the poll divides by zero. Then the test pauses between the two
@@ -280,6 +287,7 @@ def test_without_a_result_backend_progress_is_written_nowhere():
 
 
 @pytest.mark.services("postgres", "broker")
+@pytest.mark.proves_idempotent(task=import_products)
 def test_worker_killed_mid_file_resumes_without_duplicates(worker_process, media):
     """SIGKILL the pool child while batch 3 is in flight: the message is redelivered, the
     import resumes at the checkpoint (200), and every counter ends exact."""
@@ -380,6 +388,12 @@ def record(kind: str, *fields) -> bytes:
 def test_property_any_file_imports_every_valid_row_once_and_records_every_bad_one(
     celery_worker, media, rows, batch_size, bom
 ):
+    """Hypothesis, 30 generated files, batch sizes 1 to 6: valid rows mixed with bad prices, empty
+    or oversized skus and names, NUL characters, bytes that are not UTF-8, short rows, blank lines,
+    quoted commas and line breaks, repeated skus and a byte-order mark: the worker imports each
+    valid row once (the last of a repeated sku wins), records every bad row with its line and the
+    field at fault, and a field over the `csv` module's 128 KiB limit fails the job while counting,
+    before anything is imported."""
     Product.objects.all().delete()
     ImportJob.objects.all().delete()
     content = (b"\xef\xbb\xbf" if bom else b"") + encoded("sku", "name", "price")
@@ -439,6 +453,9 @@ def test_property_any_file_imports_every_valid_row_once_and_records_every_bad_on
 def test_property_any_progress_request_is_answered_without_a_task_or_a_5xx(
     client, settings, celery_worker, media, method, segment, payload
 ):
+    """Hypothesis: any id, text or method on the progress URL: `200` for the job, a JSON `404`
+    naming the id for no such job (out-of-range ids included), `405` for anything but `GET`, never a
+    `5xx`, never a published task."""
     settings.ROOT_URLCONF = "snippets.recipes.urls"
     ImportJob.objects.all().delete()
     job = job_for(csv_bytes(HEADER))

@@ -24,7 +24,12 @@ from snippets.recipes.order_workflow import (
     reserve_stock,
     send_confirmation,
 )
-from snippets.recipes.order_workflow_naive import charge_payment_naive, process_order
+from snippets.recipes.order_workflow_naive import (
+    charge_payment_naive,
+    process_order,
+    send_confirmation_naive,
+    validate_inventory,
+)
 from tests.conftest import published_tasks
 from tests.recipes.conftest import BAD_IDS, coerces_to
 
@@ -70,6 +75,7 @@ def stock(sku: str = "LAMP") -> int:
 def test_an_order_is_reserved_charged_once_and_confirmed(
     celery_worker, provider, mailoutbox, published
 ):
+    """stock 3 → 1, one charge with the order's key, one email, each step published once."""
     StockItem.objects.create(sku="LAMP", available=3)
     order = place_order("ada@example.com", "LAMP", 2, 4990)
 
@@ -84,6 +90,7 @@ def test_an_order_is_reserved_charged_once_and_confirmed(
 
 
 def test_a_rolled_back_order_starts_nothing(celery_worker, provider, published):
+    """An order whose transaction rolls back publishes no workflow."""
     with pytest.raises(Rollback), transaction.atomic():
         place_order("ada@example.com", "LAMP", 1, 4990)
         raise Rollback
@@ -91,8 +98,9 @@ def test_a_rolled_back_order_starts_nothing(celery_worker, provider, published):
     assert not Order.objects.exists()
 
 
-@pytest.mark.antipattern("validate_inventory")
+@pytest.mark.antipattern(task=validate_inventory)
 def test_why_naive_chain_starts_before_commit(celery_worker, provider, published):
+    """The naive chain is published inside the transaction, before the order is committed."""
     with pytest.raises(Rollback), transaction.atomic():
         order = new_order()
         process_order(order.pk)
@@ -102,7 +110,9 @@ def test_why_naive_chain_starts_before_commit(celery_worker, provider, published
         reserve_stock.AsyncResult(sent["id"]).get(timeout=30)
 
 
+@pytest.mark.proves_idempotent(task=charge_payment)
 def test_charge_delivered_twice_charges_once(celery_worker, provider, caplog):
+    """The same charge message delivered twice (same task id): the card is charged once."""
     caplog.set_level(logging.INFO, logger=LOGGER)
     order = new_order(status=Order.Status.RESERVED)
     first = charge_payment.delay(order.pk)
@@ -118,8 +128,9 @@ def test_charge_delivered_twice_charges_once(celery_worker, provider, caplog):
     assert (order.status, order.payment_id) == ("paid", "ch_1")
 
 
-@pytest.mark.antipattern("charge_payment_naive")
+@pytest.mark.antipattern(task=charge_payment_naive)
 def test_why_naive_charge_delivered_twice_charges_twice(celery_worker, provider):
+    """The naive charge delivered twice charges the card twice."""
     order = new_order(status=Order.Status.RESERVED)
     first = charge_payment_naive.delay(order.pk)
     first.get(timeout=30)
@@ -185,6 +196,7 @@ def test_two_orders_racing_for_the_last_item(celery_worker, mailoutbox, publishe
 
 
 def test_out_of_stock_ends_the_workflow_quietly(celery_worker, provider, published, caplog):
+    """Out of stock: the order is marked failed and the workflow stops, with no traceback."""
     caplog.set_level(logging.INFO)
     StockItem.objects.create(sku="LAMP", available=0)
     order = place_order("bob@example.com", "LAMP", 1, 4990)
@@ -197,8 +209,9 @@ def test_out_of_stock_ends_the_workflow_quietly(celery_worker, provider, publish
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback
 
 
-@pytest.mark.antipattern("validate_inventory")
+@pytest.mark.antipattern(task=validate_inventory)
 def test_why_naive_out_of_stock_is_a_traceback_and_a_limbo(celery_worker, provider, caplog):
+    """The naive chain raises on out of stock and leaves the order in limbo."""
     caplog.set_level(logging.INFO)
     StockItem.objects.create(sku="LAMP", available=0)
     order = new_order()
@@ -213,7 +226,7 @@ def test_why_naive_out_of_stock_is_a_traceback_and_a_limbo(celery_worker, provid
     assert order.status == "pending"  # and the order stays in limbo: nobody is told
 
 
-@pytest.mark.antipattern("send_confirmation_naive")
+@pytest.mark.antipattern(task=send_confirmation_naive)
 def test_why_naive_check_without_reserving_oversells(celery_worker, provider, mailoutbox):
     """Both orders pass the stock check for the last item: both are charged and confirmed."""
     StockItem.objects.create(sku="LAMP", available=1)
@@ -225,6 +238,7 @@ def test_why_naive_check_without_reserving_oversells(celery_worker, provider, ma
     assert stock() == 1  # nothing was ever reserved
 
 
+@pytest.mark.proves_idempotent(task=send_confirmation)
 def test_a_failed_confirmation_is_retried_never_recharged(
     celery_worker, provider, smtp_server, published
 ):
@@ -247,6 +261,7 @@ def test_a_failed_confirmation_is_retried_never_recharged(
 def test_a_declined_card_releases_the_stock_and_tells_the_customer(
     celery_worker, provider, mailoutbox, published
 ):
+    """A declined card: the error callback releases the stock and tells the customer once."""
     provider.decline_over = 1000
     StockItem.objects.create(sku="LAMP", available=1)
     order = place_order("ada@example.com", "LAMP", 1, 4990)
@@ -271,6 +286,7 @@ def test_the_failure_handler_finds_a_charge_that_went_through(celery_worker, pro
 
 
 def test_the_failure_handler_never_fails_a_paid_order(celery_worker, caplog):
+    """The failure handler leaves a paid order paid, and logs an error that says so."""
     caplog.set_level(logging.INFO, logger=LOGGER)
     order = new_order(status=Order.Status.PAID)
 
@@ -280,6 +296,7 @@ def test_the_failure_handler_never_fails_a_paid_order(celery_worker, caplog):
 
 
 def test_a_redelivered_reservation_reserves_once(celery_worker):
+    """A reservation delivered twice reserves the stock once."""
     StockItem.objects.create(sku="LAMP", available=5)
     order = new_order(quantity=2)
     first = reserve_stock.delay(order.pk)
@@ -288,7 +305,9 @@ def test_a_redelivered_reservation_reserves_once(celery_worker):
     assert stock() == 3
 
 
+@pytest.mark.proves_idempotent(task=notify_order_failed)
 def test_the_customer_is_told_once(celery_worker, mailoutbox):
+    """The failure notice sent twice tells the customer once."""
     order = new_order(status=Order.Status.FAILED)
     first = notify_order_failed.delay(order.pk)
     assert first.get(timeout=30) == "notified"
@@ -328,6 +347,10 @@ STEPS = {
 def test_property_a_bad_order_id_fails_once_with_context_and_touches_nothing(
     celery_worker, caplog, step, bad_id
 ):
+    """Hypothesis, 30 generated cases: unknown, negative, out-of-range and non-integer ids (text,
+    floats, lists, `null`) sent to each step: no retry, the failure logged with the task, its id and
+    its arguments (or, for the notification, a warning that the order does not exist), and a valid
+    order is still reserved, once, by the same worker."""
     Order.objects.all().delete()
     StockItem.objects.all().delete()
     StockItem.objects.create(sku="LAMP", available=3)

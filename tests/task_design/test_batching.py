@@ -29,6 +29,8 @@ def counts() -> dict[int, int]:
 
 
 def test_batches_process_every_item_exactly_once(celery_worker, published):
+    """250 items in 3 batches: every `processed_count` is 1, and a batch delivered again processes
+    0."""
     ids = make_items(250)
     result = process_all(ids, batch_size=100)
     assert sorted(result.get(timeout=60)) == [50, 100, 100]
@@ -41,6 +43,8 @@ def test_batches_process_every_item_exactly_once(celery_worker, published):
 
 
 def test_a_failing_batch_does_not_lose_the_others(celery_worker):
+    """50 items, batches of 10, one bad item: the third batch fails and its ten items stay
+    unprocessed (rolled back); the other 40 are processed once."""
     ids = make_items(50, bad={23})  # the 24th item is bad: it sits in the third batch of 10
     result = process_all(ids, batch_size=10)
     result.join(timeout=60, propagate=False)
@@ -54,6 +58,7 @@ def test_a_failing_batch_does_not_lose_the_others(celery_worker):
 
 
 def test_chunks_process_every_item_exactly_once(celery_worker, published):
+    """30 items in 3 `celery.starmap` messages."""
     ids = make_items(30)
     result = process_all_in_chunks(ids, chunk_size=10)
     assert [sum(chunk) for chunk in result.get(timeout=60)] == [10, 10, 10]
@@ -62,6 +67,7 @@ def test_chunks_process_every_item_exactly_once(celery_worker, published):
 
 
 def test_why_one_task_per_item_costs_one_message_per_item(celery_worker, published):
+    """200 messages against 2."""
     ids = make_items(2 * BATCH_SIZE)
     result = process_all_one_by_one(ids)
     assert result.get(timeout=120) == [1] * len(ids)

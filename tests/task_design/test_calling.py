@@ -46,6 +46,8 @@ def declare_queue(app, queue: str) -> None:
 
 
 def test_delay_and_a_partial_run_on_the_worker(celery_worker):
+    """`delay()` and a partial signature run on the in-thread worker; the partial's argument is
+    prepended."""
     assert Reminder.objects.get(pk=remind_now(1).get(timeout=20)).text == "Welcome aboard"
 
     reminder_id = reminder_for("Your invoice is ready").delay(7).get(timeout=20)
@@ -57,6 +59,7 @@ def test_delay_and_a_partial_run_on_the_worker(celery_worker):
 
 
 def test_apply_async_options_travel_in_the_message(celery_app, published):
+    """`eta`, `expires` and the custom header of `apply_async` are in the published message."""
     result = remind_tomorrow(3, correlation_id="req-123", queue="td-reminders")
     try:
         [sent] = [p for p in published if p["id"] == result.id]

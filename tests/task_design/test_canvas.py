@@ -30,6 +30,7 @@ def test_a_chain_passes_each_result_to_the_next_step(celery_worker):
 
 
 def test_a_chain_stops_at_the_first_failure_and_the_errback_fires_once(celery_worker, published):
+    """the failing step's id is recorded once; the last step is never published."""
     result = pipeline(-5).apply_async()  # -5 + 1 = -4: check_positive fails
     with pytest.raises(ValueError, match="expected a positive number, got -4"):
         result.get(timeout=30)
@@ -48,6 +49,7 @@ def test_a_chain_stops_at_the_first_failure_and_the_errback_fires_once(celery_wo
 
 
 def test_an_immutable_signature_ignores_the_parent_result(celery_worker):
+    """An immutable signature (`.si()`) in a chain does not receive the parent's result."""
     assert then_fixed(5).apply_async().get(timeout=30) == 101
 
 
@@ -99,7 +101,7 @@ def test_a_failing_header_task_fails_the_chord(celery_worker):
     assert isinstance(result.result, ChordError)
 
 
-@pytest.mark.antipattern("total_by_waiting")
+@pytest.mark.antipattern(task=total_by_waiting)
 def test_why_get_inside_a_task_is_refused(shared_prefork_worker, celery_worker):
     """On a prefork worker, result.get() inside a task raises instead of risking a deadlock."""
     result = total_by_waiting.apply_async(([1, 2, 3],), queue=shared_prefork_worker.queue)

@@ -24,6 +24,7 @@ def balance(account: Account) -> int:
 
 
 def test_the_same_key_delivered_twice_credits_once(celery_worker, unique_key):
+    """On the in-thread worker: the same key delivered twice credits once."""
     account = Account.objects.create()
 
     first = credit_account.delay(account.pk, 100, unique_key)
@@ -36,6 +37,7 @@ def test_the_same_key_delivered_twice_credits_once(celery_worker, unique_key):
 
 
 def test_an_unknown_account_fails_loudly_and_keeps_no_key(celery_worker, unique_key):
+    """An unknown account fails the task and stores no key, so a fixed rerun can still apply."""
     result = credit_account.delay(987654, 100, unique_key)
     with pytest.raises(Account.DoesNotExist, match="account 987654 does not exist"):
         result.get(timeout=20)
@@ -44,6 +46,7 @@ def test_an_unknown_account_fails_loudly_and_keeps_no_key(celery_worker, unique_
     assert not ProcessedKey.objects.filter(key=unique_key).exists()
 
 
+@pytest.mark.proves_idempotent(task=credit_account)
 def test_sigkill_mid_task_runs_it_again_and_the_key_credits_once(shared_prefork_worker, unique_key):
     """acks_late + reject_on_worker_lost: the killed run is redelivered; the key holds."""
     wp = shared_prefork_worker  # a real prefork worker subprocess
@@ -62,7 +65,7 @@ def test_sigkill_mid_task_runs_it_again_and_the_key_credits_once(shared_prefork_
 
 
 @pytest.mark.services("broker")
-@pytest.mark.antipattern("credit_account_without_key")
+@pytest.mark.antipattern(task=credit_account_without_key)
 def test_why_without_a_key_the_redelivery_credits_twice_even_with_deduplication(worker_process):
     """No key: the rerun credits again. worker_deduplicate_successful_tasks does not help,
     because the killed run never stored SUCCESS."""
@@ -80,6 +83,7 @@ def test_why_without_a_key_the_redelivery_credits_twice_even_with_deduplication(
     kill_worker(wp)  # the rerun is sleeping in its own 60 s window; no need to wait for it
 
 
+@pytest.mark.proves_idempotent(task=credit_account_retrying)
 def test_retry_on_worker_lost_sends_a_retry_and_the_key_credits_once(
     shared_prefork_worker, unique_key
 ):
@@ -99,7 +103,7 @@ def test_retry_on_worker_lost_sends_a_retry_and_the_key_credits_once(
     assert f"[{result.id}] retry: Retry in 1s: WorkerLostError" in wp.log()
 
 
-@pytest.mark.antipattern("credit_account_without_key")
+@pytest.mark.antipattern(task=credit_account_without_key)
 def test_why_without_a_key_a_duplicate_delivery_credits_twice(celery_worker):
     account = Account.objects.create()
     for _ in range(2):
@@ -108,6 +112,7 @@ def test_why_without_a_key_a_duplicate_delivery_credits_twice(celery_worker):
 
 
 def test_a_conditional_update_lets_one_delivery_win(celery_worker):
+    """Two deliveries of a conditional `UPDATE ... WHERE` state change: exactly one wins."""
     invoice = Invoice.objects.create()
 
     assert mark_invoice_paid.delay(invoice.pk).get(timeout=20) is True

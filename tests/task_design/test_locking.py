@@ -39,6 +39,7 @@ def runs(job: str) -> int:
 
 @pytest.mark.services("redis", "broker")
 def test_two_concurrent_runs_one_runs_the_other_skips(shared_prefork_worker, client, job):
+    """Redis lock: one `done`, one `skipped`, one row."""
     queue = shared_prefork_worker.queue
     first = rebuild_search_index.apply_async((job, 3.0), queue=queue)
     wait_until(lambda: client.exists(f"lock:{job}"), what="the first run's lock")
@@ -52,6 +53,7 @@ def test_two_concurrent_runs_one_runs_the_other_skips(shared_prefork_worker, cli
 
 @pytest.mark.services("postgres", "broker")
 def test_two_concurrent_runs_one_holds_the_advisory_lock(shared_prefork_worker, job):
+    """the same with PostgreSQL."""
     queue = shared_prefork_worker.queue
     first = rebuild_with_advisory_lock.apply_async((job, 3.0), queue=queue)
     task_pid(first)
@@ -96,7 +98,7 @@ def test_a_killed_holder_releases_the_advisory_lock_at_once(shared_prefork_worke
 
 
 @pytest.mark.services("redis")
-@pytest.mark.antipattern("naive_redis_lock")
+@pytest.mark.antipattern("snippets/task_design/locking.py:antipattern")
 def test_why_a_release_without_a_token_frees_the_next_holders_lock(client, job):
     """A outlives its TTL, B takes the lock, A's release deletes B's lock, C gets in."""
     for lock, c_gets_in in ((naive_redis_lock, True), (redis_lock, False)):

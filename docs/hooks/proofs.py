@@ -1,0 +1,194 @@
+"""Build-time hook: a page's Proof list comes from its tests, never typed.
+
+* ``<!-- proof -->`` becomes one bullet per test of the page's mirror test module
+  (``docs/<section>/<page>.md`` -> ``tests/<pkg>/test_<page>.py``), in file order: the test's
+  name, linked to its source when ``repo_url`` is set, and the summary of its docstring (the
+  first paragraph), then each ``deviation("what", reason=...)`` mark the test or its module
+  carries (a departure from the recommended deployment, with its reason). When the module's
+  tests start worker subprocesses, the harness-wide deviations every such worker shares
+  (``HARNESS_DEVIATIONS`` in tests/harness/deployment.py, when it exists) follow the list.
+* ``<!-- checklist: not yet proved -->`` and ``<!-- checklist: known violations -->`` list what
+  ``tests/test_checklist.py`` records as not yet proved and as known violations.
+
+The test modules are read as syntax trees, not imported: the build needs no Django or broker.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+PROOF = "<!-- proof -->"
+NOT_YET_PROVED = "<!-- checklist: not yet proved -->"
+KNOWN_VIOLATIONS = "<!-- checklist: known violations -->"
+HARNESS = ROOT / "tests" / "harness" / "deployment.py"
+WORKER_FIXTURES = frozenset({"worker_process", "shared_prefork_worker"})
+log = logging.getLogger("mkdocs.hooks.proofs")
+
+
+@dataclass
+class Proof:
+    name: str
+    line: int
+    summary: str
+    deviations: list[tuple[str, str]] = field(default_factory=list)
+    starts_workers: bool = False
+
+
+def mirror_test_module(src_uri: str) -> Path:
+    """docs/<section>/<page>.md -> tests/<pkg>/test_<page>.py (tests/test_<page>.py at the top)."""
+    parts = Path(src_uri).with_suffix("").parts
+    *dirs, stem = (p.replace("-", "_") for p in parts)
+    return ROOT.joinpath("tests", *dirs, f"test_{stem}.py")
+
+
+def summary(node: ast.AST) -> str:
+    """The docstring's first paragraph, on one line."""
+    doc = " ".join((ast.get_docstring(node) or "").split("\n\n")[0].split())
+    return doc[:1].upper() + doc[1:]  # a sentence on the page, whatever the docstring's case
+
+
+def literal(node: ast.expr) -> str:
+    try:
+        return str(ast.literal_eval(node))
+    except ValueError:
+        return ast.unparse(node)
+
+
+def deviations(decorators: list[ast.expr]) -> list[tuple[str, str]]:
+    """``deviation("what", reason="why")`` marks, however they are spelt (pytest.mark.deviation,
+    a bare ``deviation(...)`` helper, or inside a list assigned to ``pytestmark``)."""
+    found = []
+    for node in decorators:
+        for call in ast.walk(node):
+            if not isinstance(call, ast.Call):
+                continue
+            func = call.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name != "deviation":
+                continue
+            what = literal(call.args[0]) if call.args else ""
+            why = next((literal(k.value) for k in call.keywords if k.arg == "reason"), "")
+            if not why and len(call.args) > 1:
+                why = literal(call.args[1])
+            found.append((what, why))
+    return found
+
+
+def proofs(module: Path) -> list[Proof]:
+    """Every test function (and test method of a Test class) of the module, in file order."""
+    tree = ast.parse(module.read_text())
+    module_marks = [
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets)
+    ]
+    shared = deviations(module_marks)
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            if node.name.startswith("test_"):
+                marks = shared + deviations(node.decorator_list)
+                workers = bool(WORKER_FIXTURES & {a.arg for a in node.args.args})
+                found.append(Proof(node.name, node.lineno, summary(node), marks, workers))
+        elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+            class_marks = shared + deviations(node.decorator_list)
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name.startswith("test_"):
+                    marks = class_marks + deviations(item.decorator_list)
+                    name = f"{node.name}.{item.name}"
+                    workers = bool(WORKER_FIXTURES & {a.arg for a in item.args.args})
+                    found.append(Proof(name, item.lineno, summary(item), marks, workers))
+    return found
+
+
+def source_link(config, module: Path, line: int) -> str | None:
+    repo = (config.get("repo_url") or "").rstrip("/")
+    if not repo:
+        return None
+    edit_uri = config.get("edit_uri") or ""
+    branch = edit_uri.strip("/").split("/")[1] if edit_uri.count("/") >= 2 else "main"
+    return f"{repo}/blob/{branch}/{module.relative_to(ROOT).as_posix()}#L{line}"
+
+
+def harness_deviations(path: Path = HARNESS) -> dict[str, str]:
+    """The deviations every worker subprocess shares, read from the harness (none without it)."""
+    if not path.is_file():
+        return {}
+    for node in ast.parse(path.read_text()).body:
+        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
+        if isinstance(target, ast.Name) and target.id == "HARNESS_DEVIATIONS" and node.value:
+            return dict(ast.literal_eval(node.value))
+    return {}
+
+
+def proof_list(module: Path, config, harness: Path = HARNESS) -> str:
+    lines = []
+    found = proofs(module)
+    for proof in found:
+        name = f"`{proof.name}`"
+        if link := source_link(config, module, proof.line):
+            name = f"[{name}]({link})"
+        lines.append(f"- {name}" + (f" — {proof.summary}" if proof.summary else ""))
+        for what, why in proof.deviations:
+            lines.append(f"    - *Deviation:* {what}" + (f" ({why})" if why else ""))
+    shared = harness_deviations(harness) if any(p.starts_workers for p in found) else {}
+    if shared:
+        intro = (
+            "Every worker subprocess these tests start also differs from the recommended "
+            "deployment in (harness-wide):"
+        )
+        lines += ["", intro, ""]
+        lines += [f"- `{what}` — {why}" for what, why in shared.items()]
+    return "\n".join(lines)
+
+
+def checklist_value(name: str) -> object:
+    """A literal assigned at the top of tests/test_checklist.py (NOT_YET_PROVED, ...)."""
+    checklist = ROOT / "tests" / "test_checklist.py"
+    if not checklist.is_file():  # a build from a copy without tests/ (a warning: strict fails)
+        log.warning("no %s to read %s from", checklist, name)
+        return {}
+    tree = ast.parse(checklist.read_text())
+    for node in tree.body:
+        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
+        if isinstance(target, ast.Name) and target.id == name and node.value is not None:
+            value = node.value
+            if isinstance(value, ast.Call):  # frozenset({...})
+                value = value.args[0]
+            return ast.literal_eval(value)
+    raise LookupError(f"tests/test_checklist.py defines no {name}")
+
+
+def not_yet_proved() -> str:
+    names = sorted(checklist_value("NOT_YET_PROVED"))
+    items = ", ".join(f"`{n}`" for n in names)
+    return f"**{len(names)} tasks**: {items}." if names else "none."
+
+
+def known_violations() -> str:
+    known = checklist_value("KNOWN_VIOLATIONS")
+    return "\n".join(f"- `{where}` — {why}" for where, why in sorted(known.items())) or "None."
+
+
+def expand(markdown: str, src_uri: str, config) -> str:
+    """Every placeholder of this module, expanded for the page at ``src_uri`` (docs-relative)."""
+    if PROOF in markdown:
+        module = mirror_test_module(src_uri)
+        if module.is_file():
+            markdown = markdown.replace(PROOF, proof_list(module, config))
+        else:
+            log.warning("%s: <!-- proof --> but no test module %s", src_uri, module)
+    if NOT_YET_PROVED in markdown:
+        markdown = markdown.replace(NOT_YET_PROVED, not_yet_proved())
+    if KNOWN_VIOLATIONS in markdown:
+        markdown = markdown.replace(KNOWN_VIOLATIONS, known_violations())
+    return markdown
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    return expand(markdown, page.file.src_uri, config)

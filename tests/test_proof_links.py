@@ -1,0 +1,135 @@
+"""Proof lists: every test a page names exists, and each Proof list is generated from the tests.
+
+A page names a test of its mirror module bare (`test_name`) and any other test with its path
+(`tests/<pkg>/test_<page>.py::test_name`). The list itself is ``<!-- proof -->``, expanded by
+docs/hooks/proofs.py from the mirror module at build time.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from docs.hooks import proofs
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+BARE = re.compile(r"(?<![:\w])`(test_\w+)(?:\[[^\]`]*\])?`")
+QUALIFIED = re.compile(r"`((?:tests|snippets)/[\w/]+\.py)::(test_\w+)(?:\[[^\]`]*\])?`")
+
+
+def pages() -> list[Path]:
+    return sorted(p for p in DOCS.rglob("*.md") if "hooks" not in p.parts)
+
+
+def defined_in(module: Path) -> set[str]:
+    if not module.is_file():
+        return set()
+    tree = ast.parse(module.read_text())
+    return {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+
+
+def mirror_snippet(page: Path) -> Path:
+    """docs/<section>/<page>.md -> snippets/<pkg>/<page>.py (testing.md's snippet holds tests)."""
+    *dirs, stem = (p.replace("-", "_") for p in page.relative_to(DOCS).with_suffix("").parts)
+    return ROOT.joinpath("snippets", *dirs, f"{stem}.py")
+
+
+@pytest.mark.parametrize("page", pages(), ids=lambda p: str(p.relative_to(DOCS)))
+def test_every_test_a_page_names_exists(page):
+    """Bare names live in the page's mirror test module (or its snippet); qualified ones in the
+    module they name."""
+    text = page.read_text()
+    module = proofs.mirror_test_module(page.relative_to(DOCS).as_posix())
+    known = defined_in(module) | defined_in(mirror_snippet(page))
+    missing = sorted(set(BARE.findall(text)) - known)
+    assert missing == [], f"{page.name} names tests that {module.relative_to(ROOT)} lacks"
+    for path, name in QUALIFIED.findall(text):
+        assert name in defined_in(ROOT / path), f"{page.name}: {path}::{name} does not exist"
+
+
+@pytest.mark.parametrize(
+    "page",
+    [p for p in pages() if len(p.relative_to(DOCS).parts) == 2 and p.name != "index.md"],
+    ids=lambda p: str(p.relative_to(DOCS)),
+)
+def test_every_pattern_page_generates_its_proof_list(page):
+    """The Proof section lists its tests through the placeholder, not by hand."""
+    text = page.read_text()
+    proof = re.search(r"^## Proof\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert proof, f"{page.name} has no Proof section"
+    assert proofs.PROOF in proof[1], f"{page.name}: the Proof list is typed, not generated"
+    typed = re.findall(r"^[ \t]*- .*`test_\w+", proof[1], re.M)
+    assert typed == [], f"{page.name}: a hand-typed test bullet beside the generated list"
+
+
+MODULE = '''
+import pytest
+
+pytestmark = [pytest.mark.deviation("a private queue", reason="isolation from other tests")]
+
+
+def helper():
+    """Not a test."""
+
+
+@pytest.mark.deviation("soft_shutdown_timeout=2", reason="keeps the run short")
+def test_first(worker_process):
+    """Kills the child; the key holds.
+
+    Details that stay in the source.
+    """
+
+
+def test_second():
+    pass
+'''
+
+
+def test_the_hook_lists_tests_in_file_order_with_summary_and_deviations(tmp_path):
+    """What the hook renders from a module: names in order, first docstring paragraph, the
+    module's and the test's deviation marks, and a source link only when repo_url is set."""
+    module = tmp_path / "test_page.py"
+    module.write_text(MODULE)
+    rendered = proofs.proof_list(module, {})
+    assert rendered.splitlines() == [
+        "- `test_first` — Kills the child; the key holds.",
+        "    - *Deviation:* a private queue (isolation from other tests)",
+        "    - *Deviation:* soft_shutdown_timeout=2 (keeps the run short)",
+        "- `test_second`",
+        "    - *Deviation:* a private queue (isolation from other tests)",
+    ]
+
+
+def test_the_hook_links_each_test_to_its_source_when_repo_url_is_set():
+    module = ROOT / "tests" / "task_design" / "test_idempotency.py"
+    config = {"repo_url": "https://github.com/example/site/", "edit_uri": "edit/trunk/docs/"}
+    first = proofs.proof_list(module, config).splitlines()[0]
+    line = next(p.line for p in proofs.proofs(module))
+    url = (
+        f"https://github.com/example/site/blob/trunk/tests/task_design/test_idempotency.py#L{line}"
+    )
+    assert first.startswith(f"- [`{proofs.proofs(module)[0].name}`]({url})")
+
+
+def test_the_mirror_of_a_page_is_its_test_module():
+    assert proofs.mirror_test_module("task-design/idempotency.md") == (
+        ROOT / "tests" / "task_design" / "test_idempotency.py"
+    )
+    assert proofs.mirror_test_module("checklist.md") == ROOT / "tests" / "test_checklist.py"
+
+
+def test_the_hook_adds_the_harness_wide_deviations_when_the_tests_start_workers(tmp_path):
+    """HARNESS_DEVIATIONS (tests/harness/deployment.py) follow a list whose tests start worker
+    subprocesses, and only such a list; without the harness file there are none."""
+    harness = tmp_path / "deployment.py"
+    harness.write_text('HARNESS_DEVIATIONS: dict[str, str] = {"--queues": "a private queue"}\n')
+    module = tmp_path / "test_page.py"
+    module.write_text(MODULE)
+    assert proofs.proof_list(module, {}, harness).endswith("- `--queues` — a private queue")
+    module.write_text(MODULE.replace("(worker_process)", "()"))
+    assert "--queues" not in proofs.proof_list(module, {}, harness)
+    assert proofs.harness_deviations(tmp_path / "absent.py") == {}
