@@ -94,7 +94,7 @@ def test_the_hook_lists_tests_in_file_order_with_summary_and_deviations(tmp_path
     module's and the test's deviation marks, and a source link only when repo_url is set."""
     module = tmp_path / "test_page.py"
     module.write_text(MODULE)
-    rendered = proofs.proof_list(module, {})
+    rendered = proofs.proof_list(module, {}, harness=tmp_path / "no-harness.py")
     assert rendered.splitlines() == [
         "- `test_first` — Kills the child; the key holds.",
         "    - *Deviation:* a private queue (isolation from other tests)",
