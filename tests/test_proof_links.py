@@ -51,11 +51,18 @@ def test_every_test_a_page_names_exists(page):
         assert name in defined_in(ROOT / path), f"{page.name}: {path}::{name} does not exist"
 
 
-@pytest.mark.parametrize(
-    "page",
-    [p for p in pages() if len(p.relative_to(DOCS).parts) == 2 and p.name != "index.md"],
-    ids=lambda p: str(p.relative_to(DOCS)),
-)
+def pattern_pages() -> list[Path]:
+    """Section pages with a mirror test module (the mirror rule's pages)."""
+    return [
+        p
+        for p in pages()
+        if len(p.relative_to(DOCS).parts) == 2
+        and p.name != "index.md"
+        and proofs.mirror_test_module(p.relative_to(DOCS).as_posix()).is_file()
+    ]
+
+
+@pytest.mark.parametrize("page", pattern_pages(), ids=lambda p: str(p.relative_to(DOCS)))
 def test_every_pattern_page_generates_its_proof_list(page):
     """The Proof section lists its tests through the placeholder, not by hand."""
     text = page.read_text()
@@ -94,7 +101,7 @@ def test_the_hook_lists_tests_in_file_order_with_summary_and_deviations(tmp_path
     module's and the test's deviation marks, and a source link only when repo_url is set."""
     module = tmp_path / "test_page.py"
     module.write_text(MODULE)
-    rendered = proofs.proof_list(module, {})
+    rendered = proofs.proof_list(module, {}, harness=tmp_path / "no-harness.py")
     assert rendered.splitlines() == [
         "- `test_first` — Kills the child; the key holds.",
         "    - *Deviation:* a private queue (isolation from other tests)",
