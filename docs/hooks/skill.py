@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hooks.includes import ROOT, expand, mkdocs_config
+from hooks.site import expand_generated
 
 DOCS = ROOT / "docs"
 FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.S)
@@ -45,7 +46,7 @@ def nav_pages(prefix: str) -> list[str]:
 
 def page_text(rel: str) -> str:
     body = FRONT_MATTER.sub("", (DOCS / rel).read_text())
-    return expand(body)
+    return expand_generated(expand(body), str(Path(rel).parent).strip("."))
 
 
 def reference(title: str, pages: list[str]) -> str:
