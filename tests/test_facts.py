@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 from pathlib import Path
@@ -116,3 +117,229 @@ def test_a_bench_placeholder_renders_the_row_and_its_stamp():
     assert "Last run:" in table
     assert "](../proof.md)" in table
     assert site.figure("bench", "Batching", "ratio", "") == row[header.index("Ratio")]
+
+
+# --- Celery defaults stated on pages -------------------------------------------------------
+
+NAME = r"`(?:app\.conf\.)?(?P<name>[a-z_]+)(?:\s*=[^`]*)?`|(?<!\w)`?CELERY_(?P<upper>[A-Z_]+)`?"
+VALUE = (
+    r"`[^`]+`|\*\*\w+\*\*|(?:one|a|an) (?:day|hour|minute)"
+    r"|\d+(?:\.\d+)?(?:\s*(?:s|ms|seconds|minutes|hours|days?)\b)?|on\b|off\b|enabled|disabled"
+    r"|true\b|false\b|none\b"
+)
+GAP = r"(?:[^.;`\n]|`[^`]*`|\.(?=\d)){0,60}?"
+STATED = re.compile(
+    rf"(?:{NAME}){GAP}(?:"
+    rf"defaults? to:? (?P<v1>{VALUE})"
+    rf"|\bdefault(?: is)?:? (?P<v2>{VALUE})"
+    rf"|(?P<v3>{VALUE}) by default)",
+    re.IGNORECASE,
+)
+UNITS = {"ms": 0.001, "s": 1, "second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def normalize(value: object) -> object:
+    """A default as a comparable value: seconds for durations, lists for sequences."""
+    if hasattr(value, "total_seconds"):
+        return value.total_seconds()
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, (tuple, list)):
+        return list(value)
+    return value
+
+
+def parse_value(text: str) -> object:
+    """What a page's words say a default is; LookupError when they say nothing comparable."""
+    text = text.strip("`*").strip()
+    words = text.lower()
+    if words in {"on", "enabled", "true"}:
+        return True
+    if words in {"off", "disabled", "false"}:
+        return False
+    if words == "none":
+        return None
+    if m := re.fullmatch(r"(?:one|a|an) (day|hour|minute)", words):
+        return float(UNITS[m[1]])
+    if m := re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|s|seconds?|minutes?|hours?|days?)?", words):
+        unit = (m[2] or "s").removesuffix("s") or "s"
+        return float(m[1]) * UNITS.get(unit, 1) if m[2] else float(m[1])
+    try:
+        return normalize(ast.literal_eval(text))
+    except (ValueError, SyntaxError):
+        return text
+
+
+def stated_defaults(text: str) -> list[tuple[str, str, object]]:
+    """(setting, the words, the value they state) for every "X defaults to V"-like phrase."""
+    words = COMMENT.sub("", FENCE.sub("", text))
+    found = []
+    for m in STATED.finditer(words):
+        name = (m["name"] or m["upper"] or "").lower()
+        name = name.removeprefix("celery_") if m["name"] and m["name"].isupper() else name
+        said = m["v1"] or m["v2"] or m["v3"]
+        found.append((name, m[0], parse_value(said)))
+    return found
+
+
+def contradictions(text: str) -> list[str]:
+    """Stated defaults of known settings that the installed Celery (or kombu) contradicts."""
+    known = {**site.celery_settings(), **site.transport_defaults()}
+    effective = site.effective_defaults()
+    wrong = []
+    for name, said, value in stated_defaults(text):
+        if name not in known:
+            continue
+        actual = normalize(site.default_value(name))
+        allowed = [actual]
+        if name in effective:
+            allowed.append(normalize(effective[name][0]))
+        if actual is None and value is False:  # "None (off)" and "off" say the same
+            continue
+        if value not in allowed:
+            wrong.append(f"{said!r}: installed default {allowed}")
+    return wrong
+
+
+@pytest.mark.parametrize(
+    ("text", "wrong"),
+    [
+        ("`worker_prefetch_multiplier` defaults to 4.", False),
+        ("`worker_prefetch_multiplier` defaults to 1.", True),
+        ("`CELERY_TASK_ACKS_LATE` (default `True`) acks late.", True),
+        ("`task_acks_on_failure_or_timeout`, default on, acks.", False),
+        (
+            "`result_expires` (two days by default) and `result_expires` (one day by default).",
+            False,
+        ),
+        ("`result_expires` (2 days by default).", True),
+        ("`worker_soft_shutdown_timeout` (Celery 5.5+, default 0: off) applies.", False),
+        ("`worker_soft_shutdown_timeout` (Celery 5.5+, default 30 s) applies.", True),
+        ("`visibility_timeout` (default 3600 s) + the sweep.", False),
+        ("`visibility_timeout` (default 600 s) + the sweep.", True),
+        ("`beat_max_loop_interval` between checks (300 s by default).", False),
+    ],
+)
+def test_the_default_check_reads_the_phrases(text, wrong):
+    assert bool(contradictions(text)) is wrong, stated_defaults(text)
+
+
+def test_no_page_states_a_default_the_installed_celery_contradicts():
+    wrong = {
+        str(page.relative_to(ROOT)): found
+        for page in pages()
+        if (found := contradictions(page.read_text()))
+    }
+    assert wrong == {}, "use <!-- default: NAME --> or fix the page"
+
+
+def test_a_celery_default_column_holds_only_generated_defaults():
+    """A table column headed "Celery default" is filled by <!-- default: NAME --> only."""
+    typed = []
+    for page in pages():
+        header: list[str] | None = None
+        for line in page.read_text().splitlines():
+            if not line.startswith("|"):
+                header = None
+                continue
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if header is None:
+                header = [c.lower() for c in cells]
+                continue
+            if "celery default" in header and not set(line) <= set("|-: "):
+                cell = site.DEFAULT.sub("", cells[header.index("celery default")])
+                if re.search(r"`|\d", cell):
+                    typed.append(f"{page.relative_to(ROOT)}: {cell}")
+    assert typed == []
+
+
+def test_every_default_placeholder_names_a_known_setting():
+    names = {m["name"] for page in pages() for m in site.DEFAULT.finditer(page.read_text())}
+    assert names, "no page reads a default from the installed Celery"
+    for name in names:
+        site.default_value(name)  # KeyError for a name Celery and kombu do not know
+
+
+# --- The settings reference ----------------------------------------------------------------
+
+
+def test_the_reference_lists_every_setting_the_site_names_with_its_installed_default():
+    from celery.app.defaults import DEFAULTS
+
+    table = site.settings_reference("reference")
+    names = site.site_settings()
+    assert {"task_acks_late", "worker_prefetch_multiplier", "broker_transport_options"} <= set(
+        names
+    )
+    for name in names:
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{name}` |"))
+        assert f"`CELERY_{name.upper()}`" in row
+        assert site.show_default(DEFAULTS[name]) in row
+
+
+def test_each_reader_claim_points_at_celery_source_that_reads_the_setting():
+    """The module named for each setting is in the installed Celery and names the setting."""
+    import celery
+
+    source = Path(celery.__file__).parent.parent
+    unread = [
+        f"{name}: {module}"
+        for name in site.site_settings()
+        for _reader, module in [site.readers(name)]
+        if name not in (source / module).read_text()
+    ]
+    assert unread == []
+
+
+def test_the_settings_and_glossary_pages_are_in_the_nav():
+    nav = (ROOT / "mkdocs.yml").read_text()
+    assert "reference/settings.md" in nav
+    assert "reference/glossary.md" in nav
+    assert "<!-- settings-reference -->" in (DOCS / "reference" / "settings.md").read_text()
+
+
+# --- One wording per term (docs/reference/glossary.md) -------------------------------------
+
+# Wordings that contradict the glossary, each with the source line that refutes it.
+WRONG_WORDINGS = {
+    r"ack\w*(?: \w+){0,3} on receipt|acknowledged as soon as (?:a|the) worker\s+receives": (
+        "early ack happens when a pool process accepts the task, just before it runs "
+        "(celery/worker/request.py, Request.on_accepted)"
+    ),
+    r"eager mode[^.]*nothing is serialized|(?:on|in) Celery 5\.7,? eager|eager[^.]*on 5\.7": (
+        "eager apply_async() round-trips its arguments since Celery 4.3 (commit 8dcc621, #4456)"
+    ),
+    r"gevent\W+eventlet[^|\n]*\|[^|\n]*\|[^|\n]*\| a green timeout": (
+        "eventlet enforces no time limit (celery/concurrency/eventlet.py, TaskPool.on_apply)"
+    ),
+    r"soft.shutdown[^.]*for up to": (
+        "the soft shutdown sleeps the whole window (WorkController.wait_for_soft_shutdown)"
+    ),
+}
+
+
+@pytest.mark.parametrize("pattern", WRONG_WORDINGS)
+def test_no_page_or_snippet_uses_a_wording_the_glossary_refutes(pattern):
+    glossary = DOCS / "reference" / "glossary.md"  # states the wrong wordings to refute them
+    texts = [*(p for p in pages() if p != glossary), *sorted((ROOT / "snippets").rglob("*.py"))]
+    found = [
+        f"{path.relative_to(ROOT)}: {m[0]}"
+        for path in texts
+        for m in re.finditer(pattern, " ".join(path.read_text().split()), re.IGNORECASE)
+    ]
+    assert found == [], WRONG_WORDINGS[pattern]
+
+
+def test_the_wording_check_catches_the_old_wordings():
+    old = [
+        "Celery keeps its default and acks every task on receipt.",
+        "tasks are acknowledged as soon as a worker receives them",
+        "Eager mode hides this, because nothing is serialized.",
+        "(On Celery 5.7 eager mode does serialize arguments)",
+        "| `gevent` / `eventlet` | green threads | patched | a green timeout, effective only |",
+        "cold shutdown with a soft-shutdown window: lets tasks finish for up to 50 s",
+    ]
+    for text in old:
+        assert any(re.search(p, text, re.IGNORECASE) for p in WRONG_WORDINGS), text
