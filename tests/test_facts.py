@@ -343,3 +343,99 @@ def test_the_wording_check_catches_the_old_wordings():
     ]
     for text in old:
         assert any(re.search(p, text, re.IGNORECASE) for p in WRONG_WORDINGS), text
+
+
+# --- Prose leads: short shown sections, annotations that match their notes ----------------
+
+FENCE_OPEN = re.compile(r"^(?P<indent>\s*)(?P<tick>`{3,}|~{3,})")
+INCLUDE_LINE = re.compile(
+    r"""^\s*-{1,}8<-{1,}\s+["'](?P<path>[^"':]+)(?::(?P<section>[\w-]+))?["']"""
+)
+ANNOTATION = re.compile(r"(?:#|//|<!--)\s*\((\d+)\)!")
+NOTE = re.compile(r"^(\d+)\. ")
+MAX_SHOWN_LINES = 60
+
+
+def included_blocks(page: Path):
+    """(line number, included paths, the included text, the page's lines after the fence)."""
+    from hooks.includes import expand_lines
+
+    lines = page.read_text().splitlines()
+    i = 0
+    while i < len(lines):
+        if m := FENCE_OPEN.match(lines[i]):
+            body, start = [], i
+            i += 1
+            while i < len(lines) and not lines[i].strip().startswith(m["tick"]):
+                body.append(lines[i])
+                i += 1
+            named = [inc for b in body if (inc := INCLUDE_LINE.match(b))]
+            if named:
+                text = "\n".join(expand_lines([b.strip() for b in body]))
+                yield start + 1, [n[0].strip() for n in named], text, lines[i + 1 :]
+        i += 1
+
+
+def notes_after(rest: list[str]) -> list[int]:
+    """The numbers of the numbered list right after a block (blank lines may come first)."""
+    numbers = []
+    for line in rest:
+        if not line.strip():
+            continue
+        if m := NOTE.match(line):
+            numbers.append(int(m[1]))
+        elif not line.startswith("   "):  # neither a note nor a note's continuation
+            break
+    return numbers
+
+
+def section_length(path: str, section: str | None) -> int:
+    text = (ROOT / path).read_text().splitlines()
+    if section is None:
+        return len(text)
+    start = text.index(next(line for line in text if f"[start:{section}]" in line))
+    end = text.index(next(line for line in text if f"[end:{section}]" in line))
+    return len([line for line in text[start + 1 : end] if "--8<--" not in line])
+
+
+def test_no_shown_section_is_longer_than_60_lines():
+    """Prose leads: a long block is split, with a few sentences before each part."""
+    long = {
+        f"{m['path']}:{m['section']} ({n} lines)"
+        for page in pages()
+        for _line, includes, _text, _rest in included_blocks(page)
+        for m in map(INCLUDE_LINE.match, includes)
+        if (n := section_length(m["path"], m["section"])) > MAX_SHOWN_LINES
+    }
+    assert long == set()
+
+
+def test_every_annotated_block_has_exactly_its_numbered_notes():
+    """`# (N)!` markers 1..N in a block, and notes 1..N right after it, in order."""
+    wrong = []
+    for page in pages():
+        for line, _includes, text, rest in included_blocks(page):
+            markers = [int(n) for n in ANNOTATION.findall(text)]
+            if not markers:
+                continue
+            notes = notes_after(rest)
+            expected = list(range(1, len(markers) + 1))
+            if markers != expected or notes != expected:
+                wrong.append(f"{page.relative_to(ROOT)}:{line}: markers {markers}, notes {notes}")
+    assert wrong == []
+
+
+def test_the_annotation_check_counts_markers_and_notes():
+    assert notes_after(["", "1. one", "   more", "2. two", "", "Prose."]) == [1, 2]
+    assert ANNOTATION.findall("x = 1  # (1)!\ny = 2  # (2)!") == ["1", "2"]
+
+
+def test_the_skill_bundle_gets_the_figures_not_the_placeholders():
+    from hooks import skill
+
+    text = skill.page_text("configuration/production-settings.md") + skill.page_text(
+        "recipes/index.md"
+    )
+    assert "<!-- default:" not in text
+    assert "<!-- bench:" not in text
+    assert site.figure("bench", "CSV import", "ratio", "") in text

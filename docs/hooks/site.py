@@ -235,16 +235,27 @@ def celery_settings() -> dict:
 
 def effective_defaults() -> dict[str, tuple[object, str]]:
     """Settings whose default value means "look elsewhere": the value that applies, and where."""
+    from importlib.util import find_spec
+
     from celery import beat
 
+    # django_celery_beat.schedulers needs configured Django settings to import: read its source.
+    source = Path(find_spec("django_celery_beat").origin).with_name("schedulers.py").read_text()
+    database_interval = re.search(r"^DEFAULT_MAX_INTERVAL = (\d+)", source, re.M)[1]
     return {
         "beat_max_loop_interval": (
             beat.DEFAULT_MAX_INTERVAL,
-            "0 means the scheduler's own `max_interval`: `celery.beat.DEFAULT_MAX_INTERVAL` for "
-            "Celery's schedulers (django-celery-beat's `DatabaseScheduler` sets 5 s)",
+            "0 means the scheduler's own `max_interval`: `celery.beat.DEFAULT_MAX_INTERVAL` "
+            f"({beat.DEFAULT_MAX_INTERVAL} s) for Celery's schedulers, "
+            f"{database_interval} s for django-celery-beat's "
+            "`DatabaseScheduler`",
         ),
         "task_reject_on_worker_lost": (False, "`None` is off: the lost task is marked failed"),
-        "worker_concurrency": (None, "`None` means the number of CPUs of the machine"),
+        "worker_concurrency": (
+            None,
+            "`None` means `billiard.cpu_count()`, the CPUs of the machine "
+            "(`celery/worker/worker.py`)",
+        ),
     }
 
 
