@@ -6,9 +6,16 @@
   one. The rule, precisely: outside code (fences, inline code), placeholders and HTML comments,
   a page may not hold (1) a ratio, a number followed by ``×``; (2) a rate, a number followed
   by ``tasks/s``, ``rows/s`` (any word + ``/s``) or "per second"; (3) a percentage within 40
-  characters of "lost", "loss" or "duplicate(s)"; (4) a duration in a sentence that says it
+  characters of "lost", "loss" or "duplicate(s)", or a count of one or more lost or duplicated
+  ("358 lost", "11 duplicates", "lost 4"); (4) a duration in a sentence that says it
   was measured (measured, benchmark, took, last run). Parameters a test sets ("a 2 s limit",
   "50 items") are not measurements and stay typed.
+* A default a page states ("`X` defaults to V", "`X` (default V)", "V by default") agrees with
+  the installed Celery (or kombu, for transport options); a "Celery default" table column is
+  filled by ``<!-- default: NAME -->``. The settings reference lists every setting the site
+  names, and each "read by" claim points at Celery source that reads it.
+* Wordings the glossary refutes (an early ack "on receipt", eager mode "serializes nothing")
+  do not come back.
 * A shown snippet section is at most 60 lines, and a block's ``# (N)!`` markers match the
   numbered notes after it.
 """
@@ -38,6 +45,11 @@ LOSS = r"\b(?:lost|loss|lose|duplicat\w*)\b"
 PERCENT_LOST = re.compile(
     rf"{NUMBER}\s*%[^.;]{{0,40}}{LOSS}|{LOSS}[^.;]{{0,40}}?{NUMBER}\s*%", re.IGNORECASE
 )
+LOSS_COUNT = re.compile(
+    r"\b[1-9][\d,]*\s+(?:\w+\s+)?(?:lost|duplicates?|duplicated)\b"
+    r"|\b(?:lost|duplicated)\s+[1-9][\d,]*\b",
+    re.IGNORECASE,
+)
 DURATION = re.compile(rf"{NUMBER}\s*(?:s|ms|seconds|minutes)\b")
 MEASURED = re.compile(r"\b(?:measured|benchmark\w*|took|last run)\b", re.IGNORECASE)
 SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z*(\[])")
@@ -55,7 +67,8 @@ def prose(text: str) -> str:
 def typed_figures(text: str) -> list[str]:
     """Every measured figure typed in `text`, by the rule of the module docstring."""
     words = prose(text)
-    found = [m[0] for pattern in (RATIO, RATE, PERCENT_LOST) for m in pattern.finditer(words)]
+    patterns = (RATIO, RATE, PERCENT_LOST, LOSS_COUNT)
+    found = [m[0] for pattern in patterns for m in pattern.finditer(words)]
     for sentence in SENTENCE.split(" ".join(words.split())):
         if MEASURED.search(sentence):
             found += [f"{m[0]} ({sentence[:60]}…)" for m in DURATION.finditer(sentence)]
@@ -68,6 +81,7 @@ def typed_figures(text: str) -> list[str]:
         "Batches were 25× faster.",
         "The recipe imports 11,600 rows/s.",
         "It lost 3.5 % of the tasks.",
+        "The anti-pattern lost 358 of 1000; the other run had 11 duplicates.",
         "Measured here: naive 35.1 s, recipe 4.3 s.",
         "The benchmark took 12 minutes.",
     ],
@@ -79,6 +93,7 @@ def test_the_rule_catches_a_typed_figure(typed):
 def test_the_rule_lets_parameters_and_placeholders_through():
     text = (
         "A 2 s soft limit, 50 items in batches of 10, a job shown at 0 % until it starts.\n\n"
+        "Every pattern row shows 0 duplicates and 0 lost.\n\n"
         "Batching was worth <!-- bench: Batching | ratio -->.\n\n"
         "```python\nprint(f'{ratio:.1f}×')\n```\n"
     )
@@ -108,6 +123,13 @@ def test_a_placeholder_without_a_row_fails_the_build():
         site.expand_figures("<!-- bench: No such benchmark -->", "")
     with pytest.raises(ValueError, match="no column"):
         site.expand_figures("<!-- bench: Batching | speed -->", "")
+
+
+def test_a_chaos_placeholder_renders_one_scenario_row():
+    name = "SIGKILL pool children / early ack (anti-pattern) / redis"
+    _stamp, header, row = site.results_row("chaos", name)
+    assert site.figure("chaos", name, "lost", "") == row[header.index("Lost")]
+    assert site.expand_figures(f"<!-- chaos: {name} | lost -->", "") == row[header.index("Lost")]
 
 
 def test_a_bench_placeholder_renders_the_row_and_its_stamp():
