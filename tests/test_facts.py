@@ -461,3 +461,22 @@ def test_the_skill_bundle_gets_the_figures_not_the_placeholders():
     assert "<!-- default:" not in text
     assert "<!-- bench:" not in text
     assert site.figure("bench", "CSV import", "ratio", "") in text
+
+
+GLOSSARY_TERMS = re.compile(
+    r"(?<![\w`-])(?:early[ -]ack|late[ -]ack|visibility timeout|(?:soft|cold|warm)[ -]shutdown"
+    r"|redeliver\w*|prefetch\w*|eager mode)(?![\w`])",
+    re.IGNORECASE,
+)
+
+
+def test_a_page_that_uses_a_glossary_term_links_the_glossary():
+    """The words keep one meaning: a page that uses them points at where it is fixed."""
+    unlinked = [
+        str(page.relative_to(ROOT))
+        for page in pages()
+        if page.name != "index.md" and page.parent.name != "reference"
+        and GLOSSARY_TERMS.search(prose(page.read_text()))
+        and "reference/glossary.md#" not in page.read_text()
+    ]  # fmt: skip
+    assert unlinked == []
