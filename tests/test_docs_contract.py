@@ -121,12 +121,13 @@ def test_every_snippet_file_is_named_by_a_page():
 
 
 def test_mirror_rule_every_page_has_its_snippet_and_test():
-    """docs/<section>/<page>.md <-> snippets/<pkg>/<page>.py <-> tests/<pkg>/test_<page>.py"""
+    """docs/<section>/<page>.md <-> snippets/<pkg>/<page>.py <-> tests/<pkg>/test_<page>.py
+    (docs/reference/ is generated, checked by tests/test_facts.py)."""
     missing = []
     for page in pages():
         rel = page.relative_to(DOCS)
-        if len(rel.parts) != 2 or rel.name == "index.md":
-            continue
+        if len(rel.parts) != 2 or rel.name == "index.md" or rel.parts[0] == "reference":
+            continue  # reference/: generated from the installed Celery, no pattern to prove
         pkg, stem = rel.parts[0].replace("-", "_"), rel.stem.replace("-", "_")
         for need in (SNIPPETS / pkg / f"{stem}.py", ROOT / "tests" / pkg / f"test_{stem}.py"):
             if not need.is_file():

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hooks import proofs
 from hooks.includes import ROOT, expand, mkdocs_config
+from hooks.site import expand_generated
 
 DOCS = ROOT / "docs"
 FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.S)
@@ -46,7 +47,9 @@ def nav_pages(prefix: str) -> list[str]:
 
 def page_text(rel: str) -> str:
     body = FRONT_MATTER.sub("", (DOCS / rel).read_text())
-    return expand(proofs.expand(body, rel, mkdocs_config()))
+    return expand_generated(
+        expand(proofs.expand(body, rel, mkdocs_config())), str(Path(rel).parent).strip(".")
+    )
 
 
 def reference(title: str, pages: list[str]) -> str:

@@ -49,7 +49,7 @@ def check_celery_settings(app_configs: object = None, **kwargs: object) -> list[
 
 # --8<-- [start:antipattern]
 # ANTI-PATTERN: every line looks right, and none does what it says.
-CELERY_TASK_ACK_LATE = True  # typo (ACKS): Celery never reads it, tasks are acked on receipt
+CELERY_TASK_ACK_LATE = True  # typo (ACKS): Celery never reads it, tasks are acked before they run
 CELERY_ACCEPT_CONTENT = ["json", "pickle"]  # whoever can publish can run code on the worker
 CELERY_TASK_TIME_LIMIT = 7200  # above Redis' 3600 s visibility timeout: redelivered mid-run
 # --8<-- [end:antipattern]

@@ -38,7 +38,7 @@ def count_in_parallel(shards: list[int]) -> AsyncResult:
     return chord(count_rows.s(shard) for shard in shards)(add_up.s())
 
 
-@shared_task(bind=True, ignore_result=True)  # (4)!
+@shared_task(bind=True, ignore_result=True)  # (1)!
 def record_event(self: Task, name: str) -> None:
     """Fire-and-forget: nobody reads a result, so none is stored."""
     TaskRun.objects.create(

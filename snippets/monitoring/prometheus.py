@@ -59,6 +59,8 @@ class CeleryExporter:
         if kind == "succeeded" and event.get("runtime") is not None:
             self.runtime.labels(name=name).observe(event["runtime"])
 
+    # --8<-- [end:exporter]
+    # --8<-- [start:scrape]
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
             "celery_worker_up", "1 while the worker's heartbeats arrive", labels=["hostname"]
@@ -82,7 +84,7 @@ class CeleryExporter:
         try:
             with conn.channel() as channel:
                 return channel.queue_declare(queue, passive=True).message_count
-        except conn.channel_errors:  # (3)!
+        except conn.channel_errors:  # (1)!
             return 0
 
     def run(self) -> None:
@@ -98,7 +100,7 @@ class CeleryExporter:
             self.receiver.should_stop = True
 
 
-# --8<-- [end:exporter]
+# --8<-- [end:scrape]
 
 
 # --8<-- [start:main]

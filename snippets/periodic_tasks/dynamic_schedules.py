@@ -45,6 +45,8 @@ def schedule_every(
     return task
 
 
+# --8<-- [end:pattern]
+# --8<-- [start:kinds]
 def schedule_daily(name: str, hour: int, minute: int, timezone: str) -> PeriodicTask:
     """A business time on the clock of the given zone (each crontab row has its own)."""
     at, _ = CrontabSchedule.objects.get_or_create(
@@ -61,11 +63,13 @@ def schedule_once(name: str, when: datetime, queue: str | None = None) -> Period
     """Run once at `when`; beat disables the row after sending it."""
     clocked, _ = ClockedSchedule.objects.get_or_create(clocked_time=when)
     return PeriodicTask.objects.create(
-        name=name, task=TASK, clocked=clocked, one_off=True,  # (3)!
+        name=name, task=TASK, clocked=clocked, one_off=True,  # (1)!
         args=json.dumps([name]), queue=queue,
     )  # fmt: skip
 
 
+# --8<-- [end:kinds]
+# --8<-- [start:pause]
 def pause(name: str) -> None:
     """One row: save() signals beat that the schedule changed."""
     task = PeriodicTask.objects.get(name=name)
@@ -77,7 +81,7 @@ def pause_all(prefix: str) -> int:
     """Many rows: a queryset update() sends no signal, so tell beat yourself."""
     with transaction.atomic():
         paused = PeriodicTask.objects.filter(name__startswith=prefix).update(enabled=False)
-        PeriodicTasks.update_changed()  # (4)!
+        PeriodicTasks.update_changed()  # (1)!
     return paused
 
 
@@ -88,7 +92,7 @@ def after_time_zone_change() -> None:
         PeriodicTasks.update_changed()
 
 
-# --8<-- [end:pattern]
+# --8<-- [end:pause]
 
 
 # --8<-- [start:antipattern]

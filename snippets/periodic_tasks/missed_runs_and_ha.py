@@ -33,6 +33,8 @@ class LeaderLockMixin:
             return min(self.standby_interval, self.max_interval)
         return super().tick(*args, **kwargs)
 
+    # --8<-- [end:leader]
+    # --8<-- [start:lock]
     def is_leader(self) -> bool:
         was_leader = self._leader
         try:
@@ -64,9 +66,12 @@ class LeaderLockMixin:
         super().close()
         self._close_lock_connection()  # releases the lock at once
 
+    # --8<-- [end:lock]
 
+
+# --8<-- [start:scheduler]
 class LeaderScheduler(LeaderLockMixin, PersistentScheduler):
     """`celery beat -S snippets.periodic_tasks.missed_runs_and_ha:LeaderScheduler`"""
 
 
-# --8<-- [end:leader]
+# --8<-- [end:scheduler]

@@ -48,6 +48,8 @@ if LIVENESS_FILE:
     app.steps["consumer"].add(ConsumingHeartbeat)
 
 
+# --8<-- [end:heartbeat]
+# --8<-- [start:readiness]
 @worker_ready.connect
 def mark_ready(**_kwargs: object) -> None:
     """Ready once the worker consumes: the readiness probe starts passing."""
@@ -62,4 +64,4 @@ def mark_not_ready(**_kwargs: object) -> None:
         Path(READY_FILE).unlink(missing_ok=True)
 
 
-# --8<-- [end:heartbeat]
+# --8<-- [end:readiness]

@@ -1,6 +1,6 @@
 """CSV import with progress: restartable batches, an allow-list, progress on the job row."""
 
-# --8<-- [start:task]
+# --8<-- [start:row]
 import csv
 import io
 import logging
@@ -47,11 +47,13 @@ def clean_row(row: dict[str, str]) -> tuple[dict, dict[str, list[str]]]:
     return cleaned, errors
 
 
+# --8<-- [end:row]
+# --8<-- [start:reader]
 def numbered_rows(job: ImportJob) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) for every data row, read through the storage API."""
     with job.file.open("rb") as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        reader = csv.DictReader(text)  # (3)!
+        reader = csv.DictReader(text)  # (1)!
         missing = set(ProductRow.base_fields) - set(reader.fieldnames or ())
         if reader.fieldnames and missing:
             raise ValueError(f"missing columns: {sorted(missing)}")
@@ -59,9 +61,11 @@ def numbered_rows(job: ImportJob) -> Iterator[tuple[int, dict[str, str]]]:
             yield reader.line_num, row
 
 
+# --8<-- [end:reader]
+# --8<-- [start:task]
 @shared_task(
     bind=True,
-    soft_time_limit=300,  # (4)!
+    soft_time_limit=300,  # (1)!
     time_limit=330,
     max_retries=20,
 )
@@ -73,13 +77,13 @@ def import_products(self: Task, job_id: int, batch_size: int = BATCH_SIZE) -> di
         return {"processed": job.processed_rows, "imported": job.imported_rows}
     try:
         if job.total_rows is None:
-            job.total_rows = sum(1 for _ in numbered_rows(job))  # (5)!
+            job.total_rows = sum(1 for _ in numbered_rows(job))  # (2)!
         job.status = ImportJob.Status.RUNNING
         job.save(update_fields=["total_rows", "status", "updated_at"])
-        rows = islice(numbered_rows(job), job.processed_rows, None)  # (6)!
+        rows = islice(numbered_rows(job), job.processed_rows, None)  # (3)!
         while batch := list(islice(rows, batch_size)):
             import_batch(job_id, batch)
-    except SoftTimeLimitExceeded as exc:  # (7)!
+    except SoftTimeLimitExceeded as exc:  # (4)!
         if self.request.retries < self.max_retries:
             logger.warning("import %s paused by its soft time limit; continuing", job_id)
             raise self.retry(exc=exc, countdown=1) from exc
@@ -94,6 +98,8 @@ def import_products(self: Task, job_id: int, batch_size: int = BATCH_SIZE) -> di
     return {"processed": job.processed_rows, "imported": job.imported_rows}
 
 
+# --8<-- [end:task]
+# --8<-- [start:batch]
 def import_batch(job_id: int, batch: list[tuple[int, dict[str, str]]]) -> None:
     """Upsert the valid rows and advance the checkpoint in ONE transaction."""
     products: dict[str, Product] = {}
@@ -105,21 +111,21 @@ def import_batch(job_id: int, batch: list[tuple[int, dict[str, str]]]) -> None:
         else:
             products[cleaned["sku"]] = Product(**cleaned)  # the same sku twice: the last wins
     with transaction.atomic():
-        Product.objects.bulk_create(  # (8)!
+        Product.objects.bulk_create(  # (1)!
             products.values(),
             update_conflicts=True,
             unique_fields=["sku"],
             update_fields=["name", "price"],
         )
         job = ImportJob.objects.select_for_update().get(pk=job_id)
-        job.processed_rows += len(batch)  # (9)!
+        job.processed_rows += len(batch)  # (2)!
         job.imported_rows += len(batch) - len(errors)
         job.error_rows += len(errors)
         job.row_errors = (job.row_errors + errors)[:KEPT_ERRORS]
         job.save()
 
 
-# --8<-- [end:task]
+# --8<-- [end:batch]
 
 
 # --8<-- [start:start]

@@ -84,6 +84,8 @@ class FakeProvider:
             return 200, {"data": [c for c in self.charges if c["idempotency_key"] == key]}
 
 
+# --8<-- [end:provider]
+# --8<-- [start:server]
 def serve_provider(provider: FakeProvider, port: int = 0) -> ThreadingHTTPServer:
     """Serve `provider` on 127.0.0.1 in a daemon thread; `server.server_port` is the port."""
 
@@ -114,4 +116,4 @@ def serve_provider(provider: FakeProvider, port: int = 0) -> ThreadingHTTPServer
     return server
 
 
-# --8<-- [end:provider]
+# --8<-- [end:server]

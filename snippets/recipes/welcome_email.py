@@ -1,6 +1,6 @@
 """Welcome email after registration: after commit, sent once, retried only on transient errors."""
 
-# --8<-- [start:task]
+# --8<-- [start:errors]
 import logging
 from smtplib import SMTPRecipientsRefused, SMTPResponseException
 
@@ -18,6 +18,8 @@ class PermanentSMTPError(Exception):
     """A 5xx about us, not the recipient (auth, sender refused): fail now, do not retry."""
 
 
+# --8<-- [end:errors]
+# --8<-- [start:task]
 @shared_task(
     bind=True,
     autoretry_for=(OSError,),  # (1)!
