@@ -3,6 +3,7 @@ from mkdocs.yml). Used by the doc tests (docs/conftest.py) and the skill bundle 
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 
@@ -18,6 +19,18 @@ class _IgnoreTags(yaml.SafeLoader):
 
 
 _IgnoreTags.add_multi_constructor("tag:yaml.org,2002:python/", lambda *_args: None)
+
+
+def _env(loader: yaml.SafeLoader, node: yaml.Node) -> object:
+    """`!ENV VAR` or `!ENV [VAR, ..., default]`, as MkDocs resolves it (pyyaml_env_tag)."""
+    if isinstance(node, yaml.ScalarNode):
+        return os.environ.get(loader.construct_scalar(node))
+    items = loader.construct_sequence(node)
+    names, default = (items[:-1], items[-1]) if len(items) > 1 else (items, None)
+    return next((os.environ[n] for n in names if n in os.environ), default)
+
+
+_IgnoreTags.add_constructor("!ENV", _env)
 
 
 def mkdocs_config() -> dict:

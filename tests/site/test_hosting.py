@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,54 @@ def test_pages_deploys_the_strict_build():
     pages = (ROOT / ".github" / "workflows" / "pages.yml").read_text()
     assert "nox -s docs" in pages
     assert "actions/deploy-pages" in pages
+
+
+HOSTED = "https://docs.example.org/django-celery-expert/"
+
+
+@pytest.fixture(scope="module")
+def hosted_build(tmp_path_factory) -> tuple[Path, Path]:
+    """The site and the skill bundle built as the Pages workflow builds them: SITE_URL set to a
+    project site's sub-path (what actions/configure-pages reports as base_url, plus '/')."""
+    out = tmp_path_factory.mktemp("hosted")
+    env = {**os.environ, "SITE_URL": HOSTED, "NO_MKDOCS_2_WARNING": "1"}
+    for argv in (
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out / "site")],
+        [sys.executable, "docs/hooks/skill.py", str(out / "skill")],
+    ):
+        done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    return out / "site", out / "skill"
+
+
+def own_urls(text: str) -> list[str]:
+    """Absolute URLs that point at this site: the hosted base's host, or the local default."""
+    return re.findall(r"(?:https://docs\.example\.org|http://127\.0\.0\.1:8000)[^\s\"'<>)]*", text)
+
+
+def test_a_hosted_build_carries_the_hosted_url_in_sitemap_llms_canonical_and_skill(hosted_build):
+    site, skill = hosted_build
+    sitemap = re.findall(r"<loc>([^<]+)</loc>", (site / "sitemap.xml").read_text())
+    llms = re.findall(r"\]\((https?://[^)]+)\)", (site / "llms.txt").read_text())
+    canonical = [
+        m
+        for page in site.rglob("*.html")
+        for m in re.findall(r'<link rel="canonical" href="([^"]+)"', page.read_text())
+    ]
+    skill_urls = [u for f in skill.rglob("*.md") for u in own_urls(f.read_text())]
+    assert min(len(sitemap), len(llms), len(canonical)) > 30
+    for url in [*sitemap, *llms, *canonical, *skill_urls]:
+        assert url.startswith(HOSTED), url
+
+
+def test_the_pages_workflow_passes_the_configured_base_url():
+    pages = (ROOT / ".github" / "workflows" / "pages.yml").read_text()
+    assert "actions/configure-pages" in pages
+    assert "SITE_URL: ${{ steps.pages.outputs.base_url }}/" in pages
+
+
+def test_the_landing_page_title_does_not_repeat_the_site_name(hosted_build):
+    site, _skill = hosted_build
+    [title] = re.findall(r"<title>([^<]*)</title>", (site / "index.html").read_text())
+    parts = [part.strip() for part in title.split(" - ")]
+    assert len(parts) == len(set(parts)), title
