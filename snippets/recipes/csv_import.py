@@ -64,6 +64,7 @@ def numbered_rows(job: ImportJob) -> Iterator[tuple[int, dict[str, str]]]:
     soft_time_limit=300,  # (4)!
     time_limit=330,
     max_retries=20,
+    default_retry_delay=5,  # a run lost with its worker resumes 5 s later (project: retry)
     proved_idempotent_by=(
         "tests/recipes/test_csv_import.py::test_worker_killed_mid_file_resumes_without_duplicates"
     ),
