@@ -163,7 +163,9 @@ def provider_charge(amount_cents: int, idempotency_key: str) -> str:
     acks_late=True,
     retry_on_worker_lost=True,  # the project default, stated: this task must not be lost
     default_retry_delay=5,  # (2)!
-    proved_idempotent_by=PROOF + "test_a_crash_after_the_provider_charged_charges_once",
+    proved_idempotent_by=(
+        "tests/task_design/test_idempotency.py::test_a_crash_after_the_provider_charged_charges_once"
+    ),
 )
 def charge_order(self: Task, order_id: int, amount_cents: int, idempotency_key: str) -> str:
     """Charge an order once, however often the task runs and wherever a run dies."""
@@ -193,7 +195,10 @@ from snippets.task_design.models import ProcessedKey  # noqa: F811
     bind=True,
     acks_late=True,
     default_retry_delay=5,
-    antipattern=PROOF + "test_why_a_database_key_before_the_call_skips_the_charge_forever",
+    antipattern=(
+        "tests/task_design/test_idempotency.py::"
+        "test_why_a_database_key_before_the_call_skips_the_charge_forever"
+    ),
 )
 def charge_order_key_first(
     self: Task, order_id: int, amount_cents: int, idempotency_key: str
