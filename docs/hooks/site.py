@@ -164,6 +164,7 @@ SNIPPETS = DOCS.parent / "snippets"
 PUBLISHER, WORKER, BEAT, RESULTS_READER = "publisher", "worker", "beat", "result reader"
 CONNECTS = "every process that connects to the broker"
 READERS: dict[str, tuple[str, str]] = {
+    "worker_task_log_format": (WORKER, "celery/app/log.py"),
     "accept_content": (f"{WORKER}, {RESULTS_READER}", "celery/apps/worker.py"),
     "broker_connection_retry": (f"{WORKER}, {BEAT}", "celery/worker/consumer/consumer.py"),
     "broker_connection_retry_on_startup": (f"{WORKER}, {BEAT}", "celery/beat.py"),

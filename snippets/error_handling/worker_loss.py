@@ -48,7 +48,7 @@ def capture_payment(self: Task, key: str, seconds: float = 0.0, crash: bool = Fa
 from celery import shared_task
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, retry_on_worker_lost=False)
 def capture_payment_requeue(self: Task, key: str, seconds: float = 0.0, crash: bool = False) -> str:
     """Before Celery 5.7: requeue the message when the child dies. No limit on how often."""
     return capture(self, key, seconds, crash)
@@ -64,6 +64,7 @@ from celery import shared_task
 @shared_task(
     bind=True,
     acks_late=False,  # Celery's default: the message is acked before the task runs
+    retry_on_worker_lost=False,  # Celery's default too (this project turns it on)
 )
 def capture_payment_early_ack(
     self: Task, key: str, seconds: float = 0.0, crash: bool = False

@@ -1,15 +1,29 @@
 """Settings of the snippets project: the Django + Celery settings this site recommends.
 
-Every service is read from the environment with an embedded default (memory broker,
-in-memory result cache, SQLite), so the plain test command works on any machine and
-CI runs the same tests against Redis, RabbitMQ and PostgreSQL.
+Every service is read from the environment. The broker and the result backend have no
+default in the block the page shows (a deploy that forgets them fails at startup); the
+test suite alone gets an embedded default (memory broker, in-memory result cache, SQLite)
+so the plain test command works on any machine, and CI runs the same tests against
+Redis, RabbitMQ and PostgreSQL.
 """
 
 # --8<-- [start:celery_imports]
 import os
 from datetime import timedelta
 
+from django.core.exceptions import ImproperlyConfigured
+
+
+def required_env(name: str) -> str:
+    """The variable's value; a missing one stops the process with an error that names it."""
+    try:
+        return os.environ[name]
+    except KeyError:  # a bare KeyError here surfaces in `celery worker` as an unrelated one
+        raise ImproperlyConfigured(f"{name} is not set in the environment") from None
+
+
 # --8<-- [end:celery_imports]
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -76,10 +90,18 @@ LOGGING = {
     "loggers": {"snippets": {"handlers": ["console"], "level": "INFO"}},
 }
 
+# The test suite's embedded default, outside the block the page shows: only a pytest run
+# gets a memory broker when the variables are unset (its worker subprocesses inherit them).
+if "pytest" in sys.modules:
+    os.environ.setdefault("CELERY_BROKER_URL", "memory://")
+    os.environ.setdefault("CELERY_RESULT_BACKEND", "cache+memory://")
+
 # --8<-- [start:celery_settings]
 # Read by app.config_from_object("django.conf:settings", namespace="CELERY").
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "memory://")
-CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", "cache+memory://")
+# No default: a deploy without the variable stops at startup instead of publishing into
+# an in-process memory:// queue that no worker ever reads.
+CELERY_BROKER_URL = required_env("CELERY_BROKER_URL")
+CELERY_RESULT_BACKEND = required_env("CELERY_RESULT_BACKEND")
 
 # JSON only: pickle in accept_content lets anyone who can publish run code on the worker.
 CELERY_TASK_SERIALIZER = "json"
@@ -93,21 +115,28 @@ CELERY_TASK_TIME_LIMIT = 300  # the pool child is killed and replaced
 
 # Redis redelivers an unacked message after visibility_timeout: keep it above the hard
 # time limit and the longest countdown/ETA, or a task still running is run a second time.
+# (RabbitMQ's counterpart is the server's consumer_timeout, 30 min by default.)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 
 # Ack after the task ran, so a worker that dies mid-task does not lose it; the price is
-# that such a task may run twice, so every task here is idempotent. Prefetch one message
+# that such a task may run twice, so every task must be idempotent. Prefetch one message
 # at a time so a long task does not hold short ones hostage in its prefetch buffer.
 CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery 5.7: a task whose pool child died (SIGKILL, OOM) is sent again like self.retry(),
+# so the task's max_retries (3 by default) bounds it: a task that kills its child every
+# time ends FAILURE instead of looping (task_reject_on_worker_lost requeues it forever).
+CELERY_TASK_RETRY_ON_WORKER_LOST = True
+# With late acks, a task still running when the broker connection drops cannot be acked
+# any more and is redelivered: stop it rather than let two copies run (Celery 6.0 default).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 
-# Keep retrying the broker at startup too (the default of None follows broker_connection_retry
-# and warns); a worker that starts before its broker then waits for it instead of exiting.
+# Keep retrying the broker at startup, so a worker that starts before its broker waits for
+# it. Celery 5.7 already does (None follows broker_connection_retry); 6.0 stops reading
+# broker_connection_retry here, so say it.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
-CELERY_RESULT_EXPIRES = timedelta(days=1)
+CELERY_RESULT_EXPIRES = timedelta(days=1)  # Celery's default, stated: results are not kept
 CELERY_TASK_TRACK_STARTED = True
 CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower and exporters see nothing without events
 CELERY_TASK_SEND_SENT_EVENT = True

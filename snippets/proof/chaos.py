@@ -25,6 +25,7 @@ def credit_in_one_transaction(
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
+    retry_on_worker_lost=False,  # requeue a killed run at once (the project default retries)
     autoretry_for=(OperationalError, InterfaceError),  # (1)!
     retry_backoff=1,
     retry_backoff_max=4,

@@ -68,6 +68,7 @@ def numbered_rows(job: ImportJob) -> Iterator[tuple[int, dict[str, str]]]:
     soft_time_limit=300,  # (1)!
     time_limit=330,
     max_retries=20,
+    default_retry_delay=5,  # a run lost with its worker resumes 5 s later (project: retry)
 )
 def import_products(self: Task, job_id: int, batch_size: int = BATCH_SIZE) -> dict[str, int]:
     """Import the job's file from its checkpoint on, one transaction per batch."""

@@ -27,15 +27,15 @@ def remind_now(user_id: int) -> AsyncResult:
     return send_reminder.delay(user_id, "Welcome aboard")  # (1)!
 
 
-def remind_tomorrow(user_id: int, correlation_id: str, queue: str = "reminders") -> AsyncResult:
+def remind_later(user_id: int, request_id: str, queue: str = "reminders") -> AsyncResult:
     """apply_async takes the execution options that delay() cannot."""
     return send_reminder.apply_async(
-        args=(user_id, "Your trial ends tomorrow"),
-        eta=timezone.now() + timedelta(days=1),  # (2)!
-        expires=timezone.now() + timedelta(days=1, hours=1),  # (3)!
+        args=(user_id, "Your basket is waiting"),
+        eta=timezone.now() + timedelta(minutes=15),  # (2)!
+        expires=timezone.now() + timedelta(minutes=25),  # (3)!
         queue=queue,  # (4)!
         priority=3,  # (5)!
-        headers={"correlation_id": correlation_id},  # (6)!
+        headers={"x_request_id": request_id},  # (6)!
     )
 
 

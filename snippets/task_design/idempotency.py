@@ -3,7 +3,7 @@
 # --8<-- [start:key]
 import logging
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F
 
 from snippets.task_design.models import Account, ProcessedKey
@@ -13,16 +13,15 @@ logger = logging.getLogger(__name__)
 
 def apply_credit(account_id: int, amount_cents: int, idempotency_key: str) -> bool:
     """Credit the account once per key; return False when this key was already applied."""
-    try:
-        with transaction.atomic():  # (1)!
-            ProcessedKey.objects.create(key=idempotency_key)  # (2)!
-            credited = Account.objects.filter(pk=account_id).update(
-                balance_cents=F("balance_cents") + amount_cents
-            )
-            if not credited:
-                raise Account.DoesNotExist(f"account {account_id} does not exist")  # (3)!
-    except IntegrityError:
-        return False
+    with transaction.atomic():  # (1)!
+        _, new = ProcessedKey.objects.get_or_create(key=idempotency_key)  # (2)!
+        if not new:
+            return False
+        credited = Account.objects.filter(pk=account_id).update(
+            balance_cents=F("balance_cents") + amount_cents
+        )
+        if not credited:
+            raise Account.DoesNotExist(f"account {account_id} does not exist")  # (3)!
     return True
 
 
@@ -54,6 +53,7 @@ def credit_once(
     bind=True,
     acks_late=True,  # (2)!
     reject_on_worker_lost=True,  # (3)!
+    retry_on_worker_lost=False,
 )
 def credit_account(
     self: Task, account_id: int, amount_cents: int, idempotency_key: str, pause: float = 0.0
@@ -118,6 +118,7 @@ from snippets.task_design.models import Account  # noqa: F811
 @shared_task(
     acks_late=True,
     reject_on_worker_lost=True,
+    retry_on_worker_lost=False,
 )
 def credit_account_without_key(account_id: int, amount_cents: int, pause: float = 0.0) -> str:
     """ANTI-PATTERN: redelivered after a crash, it credits the account a second time."""
@@ -127,3 +128,75 @@ def credit_account_without_key(account_id: int, amount_cents: int, pause: float 
 
 
 # --8<-- [end:antipattern]
+
+
+# --8<-- [start:external]
+import json
+import os
+import urllib.request
+
+from celery import Task, shared_task
+
+from snippets.task_design.models import Charge
+
+
+def provider_charge(amount_cents: int, idempotency_key: str) -> str:
+    """Ask the payment provider for a charge; its id. The same key gets the same charge."""
+    request = urllib.request.Request(
+        os.environ["PAYMENT_PROVIDER_URL"] + "/charges",
+        data=json.dumps({"amount_cents": amount_cents}).encode(),
+        headers={"Content-Type": "application/json", "Idempotency-Key": idempotency_key},  # (1)!
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)["id"]
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    retry_on_worker_lost=True,  # the project default, stated: this task must not be lost
+    default_retry_delay=5,  # (2)!
+)
+def charge_order(self: Task, order_id: int, amount_cents: int, idempotency_key: str) -> str:
+    """Charge an order once, however often the task runs and wherever a run dies."""
+    charge, _ = Charge.objects.get_or_create(
+        key=idempotency_key, defaults={"order_id": order_id, "amount_cents": amount_cents}
+    )  # (3)!
+    if charge.status == Charge.Status.CHARGED:
+        return "duplicate"  # (4)!
+    provider_id = provider_charge(charge.amount_cents, charge.key)  # (5)!
+    Charge.objects.filter(pk=charge.pk, status=Charge.Status.PENDING).update(
+        status=Charge.Status.CHARGED, provider_charge_id=provider_id
+    )  # (6)!
+    return "charged"
+
+
+# --8<-- [end:external]
+
+
+# --8<-- [start:key_first]
+from celery import Task, shared_task
+from django.db import IntegrityError
+
+from snippets.task_design.models import ProcessedKey  # noqa: F811
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    default_retry_delay=5,
+)
+def charge_order_key_first(
+    self: Task, order_id: int, amount_cents: int, idempotency_key: str
+) -> str:
+    """ANTI-PATTERN: the database key commits, then the call: a crash between skips it."""
+    try:
+        ProcessedKey.objects.create(key=idempotency_key)
+    except IntegrityError:
+        return "duplicate"  # also what the rerun after a crash sees: nothing was charged
+    provider_charge(amount_cents, idempotency_key)
+    return "charged"
+
+
+# --8<-- [end:key_first]

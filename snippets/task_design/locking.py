@@ -35,6 +35,7 @@ def redis_lock(client: redis.Redis, name: str, ttl_s: int) -> Iterator[bool]:
 import logging
 import os
 import time
+from functools import cache
 
 import redis
 from celery import shared_task
@@ -45,12 +46,17 @@ logger = logging.getLogger(__name__)
 TIME_LIMIT = 60  # (1)!
 
 
+@cache
 def lock_client() -> redis.Redis:
-    """The Redis that holds the locks (your settings' Redis URL)."""
+    """The Redis that holds the locks: one client (and connection pool) per process."""
     return redis.Redis.from_url(os.environ.get("SNIPPETS_REDIS_URL", "redis://127.0.0.1:6379/15"))
 
 
-@shared_task(soft_time_limit=TIME_LIMIT - 10, time_limit=TIME_LIMIT)
+@shared_task(
+    soft_time_limit=TIME_LIMIT - 10,
+    time_limit=TIME_LIMIT,
+    default_retry_delay=2,  # a run lost with its worker is retried after 2 s (not 180)
+)
 def rebuild_search_index(job: str, seconds: float = 0.0, lock_ttl_s: int = TIME_LIMIT + 30) -> str:
     """Rebuild an index; if another run holds the lock, skip: that run does the work."""
     with redis_lock(lock_client(), f"lock:{job}", lock_ttl_s) as acquired:
@@ -94,7 +100,7 @@ def advisory_lock(name: str) -> Iterator[bool]:
         yield acquired  # (2)!
 
 
-@shared_task(soft_time_limit=50, time_limit=60)
+@shared_task(soft_time_limit=50, time_limit=60, default_retry_delay=2)
 def rebuild_with_advisory_lock(job: str, seconds: float = 0.0) -> str:
     """The same job, locked by PostgreSQL: no expiry to choose, nothing to clean up."""
     with advisory_lock(f"job:{job}") as acquired:

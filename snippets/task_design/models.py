@@ -31,6 +31,27 @@ class Invoice(models.Model):
 # --8<-- [end:idempotency]
 
 
+# --8<-- [start:charge]
+from django.db import models
+
+
+class Charge(models.Model):
+    """A call to a payment provider, recorded around the call: pending, then charged."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # asked for (or about to be): the provider may or may not have it
+        CHARGED = "charged"  # the provider answered with its charge id
+
+    key = models.CharField(max_length=200, unique=True)  # also sent as the provider's key
+    order_id = models.IntegerField()
+    amount_cents = models.BigIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    provider_charge_id = models.CharField(max_length=100, blank=True)
+
+
+# --8<-- [end:charge]
+
+
 # --8<-- [start:calling]
 from django.db import models
 

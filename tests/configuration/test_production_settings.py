@@ -26,13 +26,13 @@ def test_the_page_invariants_hold_on_the_project_app(celery_app):
     # JSON only, both ways
     assert conf.task_serializer == conf.result_serializer == "json"
     assert conf.accept_content == conf.result_accept_content == ["json"]
-    # finite limits, soft < hard < visibility timeout, the same timeout for results
+    # finite limits, soft < hard < the broker's visibility timeout
     visibility = conf.broker_transport_options["visibility_timeout"]
     assert 0 < conf.task_soft_time_limit < conf.task_time_limit < visibility
-    assert conf.result_backend_transport_options["visibility_timeout"] == visibility
-    # late ack, a dead child's task goes back to the queue, one message at a time
+    # late ack, a dead child's task is retried (bounded by max_retries), one message at a time
     assert conf.task_acks_late
-    assert conf.task_reject_on_worker_lost
+    assert conf.task_retry_on_worker_lost
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss
     assert conf.worker_prefetch_multiplier == 1
     # keep retrying the broker at startup; results expire; events for monitoring
     assert conf.broker_connection_retry_on_startup is True
@@ -87,7 +87,7 @@ def test_why_the_antipattern_settings_fail_the_check():
 
 def test_acks_late_without_a_worker_lost_policy_warns():
     """`celery.W001`."""
-    with override_settings(CELERY_TASK_REJECT_ON_WORKER_LOST=False):
+    with override_settings(CELERY_TASK_RETRY_ON_WORKER_LOST=False):
         assert [m.id for m in check_celery_settings()] == ["celery.W001"]
 
 

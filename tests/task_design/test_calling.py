@@ -2,15 +2,17 @@
 
 import time
 import uuid
+from datetime import datetime
 
 import pytest
+from celery import Task, shared_task
 from kombu import Exchange, Queue
 
 from snippets.task_design.calling import (
     redis_transport_options,
+    remind_later,
     remind_now,
     remind_soon,
-    remind_tomorrow,
     reminder_for,
     reminder_options,
     send_reminder,
@@ -58,15 +60,23 @@ def test_delay_and_a_partial_run_on_the_worker(celery_worker):
     assert Reminder.objects.get(pk=sig.apply_async().get(timeout=20)).user_id == 42
 
 
+RABBITMQ_CONSUMER_TIMEOUT_S = 30 * 60  # RabbitMQ's default consumer_timeout (1800000 ms)
+
+
 def test_apply_async_options_travel_in_the_message(celery_app, published):
     """`eta`, `expires` and the custom header of `apply_async` are in the published message."""
-    result = remind_tomorrow(3, correlation_id="req-123", queue="td-reminders")
+    before = datetime.now().astimezone()
+    result = remind_later(3, request_id="req-123", queue="td-reminders")
     try:
         [sent] = [p for p in published if p["id"] == result.id]
         headers = sent["headers"]
         assert headers["expires"] > headers["eta"] > ""  # ISO 8601 timestamps, in UTC
-        assert headers["correlation_id"] == "req-123"  # a custom header, beside Celery's own
+        assert headers["x_request_id"] == "req-123"  # a custom header, beside Celery's own
         assert result.state == "PENDING"  # nobody consumes td-reminders: the message waits
+        # the wait the worker holds the message unacked stays below both brokers' timeouts
+        held = (datetime.fromisoformat(headers["eta"]) - before).total_seconds()
+        visibility = celery_app.conf.broker_transport_options["visibility_timeout"]
+        assert 0 < held < min(visibility, RABBITMQ_CONSUMER_TIMEOUT_S)
 
         soon = remind_soon(11, queue="td-reminders")
         [sent] = [p for p in published if p["id"] == soon.id]
@@ -179,3 +189,23 @@ def test_why_a_countdown_longer_than_the_visibility_timeout_runs_twice(worker_pr
         for wp, wp_app in ((too_short, app), (sized, sized_app)):
             wp.stop()
             delete_queue(wp_app, wp.queue, redis_url)
+
+
+@shared_task(bind=True, name="tests.task_design.request_headers")
+def request_headers(self: Task) -> dict[str, str | None]:
+    """What the worker hands the task: the two candidate homes of a request id."""
+    return {
+        "x_request_id": getattr(self.request, "x_request_id", None),
+        "correlation_id": self.request.correlation_id,
+    }
+
+
+def test_why_a_correlation_id_header_is_replaced_by_the_task_id(celery_worker):
+    """The worker sets request.correlation_id from the message property (the task id), over a
+    header of that name; a header of any other name reaches the task as sent."""
+    result = request_headers.apply_async(
+        headers={"correlation_id": "req-123", "x_request_id": "req-123"}
+    )
+    seen = result.get(timeout=20)
+    assert seen["x_request_id"] == "req-123"
+    assert seen["correlation_id"] == result.id != "req-123"

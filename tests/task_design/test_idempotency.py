@@ -2,16 +2,20 @@
 
 import os
 import signal
+from collections.abc import Iterator
 
 import pytest
 
 from snippets.task_design.idempotency import (
+    charge_order,
+    charge_order_key_first,
     credit_account,
     credit_account_retrying,
     credit_account_without_key,
     mark_invoice_paid,
 )
-from snippets.task_design.models import Account, Invoice, ProcessedKey
+from snippets.task_design.models import Account, Charge, Invoice, ProcessedKey
+from tests.task_design import provider as fake
 from tests.task_design.conftest import kill_pool_child, kill_worker, task_pid, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -121,3 +125,65 @@ def test_a_conditional_update_lets_one_delivery_win(celery_worker):
     invoice.refresh_from_db()
     assert invoice.status == Invoice.Status.PAID
     assert mark_invoice_paid.delay(987654).get(timeout=20) is False  # unknown: logged, no error
+
+
+@pytest.fixture
+def provider() -> Iterator[fake.Provider]:
+    """A fake payment provider that holds the first request, so the test can kill its client."""
+    state = fake.Provider(hold_first=True)
+    server = fake.start(state)
+    yield state
+    state.release.set()
+    server.shutdown()
+
+
+def kill_while_the_provider_holds(wp, provider: fake.Provider, result) -> int:
+    """SIGKILL the pool child while its charge request is in the provider's hands."""
+    pid = task_pid(result)
+    wait_until(provider.holding.is_set, what="the charge request at the provider", wp=wp)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: pid not in wp.pool_pids(), what="the killed child gone", wp=wp)
+    provider.release.set()
+    return pid
+
+
+@pytest.mark.services("broker")
+@pytest.mark.proves_idempotent(task=charge_order)
+@pytest.mark.parametrize("charged", [True, False], ids=["provider-charged", "provider-dropped"])
+def test_a_crash_after_the_provider_charged_charges_once(worker_process, provider, charged):
+    """The child dies while the provider has the request. Either the provider charged it (the
+    answer was lost) or it dropped it: the rerun finds the charge pending, asks again with the
+    same key, and the provider ends with exactly one charge."""
+    provider.charge_if_client_gone = charged
+    wp = worker_process(env={"PAYMENT_PROVIDER_URL": provider.url})
+    result = charge_order.apply_async((7, 1500, "order-7-charge"), queue=wp.queue)
+    pid = kill_while_the_provider_holds(wp, provider, result)
+
+    assert result.get(timeout=90) == "charged"  # the rerun (a retry after WorkerLostError)
+    assert provider.requests == ["order-7-charge", "order-7-charge"]  # asked twice...
+    assert list(provider.charges) == ["order-7-charge"]  # ...charged once
+    charge = Charge.objects.get(key="order-7-charge")
+    assert (charge.status, charge.provider_charge_id) == ("charged", "ch_1")
+    assert f"pid:{pid} exited with 'signal 9 (SIGKILL)'" in wp.log()
+    # delivered once more (a duplicate publish): the recorded state answers, no call at all
+    assert charge_order.apply_async((7, 1500, "order-7-charge"), queue=wp.queue).get(60) == (
+        "duplicate"
+    )
+    assert len(provider.requests) == 2
+
+
+@pytest.mark.services("broker")
+@pytest.mark.antipattern(task=charge_order_key_first)
+def test_why_a_database_key_before_the_call_skips_the_charge_forever(worker_process, provider):
+    """The database-key pattern around an external call: the key commits, the child dies
+    before the provider took the charge, and the rerun sees the key and skips. The task
+    reports success; the order is never charged."""
+    provider.charge_if_client_gone = False
+    wp = worker_process(env={"PAYMENT_PROVIDER_URL": provider.url})
+    result = charge_order_key_first.apply_async((8, 1500, "order-8-charge"), queue=wp.queue)
+    kill_while_the_provider_holds(wp, provider, result)
+
+    assert result.get(timeout=90) == "duplicate"  # "already done", says the rerun
+    assert ProcessedKey.objects.filter(key="order-8-charge").exists()
+    assert provider.requests == ["order-8-charge"]  # asked once, by the run that died
+    assert provider.charges == {}  # and never charged: at most once, not exactly once
