@@ -46,6 +46,21 @@ HOURLY_ON_A_LOCAL_CLOCK = {
 # --8<-- [end:antipattern]
 
 
+# --8<-- [start:every-minute]
+from celery.schedules import crontab
+
+# ANTI-PATTERN: "every night at 03:00" without minute=. A field left out is "*", like in cron:
+# this runs at 03:00, 03:01, ... 03:59, sixty times a night. Write crontab(hour=3, minute=0).
+NIGHTLY_WITHOUT_A_MINUTE = {
+    "nightly-cleanup": {
+        "task": "snippets.periodic_tasks.beat.refresh_rates",
+        "schedule": crontab(hour=3),
+        "args": ["nightly-cleanup"],
+    },
+}
+# --8<-- [end:every-minute]
+
+
 # --8<-- [start:simulate]
 import copy
 from datetime import datetime, timedelta
@@ -67,6 +82,11 @@ class VirtualClock:
 
 class RecordingScheduler(Scheduler):
     """Celery's own scheduler, with the publish replaced by a note of when it happened."""
+
+    # tick() passes self.producer to every send, and Scheduler.producer connects to the broker
+    # (CELERY_BROKER_URL, else amqp://localhost), retrying 100 times: without this line the
+    # simulation needs a broker, and hangs when none answers.
+    producer = None
 
     def __init__(self, app: Celery, clock: VirtualClock) -> None:
         self.clock = clock
