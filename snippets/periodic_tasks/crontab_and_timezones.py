@@ -106,16 +106,18 @@ def beat_sends(
     end: datetime,
     last_run_at: datetime | None = None,
     cron_starting_deadline: int | None = None,
+    scheduler_class: type[RecordingScheduler] = RecordingScheduler,
 ) -> list[tuple[str, datetime]]:
     """Run beat's loop from `start` to `end` on a virtual clock: (entry name, local send time).
 
-    `last_run_at` is what a persistent schedule remembers from before a restart.
+    `last_run_at` is what a persistent schedule remembers from before a restart;
+    `scheduler_class`, a RecordingScheduler with your scheduler's mixins.
     """
     app = Celery("simulated-beat", set_as_current=False)
     app.conf.update(timezone=timezone, beat_cron_starting_deadline=cron_starting_deadline)
     clock = VirtualClock(start, app)
     app.now = clock  # every schedule asks app.now() for the time
-    scheduler = RecordingScheduler(app, clock)
+    scheduler = scheduler_class(app, clock)
     scheduler.update_from_dict(copy.deepcopy(beat_schedule))  # fresh schedule objects
     for entry in scheduler.schedule.values():
         entry.last_run_at = last_run_at or entry.last_run_at
