@@ -165,12 +165,17 @@ PUBLISHER, WORKER, BEAT, RESULTS_READER = "publisher", "worker", "beat", "result
 CONNECTS = "every process that connects to the broker"
 READERS: dict[str, tuple[str, str]] = {
     "worker_task_log_format": (WORKER, "celery/app/log.py"),
+    "worker_enable_remote_control": (WORKER, "celery/worker/consumer/control.py"),
     "accept_content": (f"{WORKER}, {RESULTS_READER}", "celery/apps/worker.py"),
     "broker_connection_retry": (f"{WORKER}, {BEAT}", "celery/worker/consumer/consumer.py"),
     "broker_connection_retry_on_startup": (f"{WORKER}, {BEAT}", "celery/beat.py"),
     "broker_read_url": (f"{WORKER} (consumes)", "celery/app/base.py"),
     "broker_transport": (CONNECTS, "celery/app/base.py"),
     "broker_transport_options": (CONNECTS, "celery/app/base.py"),
+    "broker_connection_timeout": (CONNECTS, "celery/app/base.py"),
+    "security_cert_store": (f"{PUBLISHER}, {WORKER}", "celery/security/__init__.py"),
+    "security_certificate": (f"{PUBLISHER}, {WORKER}", "celery/security/__init__.py"),
+    "security_key": (f"{PUBLISHER}, {WORKER}", "celery/security/__init__.py"),
     "broker_url": (CONNECTS, "celery/app/base.py"),
     "broker_use_ssl": (CONNECTS, "celery/app/base.py"),
     "broker_write_url": (f"{PUBLISHER}", "celery/app/base.py"),

@@ -3,6 +3,7 @@
 # --8<-- [start:formatter]
 import json
 import logging
+from datetime import UTC, datetime
 
 from celery import current_task
 
@@ -15,7 +16,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         request = getattr(current_task, "request", None)  # (1)!
         entry = {
-            "time": self.formatTime(record),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "process": record.processName,

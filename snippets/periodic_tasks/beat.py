@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from celery import Task, shared_task
-from django.db import connection
+from django.db import DatabaseError, connection
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,11 @@ def single_instance(name: str) -> Iterator[bool]:
         yield acquired
     finally:
         if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+            except DatabaseError:  # the session is gone, and its lock with it: do not mask
+                logger.warning("%s: connection lost before unlock", name)  # the job's error
 
 
 def rebuild(entry: str, task_id: str, seconds: float) -> int:

@@ -46,6 +46,21 @@ HOURLY_ON_A_LOCAL_CLOCK = {
 # --8<-- [end:antipattern]
 
 
+# --8<-- [start:every-minute]
+from celery.schedules import crontab
+
+# ANTI-PATTERN: "every night at 03:00" without minute=. A field left out is "*", like in cron:
+# this runs at 03:00, 03:01, ... 03:59, sixty times a night. Write crontab(hour=3, minute=0).
+NIGHTLY_WITHOUT_A_MINUTE = {
+    "nightly-cleanup": {
+        "task": "snippets.periodic_tasks.beat.refresh_rates",
+        "schedule": crontab(hour=3),
+        "args": ["nightly-cleanup"],
+    },
+}
+# --8<-- [end:every-minute]
+
+
 # --8<-- [start:simulate]
 import copy
 from datetime import datetime, timedelta
@@ -68,6 +83,11 @@ class VirtualClock:
 class RecordingScheduler(Scheduler):
     """Celery's own scheduler, with the publish replaced by a note of when it happened."""
 
+    # tick() passes self.producer to every send, and Scheduler.producer connects to the broker
+    # (CELERY_BROKER_URL, else amqp://localhost), retrying 100 times: without this line the
+    # simulation needs a broker, and hangs when none answers.
+    producer = None
+
     def __init__(self, app: Celery, clock: VirtualClock) -> None:
         self.clock = clock
         self.sent: list[tuple[str, datetime]] = []
@@ -79,6 +99,10 @@ class RecordingScheduler(Scheduler):
         self.sent.append((entry.name, self.clock()))
 
 
+# --8<-- [end:simulate]
+
+
+# --8<-- [start:beat-sends]
 def beat_sends(
     beat_schedule: dict[str, dict[str, Any]],
     timezone: str,
@@ -86,16 +110,18 @@ def beat_sends(
     end: datetime,
     last_run_at: datetime | None = None,
     cron_starting_deadline: int | None = None,
+    scheduler_class: type[RecordingScheduler] = RecordingScheduler,
 ) -> list[tuple[str, datetime]]:
     """Run beat's loop from `start` to `end` on a virtual clock: (entry name, local send time).
 
-    `last_run_at` is what a persistent schedule remembers from before a restart.
+    `last_run_at` is what a persistent schedule remembers from before a restart;
+    `scheduler_class`, a RecordingScheduler with your scheduler's mixins.
     """
     app = Celery("simulated-beat", set_as_current=False)
     app.conf.update(timezone=timezone, beat_cron_starting_deadline=cron_starting_deadline)
     clock = VirtualClock(start, app)
     app.now = clock  # every schedule asks app.now() for the time
-    scheduler = RecordingScheduler(app, clock)
+    scheduler = scheduler_class(app, clock)
     scheduler.update_from_dict(copy.deepcopy(beat_schedule))  # fresh schedule objects
     for entry in scheduler.schedule.values():
         entry.last_run_at = last_run_at or entry.last_run_at
@@ -105,4 +131,4 @@ def beat_sends(
     return [(name, when.astimezone(app.timezone)) for name, when in scheduler.sent]
 
 
-# --8<-- [end:simulate]
+# --8<-- [end:beat-sends]

@@ -39,8 +39,7 @@ def schedule_every(
             "args": json.dumps([name]),  # (2)!
             "queue": queue,
             "expire_seconds": expire_seconds or seconds,
-            "enabled": True,
-        },
+        },  # not "enabled": a new row is enabled, a row an operator paused stays paused
     )
     return task
 

@@ -29,9 +29,15 @@ class LeaderLockMixin:
     _leader: bool | None = None
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        if not self.is_leader():
-            return min(self.standby_interval, self.max_interval)
-        return super().tick(*args, **kwargs)
+        if self.is_leader():
+            return super().tick(*args, **kwargs)
+        # A standby runs the schedule too, without sending: its entries' last runs move on
+        # with the leader's, so at takeover it does not re-send what the leader already sent.
+        return min(super().tick(*args, **kwargs), self.standby_interval)  # (1)!
+
+    def apply_entry(self, entry: Any, producer: Any = None) -> None:
+        if self._leader:
+            super().apply_entry(entry, producer=producer)
 
     # --8<-- [end:leader]
     # --8<-- [start:lock]
@@ -47,8 +53,11 @@ class LeaderLockMixin:
                     key = zlib.crc32(self.lock_name.encode())
                     cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
                     (self._leader,) = cursor.fetchone()
-        except DatabaseError:
-            logger.exception("beat: lost the connection that holds the lock %r", self.lock_name)
+        except DatabaseError as exc:
+            if was_leader:
+                logger.exception("beat: lost the connection that holds the lock %r", self.lock_name)
+            else:  # a standby that cannot reach the database: it tries again in a moment
+                logger.debug("beat: cannot try the lock %r: %s", self.lock_name, exc)
             self._leader = False
             self._close_lock_connection()
         if self._leader and not was_leader:
@@ -75,3 +84,20 @@ class LeaderScheduler(LeaderLockMixin, PersistentScheduler):
 
 
 # --8<-- [end:scheduler]
+
+
+# --8<-- [start:idle-standby]
+class IdleStandbyMixin(LeaderLockMixin):
+    """ANTI-PATTERN: a standby that skips the schedule altogether while it waits for the lock.
+
+    Its entries keep the last run they had when it started; at takeover every crontab run
+    since then counts as missed, and is sent again, although the leader sent it.
+    """
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        if not self.is_leader():
+            return min(self.standby_interval, self.max_interval)
+        return super(LeaderLockMixin, self).tick(*args, **kwargs)
+
+
+# --8<-- [end:idle-standby]

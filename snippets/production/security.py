@@ -66,7 +66,25 @@ def redis_tls(ca_certs: str) -> dict[str, object]:
 
 def rabbitmq_tls(ca_certs: str) -> dict[str, object]:
     """Celery settings for RabbitMQ over TLS (an amqps:// URL, port 5671)."""
-    return {"broker_use_ssl": {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": ca_certs}}
+    return {
+        "broker_use_ssl": {
+            "cert_reqs": ssl.CERT_REQUIRED,
+            "ca_certs": ca_certs,
+            # None: kombu puts the URL's host here; py-amqp checks the certificate's name only
+            # when server_hostname is set, and without the key accepts any certificate the CA
+            # signed (another service's, a man in the middle's).
+            "server_hostname": None,
+        }
+    }
 
 
 # --8<-- [end:tls]
+
+
+# --8<-- [start:tls-antipattern]
+def rabbitmq_tls_without_hostname_check(ca_certs: str) -> dict[str, object]:
+    """ANTI-PATTERN: the chain is verified, the name is not (no server_hostname key)."""
+    return {"broker_use_ssl": {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": ca_certs}}
+
+
+# --8<-- [end:tls-antipattern]

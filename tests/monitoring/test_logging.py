@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -49,6 +50,7 @@ def test_with_setup_logging_connected_every_log_line_is_django_json(worker_proce
         "correlation_id": "req-42",
     }
     assert mine["process"].startswith("ForkPoolWorker")
+    assert datetime.fromisoformat(mine["time"]).utcoffset() == timedelta(0)  # ISO 8601, UTC
     [failure] = [
         e for e in entries if e["message"].startswith(f"Task {import_rows.name}[{bad}] raised")
     ]

@@ -21,10 +21,26 @@ from snippets.monitoring.stuck_tasks import (
     where_is,
 )
 from tests.conftest import ROOT
+from tests.harness.wait import wait_until
 from tests.monitoring.conftest import poll, tool_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 RUNBOOK = ROOT / "snippets/monitoring/stuck-tasks.sh"
+CELERY_ENV = ROOT / "snippets/production/systemd/celery.env"
+
+
+def deployed_signal_env() -> dict[str, str]:
+    """REMAP_SIGTERM as the site's worker unit (and Dockerfile, k8s manifest) sets it.
+
+    Read from the systemd EnvironmentFile, not typed here: the terminate proofs must run under
+    the signal handling a reader deploys, where pool processes ignore SIGTERM.
+    """
+    pairs = dict(
+        line.split("=", 1)
+        for line in CELERY_ENV.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    return {"REMAP_SIGTERM": pairs["REMAP_SIGTERM"]}
 
 
 def runbook(section: str, **env: str) -> list[str]:
@@ -45,22 +61,46 @@ def json_lines(lines: list[str]) -> list:
 
 
 @pytest.fixture
-def silent_server() -> Iterator[str]:
-    """A TCP server that accepts connections (the kernel does) and never answers."""
+def silent_socket() -> Iterator[socket.socket]:
+    """A listening TCP socket: the kernel accepts connections, nobody answers them."""
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(16)
-        yield f"http://127.0.0.1:{server.getsockname()[1]}/status"
+        yield server
+
+
+@pytest.fixture
+def silent_server(silent_socket) -> str:
+    """The URL of a server that accepts connections and never answers."""
+    return f"http://127.0.0.1:{silent_socket.getsockname()[1]}/status"
+
+
+def accept_request(server: socket.socket) -> socket.socket:
+    """The next connection the silent server holds, once its HTTP request has arrived."""
+    server.settimeout(60)
+    conn, _addr = server.accept()
+    conn.settimeout(60)
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += conn.recv(4096)
+    return conn
+
+
+def closed_by_peer(conn: socket.socket) -> bool:
+    """True once the client side of `conn` is closed (its process let go of the call)."""
+    conn.settimeout(60)
+    try:
+        return conn.recv(1) == b""
+    except ConnectionResetError:
+        return True
 
 
 @pytest.mark.antipattern(task=fetch_status_without_timeout)
-def test_why_io_without_a_timeout_blocks_until_revoked(celery_app, worker_process, silent_server):
-    """the blocked task in `where_is` and the runbook's `inspect active` (with a live pool pid),
-    nothing reserved, one message waiting in the broker; the runbook's `terminate` replies
-    `terminate: <id>`; the task is `REVOKED`, its process replaced, the next task fails with
-    `ReadTimeout` on the same worker, and once the worker stops the queue is empty (the terminated
-    message was acknowledged)."""
-    wp = worker_process(concurrency=1)
+def test_why_io_without_a_timeout_blocks_until_revoked(
+    celery_app, worker_process, silent_socket, silent_server
+):
+    """Under the deployed REMAP_SIGTERM=SIGQUIT: the runbook's SIGQUIT ends the blocked process."""
+    wp = worker_process(concurrency=1, env=deployed_signal_env())
     blocked = fetch_status_without_timeout.apply_async((silent_server,), queue=wp.queue)
     waiting = fetch_status.apply_async((silent_server,), queue=wp.queue)
 
@@ -74,6 +114,7 @@ def test_why_io_without_a_timeout_blocks_until_revoked(celery_app, worker_proces
     assert task["name"] == fetch_status_without_timeout.name
     assert task["worker_pid"] in wp.pool_pids()
     assert found["state"] == "STARTED"  # task_track_started; without it: PENDING
+    held = accept_request(silent_socket)  # the blocked call, from that process
 
     # Prefetch 1 with acks_late: the next task is not held by the busy worker, it waits in the
     # broker (any free worker could take it).
@@ -84,7 +125,10 @@ def test_why_io_without_a_timeout_blocks_until_revoked(celery_app, worker_proces
     terminate = runbook("terminate", TASK_ID=blocked.id, WORKER=wp.hostname)
     [replies] = json_lines(terminate)  # control commands answer with a list
     assert replies == [{wp.hostname: {"ok": f"terminate: {blocked.id}"}}]
-    poll(lambda: blocked.state == "REVOKED")
+    assert closed_by_peer(held)  # the process let go of the call: it exited
+    pid = str(task["worker_pid"])
+    wait_until(lambda: runbook("verify-gone", WORKER_PID=pid) == ["gone"], what="pid gone")
+    wait_until(lambda: blocked.state == "REVOKED", what="REVOKED stored")
 
     # The worker keeps serving: a new process runs the next task, which has a timeout.
     with pytest.raises(requests.exceptions.ReadTimeout):
@@ -97,12 +141,39 @@ def test_why_io_without_a_timeout_blocks_until_revoked(celery_app, worker_proces
         assert queue_length(conn, wp.queue) == 0  # ...and there is none: terminate acked it
 
 
+def test_why_terminate_with_sigterm_leaves_the_task_running(
+    celery_app, worker_process, silent_socket, silent_server
+):
+    """ANTI-PATTERN: SIGTERM under REMAP_SIGTERM=SIGQUIT; REVOKED is stored, the task runs on."""
+    wp = worker_process(concurrency=1, env=deployed_signal_env())
+    blocked = fetch_status_without_timeout.apply_async((silent_server,), queue=wp.queue)
+    found = poll(lambda: (f := where_is(celery_app, blocked.id, [wp.queue])).get("active") and f)
+    assert found["active"] == wp.hostname
+    held = accept_request(silent_socket)
+    [pid] = wp.pool_pids()
+
+    [replies] = json_lines(runbook("terminate-sigterm", TASK_ID=blocked.id, WORKER=wp.hostname))
+    assert replies == [{wp.hostname: {"ok": f"terminate: {blocked.id}"}}]  # "success"
+    wait_until(lambda: blocked.state == "REVOKED", what="REVOKED stored")
+    # The worker has forgotten the task: a second terminate, even with the right signal, finds
+    # nothing to signal; only a kill of the pid on the host would reach it.
+    [again] = json_lines(runbook("terminate", TASK_ID=blocked.id, WORKER=wp.hostname))
+    assert again == [{wp.hostname: {"ok": "terminate: tasks unknown"}}]
+    assert wp.pool_pids() == [pid]
+
+    # The "terminated" task is still inside its call: answer it, and it completes its work.
+    held.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+    wp.wait_for_log(f"Task {fetch_status_without_timeout.name}[{blocked.id}] succeeded")
+    assert wp.pool_pids() == [pid]  # the same process, never signalled out of existence
+    held.close()
+
+
 def test_why_a_large_prefetch_holds_tasks_behind_a_blocked_one(
     celery_app, worker_process, silent_server
 ):
     """two tasks reserved and `PENDING` with an empty queue; `revoke(terminate=True)` from Python
     frees them."""
-    wp = worker_process(concurrency=1, args=["--prefetch-multiplier=4"])
+    wp = worker_process(concurrency=1, args=["--prefetch-multiplier=4"], env=deployed_signal_env())
     blocked = fetch_status_without_timeout.apply_async((silent_server,), queue=wp.queue)
     behind = [charge.apply_async((n,), queue=wp.queue) for n in (1, 2)]
 
@@ -114,7 +185,9 @@ def test_why_a_large_prefetch_holds_tasks_behind_a_blocked_one(
     with celery_app.connection_for_read() as conn:
         assert queue_length(conn, wp.queue) == 0  # no other worker can take them
 
-    celery_app.control.revoke(blocked.id, terminate=True)  # the Python form
+    # The Python form. Name the signal: the default is TERM_SIGNAME of the *calling* process,
+    # SIGTERM unless it too runs with REMAP_SIGTERM.
+    celery_app.control.revoke(blocked.id, terminate=True, signal="SIGQUIT")
     assert [r.get(timeout=60) for r in behind] == [1, 2]
     assert blocked.state == "REVOKED"
 

@@ -2,13 +2,19 @@
 the beat schedule the test passes as JSON in PERIODIC_TEST_SCHEDULE
 (``{entry: {"task", "seconds", "args", "kwargs", "options"}}``; ``seconds`` is the interval),
 and the scheduler class named in PERIODIC_TEST_SCHEDULER, as a project's settings would.
+PERIODIC_TEST_BASE_SETTINGS names other base settings (the production ones, for a beat run as
+the site's containers run it).
 """
 
+import importlib
 import json
 import os
 from datetime import timedelta
 
 from snippets.project.settings import *  # noqa: F403
+
+if base := os.environ.get("PERIODIC_TEST_BASE_SETTINGS"):
+    globals().update({k: v for k, v in vars(importlib.import_module(base)).items() if k.isupper()})
 
 CELERY_BEAT_SCHEDULE = {
     name: {

@@ -171,3 +171,29 @@ def test_why_a_run_longer_than_its_interval_overlaps(beat_process, worker_proces
 
     assert overlapping("unlocked")  # two runs of the same job at the same time
     assert overlapping("locked") == []
+
+
+@pytest.mark.services("postgres")
+def test_a_lock_whose_session_died_does_not_mask_the_jobs_own_error(caplog):
+    """The unlock in `finally` fails on a dead session; the job's exception still surfaces."""
+    from django.db import connection, connections
+
+    from snippets.periodic_tasks.beat import single_instance
+
+    killer = connections.create_connection("default")
+    try:
+        with (
+            pytest.raises(ValueError, match="the job's own error"),
+            single_instance("lost-session") as acquired,
+        ):
+            assert acquired
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                (pid,) = cursor.fetchone()
+            with killer.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+            raise ValueError("the job's own error")
+    finally:
+        killer.close()
+        connection.close()  # Django opens a fresh session for the next query
+    assert "lost-session: connection lost before unlock" in caplog.text

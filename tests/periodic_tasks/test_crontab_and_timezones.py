@@ -1,24 +1,31 @@
 """Proof for docs/periodic-tasks/crontab-and-timezones.md: Celery 5.7's beat loop across DST.
 
 Each test drives the installed `celery.beat.Scheduler` and `celery.schedules` on a virtual
-clock (no sleeping, no broker): the sends are exactly what `celery beat` would publish.
+clock (no sleeping; no broker, as the last two tests show): the sends are exactly what
+`celery beat` would publish.
 Transitions in Europe/Berlin, 2026: clocks go forward on 29 March at 02:00 CET (01:00 UTC),
 and back on 25 October at 03:00 CEST (01:00 UTC).
 """
 
 import itertools
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from celery.schedules import crontab
 
 from snippets.periodic_tasks.crontab_and_timezones import (
     CELERY_BEAT_SCHEDULE,
     CELERY_ENABLE_UTC,
     CELERY_TIMEZONE,
     HOURLY_ON_A_LOCAL_CLOCK,
+    NIGHTLY_WITHOUT_A_MINUTE,
     beat_sends,
 )
+from tests.conftest import ROOT
+from tests.harness.net import free_port
 
 BERLIN = ZoneInfo("Europe/Berlin")
 FALL_BACK = datetime(2026, 10, 25, 1, 0, tzinfo=UTC)  # 03:00 CEST becomes 02:00 CET
@@ -140,3 +147,55 @@ def test_why_a_business_time_on_a_utc_clock_moves_with_the_seasons():
     )  # fmt: skip
     office = [when.astimezone(BERLIN).strftime("%H:%M") for _n, when in winter + summer]
     assert office == ["03:30", "04:30"]
+
+
+@pytest.mark.antipattern("snippets/periodic_tasks/crontab_and_timezones.py:every-minute")
+def test_why_crontab_hour_3_without_a_minute_runs_every_minute_of_that_hour():
+    """Unset crontab fields are "*": hour=3 alone is 60 sends a night, minute=0 is one."""
+    start, end = datetime(2026, 7, 14, 12, tzinfo=UTC), datetime(2026, 7, 15, 12, tzinfo=UTC)
+    sends = beat_sends(NIGHTLY_WITHOUT_A_MINUTE, "UTC", start=start, end=end)
+    assert len(sends) == 60
+    assert {(when.hour, when.minute) for _n, when in sends} == {(3, m) for m in range(60)}
+    fixed = {"nightly-cleanup": {**NIGHTLY_WITHOUT_A_MINUTE["nightly-cleanup"]}}
+    fixed["nightly-cleanup"]["schedule"] = crontab(hour=3, minute=0)
+    assert utc_times(beat_sends(fixed, "UTC", start=start, end=end)) == [
+        datetime(2026, 7, 15, 3, tzinfo=UTC)
+    ]
+
+
+SIMULATE = """
+import logging
+from datetime import UTC, datetime
+from snippets.periodic_tasks import crontab_and_timezones as c
+logging.basicConfig()  # beat's connection errors to stderr
+{unstub}
+start = datetime(2026, 7, 14, tzinfo=UTC)
+sends = c.beat_sends(c.NIGHTLY_WITHOUT_A_MINUTE, "UTC", start, start.replace(day=15))
+print(len(sends))
+"""
+
+
+def simulate(unstub: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
+    """beat_sends() in a process whose CELERY_BROKER_URL points at a port nobody listens on."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    env["CELERY_BROKER_URL"] = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    code = SIMULATE.format(unstub=unstub)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def test_the_simulation_needs_no_broker():
+    """With the broker unreachable, beat_sends() returns: no connection is ever opened."""
+    done = simulate()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["60"]
+
+
+def test_why_the_simulation_without_the_producer_stub_waits_for_a_broker():
+    """Scheduler.producer (the stub removed) connects on the first send, and keeps retrying."""
+    with pytest.raises(subprocess.TimeoutExpired) as hung:
+        simulate("del c.RecordingScheduler.producer", timeout=10)
+    stderr = hung.value.stderr or b""
+    assert b"beat: Connection error: [Errno 111] Connection refused" in stderr

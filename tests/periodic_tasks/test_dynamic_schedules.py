@@ -182,3 +182,13 @@ def test_a_berlin_crontab_row_behaves_like_celerys_crontab_across_dst():
         "2026-10-25T03:00:00+01:00",
         "2026-10-25T04:00:00+01:00",
     ]  # fmt: skip  (the repeated 02:00 is skipped here too)
+
+
+@pytest.mark.django_db
+def test_calling_schedule_every_again_keeps_an_operators_pause():
+    """A deploy hook that re-runs schedule_every() changes the interval, not the pause."""
+    schedule_every("paused-by-ops", seconds=60)
+    pause("paused-by-ops")
+    schedule_every("paused-by-ops", seconds=120)
+    task = PeriodicTask.objects.get(name="paused-by-ops")
+    assert (task.enabled, task.interval.every) == (False, 120)

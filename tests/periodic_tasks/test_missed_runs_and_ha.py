@@ -13,8 +13,12 @@ import pytest
 from celery.schedules import crontab
 
 from snippets.periodic_tasks.beat import refresh_rates
-from snippets.periodic_tasks.crontab_and_timezones import beat_sends
-from snippets.periodic_tasks.missed_runs_and_ha import CELERY_BEAT_CRON_STARTING_DEADLINE
+from snippets.periodic_tasks.crontab_and_timezones import RecordingScheduler, beat_sends
+from snippets.periodic_tasks.missed_runs_and_ha import (
+    CELERY_BEAT_CRON_STARTING_DEADLINE,
+    IdleStandbyMixin,
+    LeaderLockMixin,
+)
 from tests.periodic_tasks.conftest import read_queue
 from tests.periodic_tasks.test_beat import every_second, wait_until
 
@@ -70,6 +74,49 @@ def test_the_deadline_does_not_apply_to_intervals():
     startup."""
     sends = restart(EVERY_10_MIN, at(3, 8), start=at(3, 9), end=at(3, 9, 5), deadline=600)
     assert times(sends) == ["2026-11-03T09:00:00+01:00"]
+
+
+def standby_until(mixin: type, takeover: datetime) -> type[RecordingScheduler]:
+    """The page's mixin on the virtual clock, the lock scripted: won at `takeover`."""
+
+    class Standby(mixin, RecordingScheduler):
+        def is_leader(self) -> bool:
+            self._leader = self.clock() >= takeover
+            return self._leader
+
+    return Standby
+
+
+def takeover_sends(mixin: type, takeover: datetime, deadline=None) -> list[str]:
+    """A standby started at 00:00 that wins the lock at `takeover`, while the leader it
+    replaces sent the 02:30 job: what does the standby send until the next night?"""
+    return times(
+        beat_sends(
+            NIGHTLY, "Europe/Berlin", start=at(3, 0), end=at(4, 12),
+            cron_starting_deadline=deadline, scheduler_class=standby_until(mixin, takeover),
+        )
+    )  # fmt: skip
+
+
+def test_a_standby_that_takes_over_does_not_resend_what_the_leader_sent():
+    """The standby runs the schedule without sending: 02:30 is done for it too."""
+    assert takeover_sends(LeaderLockMixin, takeover=at(3, 9)) == ["2026-11-04T02:30:00+01:00"]
+    late = takeover_sends(LeaderLockMixin, at(3, 2, 35), CELERY_BEAT_CRON_STARTING_DEADLINE)
+    assert late == ["2026-11-04T02:30:00+01:00"]
+    # and a standby that holds the lock from the start sends as any beat does
+    assert takeover_sends(LeaderLockMixin, takeover=at(3, 0)) == [
+        "2026-11-03T02:30:00+01:00", "2026-11-04T02:30:00+01:00",
+    ]  # fmt: skip
+
+
+@pytest.mark.antipattern("snippets/periodic_tasks/missed_runs_and_ha.py:idle-standby")
+def test_why_an_idle_standby_resends_the_crontab_runs_the_leader_sent():
+    """A standby that skips tick() takes over with its start-up last_run_at: 02:30 again."""
+    assert takeover_sends(IdleStandbyMixin, takeover=at(3, 9)) == [
+        "2026-11-03T09:00:00+01:00", "2026-11-04T02:30:00+01:00",
+    ]  # fmt: skip
+    late = takeover_sends(IdleStandbyMixin, at(3, 2, 35), CELERY_BEAT_CRON_STARTING_DEADLINE)
+    assert late == ["2026-11-03T02:35:00+01:00", "2026-11-04T02:30:00+01:00"]  # deadline or not
 
 
 @pytest.mark.django_db(transaction=True)

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shelve
 import shlex
 import signal
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
+from snippets.monitoring.stuck_tasks import queue_length
 from snippets.production.containers import long_job
 from tests.production.conftest import (
     CELERY,
     HOST,
     SNIPPETS,
     attempts,
+    celery_argv,
     docker_compose,
     job_dir,
     prod_env,
@@ -29,6 +34,7 @@ from tests.production.conftest import (
 )
 
 HADOLINT = Path(__import__("sys").executable).parent / "hadolint"
+DOCKERFILE = SNIPPETS / "Dockerfile"
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -67,11 +73,11 @@ def test_the_image_runs_celery_as_pid_1_not_as_root():
     assert dockerfile_env()["REMAP_SIGTERM"] == "SIGQUIT"
 
 
-def compose_config(tmp_path: Path) -> dict:
+def compose_config(tmp_path: Path, dotenv: str = "FLOWER_BASIC_AUTH=ops:pw\n") -> dict:
     """`docker compose config` on the page's file, with the files it names present."""
     project = tmp_path / "project"
     (project / "secrets").mkdir(parents=True)
-    (project / ".env").write_text("CELERY_BROKER_URL=redis://redis:6379/0\n")
+    (project / ".env").write_text(f"CELERY_BROKER_URL=redis://redis:6379/0\n{dotenv}")
     (project / "secrets" / "postgres_password.txt").write_text("not-a-secret\n")
     (project / "compose.yaml").write_text((SNIPPETS / "compose.yaml").read_text())
     result = subprocess.run(
@@ -79,7 +85,8 @@ def compose_config(tmp_path: Path) -> dict:
          str(project / "compose.yaml"), "config", "--format", "json"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    if result.returncode:
+        raise AssertionError(result.stderr)
     return yaml.safe_load(result.stdout)
 
 
@@ -101,12 +108,18 @@ def test_the_compose_file_passes_docker_compose_config(tmp_path):
     assert services["worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
+def test_flower_does_not_start_without_credentials(tmp_path):
+    assert compose_config(tmp_path)["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"]
+    with pytest.raises(AssertionError, match=r"set FLOWER_BASIC_AUTH in \.env"):
+        compose_config(tmp_path / "without", dotenv="")
+
+
 def test_why_docker_compose_config_rejects_a_broken_file(tmp_path):
     """The validator is not a rubber stamp: an unknown depends_on condition fails."""
     broken = tmp_path / "compose.yaml"
     text = (SNIPPETS / "compose.yaml").read_text()
     broken.write_text(text.replace("condition: service_healthy", "condition: healthy", 1))
-    (tmp_path / ".env").touch()
+    (tmp_path / ".env").write_text("FLOWER_BASIC_AUTH=ops:pw\n")
     result = subprocess.run(
         [*docker_compose(), "-f", str(broken), "config", "-q"], capture_output=True, text=True,
         check=False,
@@ -136,18 +149,98 @@ def test_the_kubernetes_manifests_pass_kubernetes_validate():
 def test_why_kubernetes_validate_rejects_a_misspelt_field(tmp_path):
     """`kubernetes-validate --strict` rejects a misspelt field: the check is not a rubber stamp."""
     broken = tmp_path / "beat.yaml"
-    broken.write_text((SNIPPETS / "k8s" / "beat.yaml").read_text().replace("strategy:", "stratgy:"))
+    text = (SNIPPETS / "k8s" / "beat.yaml").read_text()
+    broken.write_text(text.replace("updateStrategy:", "updateStratgy:"))
     result = kubectl_validate(broken)
     assert result.returncode != 0
-    assert "stratgy" in result.stdout + result.stderr
+    assert "updateStratgy" in result.stdout + result.stderr
 
 
-def test_beat_runs_once_and_is_recreated_not_rolled():
-    """The beat Deployment has one replica and the `Recreate` strategy: never two beats during a
-    rollout."""
+def test_beat_is_one_statefulset_pod():
+    """At most one beat: a StatefulSet replaces its pod only after the old one is gone."""
+    beat = manifest("beat.yaml")
+    assert beat["kind"] == "StatefulSet"
+    assert beat["spec"]["replicas"] == 1
+
+
+SCHEDULE = {"nightly-report": {"task": "snippets.periodic_tasks.beat.refresh_rates",
+                               "seconds": 86400, "args": ["nightly-report"]}}  # fmt: skip
+
+
+def schedule_option(args: list[str]) -> str:
+    [path] = [a.split("=", 1)[1] for a in args if a.startswith("--schedule=")]
+    return path
+
+
+def k8s_beat() -> tuple[list[str], str, bool]:
+    """The beat container's args, the mount that holds --schedule, and whether it persists."""
     spec = manifest("beat.yaml")["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"]["type"] == "Recreate"
+    [container] = spec["template"]["spec"]["containers"]
+    path = schedule_option(container["args"])
+    [mount] = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    claims = {c["metadata"]["name"] for c in spec.get("volumeClaimTemplates", [])}
+    return container["args"], mount["mountPath"], mount["name"] in claims
+
+
+def compose_beat(tmp_path: Path) -> tuple[list[str], str, bool]:
+    """The same for the Compose beat service: a named volume persists, the container does not."""
+    config = compose_config(tmp_path)
+    beat = config["services"]["beat"]
+    path = schedule_option(beat["command"])
+    mounts = [v for v in beat.get("volumes", []) if path.startswith(v["target"] + "/")]
+    if not mounts:  # on the container's own filesystem: gone when it is recreated
+        return beat["command"], str(Path(path).parent), False
+    [mount] = mounts
+    return beat["command"], mount["target"], mount["type"] == "volume"
+
+
+def beat_state(run_command, celery_app, args: list[str], mount: str, volume: Path) -> datetime:
+    """Run the image's beat with `args` (the mount backed by `volume`) and stop it as a deploy
+    does; return the last run of the daily entry that beat saved in its schedule file."""
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (.*)$", DOCKERFILE.read_text(), re.M)[1])
+    argv = [*celery_argv(shlex.join(entrypoint)), *(a.replace(mount, str(volume)) for a in args)]
+    # The image's settings module, with a daily entry added to its beat schedule.
+    env = prod_env(DJANGO_SETTINGS_MODULE="tests.periodic_tasks.beat_settings",
+                   PERIODIC_TEST_BASE_SETTINGS=dockerfile_env()["DJANGO_SETTINGS_MODULE"],
+                   PERIODIC_TEST_SCHEDULE=json.dumps(SCHEDULE))  # fmt: skip
+    beat = run_command(argv, env=env)
+    wait_ping(celery_app, f"celerybeat@{HOST}", proc=beat)  # started, schedule file written
+    assert beat.stop(signal.SIGTERM) == 0, beat.log()  # what the kubelet / docker stop send
+    path = Path(schedule_option(args).replace(mount, str(volume)))
+    with shelve.open(str(path), flag="r") as state:
+        return state["entries"]["nightly-report"].last_run_at
+
+
+@pytest.mark.services("broker")  # beat answers a ping over the broker when it is up
+@pytest.mark.parametrize("spec", ["k8s", "compose"])
+def test_beat_keeps_its_schedule_across_a_restart_of_the_spec_as_written(
+    spec, run_command, celery_app, tmp_path
+):
+    """A daily entry remembers its last run across a restart: it is not pushed back a day."""
+    args, mount, persistent = k8s_beat() if spec == "k8s" else compose_beat(tmp_path)
+    assert persistent, f"the {spec} beat keeps --schedule on a volume that dies with it"
+    volume = tmp_path / "volume"  # the claim / named volume: the same one for both pods
+    volume.mkdir()
+    first = beat_state(run_command, celery_app, args, mount, volume)
+    again = beat_state(run_command, celery_app, args, mount, volume)
+    assert again == first  # remembered: the entry is due a day after `first`
+
+
+@pytest.mark.services("broker")
+def test_why_a_schedule_on_a_fresh_directory_restarts_every_interval(
+    run_command, celery_app, tmp_path
+):
+    """What an emptyDir or the container's /tmp gives each new pod: an empty directory. The
+    entry's clock restarts at every start, so a daily job deployed daily never runs."""
+    args, mount, _persistent = k8s_beat()
+    first = beat_state(run_command, celery_app, args, mount, fresh(tmp_path / "pod-1"))
+    again = beat_state(run_command, celery_app, args, mount, fresh(tmp_path / "pod-2"))
+    assert again > first
+
+
+def fresh(path: Path) -> Path:
+    path.mkdir()
+    return path
 
 
 def test_the_grace_period_outlasts_the_soft_shutdown():
@@ -161,7 +254,9 @@ def test_the_grace_period_outlasts_the_soft_shutdown():
 
 
 @pytest.mark.services("broker")
-def test_sigterm_mid_task_requeues_it_and_the_next_worker_completes_it(worker_process, tmp_path):
+def test_sigterm_mid_task_requeues_it_and_the_next_worker_completes_it(
+    worker_process, celery_app, tmp_path
+):
     """The page's settings: REMAP_SIGTERM=SIGQUIT and a soft-shutdown window (4 s here).
 
     Two tasks run when SIGTERM arrives: one finishes inside the window and is acked, the
@@ -182,11 +277,16 @@ def test_sigterm_mid_task_requeues_it_and_the_next_worker_completes_it(worker_pr
 
     assert short_result.get(timeout=30).startswith("done by")
     assert not (long / "done").exists()  # interrupted, not finished...
+    # ...and the only message back in the queue: the task that finished inside the window was
+    # acked (a redelivered copy would not show in `attempts`: long_job returns early once done)
+    with celery_app.connection_for_read() as conn:
+        assert queue_length(conn, first.queue) == 1
     second = worker_process(queue=first.queue, env=soft_shutdown_env(timeout=4))
     (long / "release").touch()
     assert long_result.get(timeout=60).startswith("done by")  # ...and not lost
     assert len(attempts(long)) == 2  # requeued once, rerun by the next worker
-    assert len(attempts(short)) == 1  # the acked task was not run again
+    assert f"[{long_result.id}] received" in second.log()
+    assert f"[{short_result.id}] received" not in second.log()  # not delivered again
     # delivered once more (a duplicate, a manual retry): idempotent, the work is not redone
     again = long_job.apply_async((str(long),), queue=first.queue).get(timeout=60)
     assert again == long_result.get()

@@ -3,11 +3,15 @@ secrets stay out of arguments and logs, Flower answers only with credentials, TL
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import socket
 import ssl
+import subprocess
+import threading
 import time
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
@@ -17,6 +21,7 @@ from celery import Celery
 from snippets.production.security import (
     insecure_app,
     rabbitmq_tls,
+    rabbitmq_tls_without_hostname_check,
     redis_tls,
     sync_account,
     sync_account_with_token,
@@ -180,7 +185,77 @@ def test_tls_settings_reach_the_broker_connection_and_the_result_backend(tmp_pat
     amqp = Celery("tls-amqp", broker="amqps://u:pw@rabbit.internal:5671//", set_as_current=False)
     amqp.conf.update(rabbitmq_tls(ca))
     assert amqp.connection_for_write().as_uri().startswith("amqps://")
-    assert amqp.connection_for_write().ssl == {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": ca}
+    assert amqp.connection_for_write().ssl["ca_certs"] == ca
+
+
+def openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory) -> dict[str, Path]:
+    """A throw-away CA, and two certificates it signs: the broker's (127.0.0.1) and another
+    internal service's (other.internal), as any holder of a certificate from that CA has."""
+    d = tmp_path_factory.mktemp("pki")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=ca",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+            "keyUsage=critical,keyCertSign", "-keyout", d / "ca.key",
+            "-out", d / "ca.pem")  # fmt: skip
+    for name, san in [("broker", "IP:127.0.0.1"), ("other", "DNS:other.internal")]:
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                "-keyout", d / f"{name}.key", "-out", d / f"{name}.csr")  # fmt: skip
+        (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+        openssl("x509", "-req", "-in", d / f"{name}.csr", "-CA", d / "ca.pem", "-CAkey",
+                d / "ca.key", "-CAcreateserial", "-days", "1", "-extfile", d / f"{name}.ext",
+                "-out", d / f"{name}.pem")  # fmt: skip
+    return {"ca": d / "ca.pem", **{n: d / n for n in ("broker", "other")}}
+
+
+def tls_handshake(settings: dict, cert: Path) -> str:
+    """Connect a Celery app with `settings` to a TLS server presenting `cert`: what the server
+    saw of the handshake ("completed", or the client's refusal)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert.with_suffix(".pem"), cert.with_suffix(".key"))
+    seen: list[str] = []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(30)
+
+        def serve() -> None:
+            conn, _ = server.accept()
+            try:
+                with context.wrap_socket(conn, server_side=True):
+                    seen.append("completed")  # then close: no AMQP spoken here
+            except (ssl.SSLError, OSError) as exc:
+                seen.append(f"refused: {exc}")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        port = server.getsockname()[1]
+        app = Celery("tls", broker=f"amqps://u:pw@127.0.0.1:{port}//", set_as_current=False)
+        app.conf.update(settings, broker_connection_timeout=10)
+        with contextlib.suppress(Exception), app.connection_for_write() as conn:
+            conn.transport.establish_connection()  # one attempt, no retry
+        thread.join(30)
+    [outcome] = seen
+    return outcome
+
+
+def test_rabbitmq_tls_accepts_the_brokers_certificate_and_refuses_another_name(
+    certificates, no_url_env
+):
+    settings = rabbitmq_tls(str(certificates["ca"]))
+    assert tls_handshake(settings, certificates["broker"]) == "completed"
+    settings = rabbitmq_tls(str(certificates["ca"]))
+    assert tls_handshake(settings, certificates["other"]).startswith("refused")
+
+
+@pytest.mark.antipattern("snippets/production/security.py:tls-antipattern")
+def test_why_tls_without_server_hostname_accepts_any_certificate_of_the_ca(
+    certificates, no_url_env
+):
+    """py-amqp: check_hostname = HAS_SNI and server_hostname is not None (amqp/transport.py)."""
+    settings = rabbitmq_tls_without_hostname_check(str(certificates["ca"]))
+    assert tls_handshake(settings, certificates["other"]) == "completed"  # a man in the middle
 
 
 def test_why_rediss_without_certificate_checks_is_refused(no_url_env):
