@@ -58,8 +58,9 @@ RESTARTS = int(os.environ.get("CHAOS_RESTARTS", "3"))  # restarts in one run of 
 # visibility timeout (an hour in production); the run shortens it to see them within the run.
 REDIS_REDELIVERY = {"visibility_timeout": 5, "unacked_restore_interval": 1}
 # The sweeper re-sends credits published this long ago and not applied: longer than the
-# visibility timeout, so it re-sends what Redis will not give back by itself.
-SWEEP_AFTER = 10
+# visibility timeout, so it re-sends what Redis will not give back by itself, and than about
+# half the backlog's work (at full load), so it seldom re-sends what is merely queued.
+SWEEP_AFTER = max(10, TASKS * PAUSE / 2)
 INCLUDE = ["--include=snippets.proof.reconcile"]
 TICK = 1.0  # the test's beat: relay and sweeper every second (every few seconds in production)
 SETTLE = int(
