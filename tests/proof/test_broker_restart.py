@@ -294,6 +294,15 @@ class Run:
                    context=self.wp, what="the worker reconnected or exited")  # fmt: skip
         return time.monotonic() - restarted
 
+    def until(self, done: Callable[[], bool], what: str) -> None:
+        """Wait for `done`; each credit applied on the way is progress that renews the
+        deadline, so a long run on a loaded machine waits, and only a run in which nothing is
+        applied for SETTLE s (a stuck worker, a lost credit) fails."""
+        while not done():
+            seen = self.applied()
+            wait_until(lambda seen=seen: done() or self.applied() > seen, SETTLE, context=self.wp,
+                       what=f"{what}, or one more credit applied ({seen} so far)")  # fmt: skip
+
     def settled(self) -> bool:
         """Nothing more can be applied: every request is made, every message acknowledged."""
         return (self.supervise() and len(self.sent) + len(self.failed) == TASKS
@@ -325,10 +334,12 @@ def test_broker_restarted_mid_run_loses_nothing(worker_process, private_broker, 
             threshold = TASKS * k // (RESTARTS + 1)
             reconnects.append(run.restart_when(threshold, after))
             after = run.applied()
-        requests.join(SETTLE)
-        wait_until(lambda: run.supervise() and run.applied() == TASKS, SETTLE, context=run.wp,
-                   what=f"all {TASKS} credits applied (now {run.applied()})")  # fmt: skip
-        run.stopping.set()
+        try:
+            requests.join(SETTLE)
+            run.until(lambda: run.supervise() and run.applied() == TASKS,
+                      f"all {TASKS} credits applied")  # fmt: skip
+        finally:
+            run.stopping.set()
         beat.join(SETTLE)
     swept = len(re.findall(r"never applied: re-sent", run.wp.log()))
     print(
@@ -353,8 +364,7 @@ def test_why_a_broker_restart_loses_transient_messages(worker_process, private_b
     with Clock() as clock:
         run.thread(run.publish_directly)
         run.restart_when(TASKS // 2, 0)
-        wait_until(run.settled, SETTLE, context=run.wp,
-                   what="every request made and every message acknowledged")  # fmt: skip
+        run.until(run.settled, "every request made and every message acknowledged")
     row = record(run.row(variant("no persistence, default retry (anti-pattern)",
                                  "transient messages, default retry (anti-pattern)"),
                          clock.seconds, "lost"))  # fmt: skip
