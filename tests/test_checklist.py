@@ -74,6 +74,7 @@ NOT_YET_PROVED = frozenset(
         "production.scaling.child_pid",
         "production.scaling.send_receipt",
         "production.security.sync_account",
+        "proof.reconcile.sweep_unapplied_credits",
         "recipes.order_workflow.charge_payment",
         "recipes.order_workflow.handle_order_failure",
         "recipes.order_workflow.notify_order_failed",
