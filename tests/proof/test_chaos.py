@@ -24,8 +24,8 @@ from snippets.error_handling.worker_loss import capture_payment_early_ack
 from snippets.proof.chaos import credit_surviving_db_loss, credit_without_db_retry
 from snippets.task_design.idempotency import credit_account, credit_account_without_key
 from snippets.task_design.models import Account, ProcessedKey
+from tests.harness.wait import wait_until
 from tests.proof.conftest import TASKS, Clock, Row, broker_name
-from tests.task_design.conftest import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
 INCLUDE = ["--include=snippets.proof.chaos"]
@@ -274,7 +274,7 @@ def test_sigterm_with_soft_shutdown_requeues_running_tasks(worker_process, celer
     with Clock() as clock:
         for i in range(tasks):
             credit_account.apply_async((account.pk, 1, f"{run}-{i}", LONG), queue=first.queue)
-        wait_until(lambda: applied() >= 1, what="the first task to start", wp=first)
+        wait_until(lambda: applied() >= 1, what="the first task to start", context=first)
         assert first.stop(signal.SIGTERM, timeout=30) == 0  # exits by itself, never SIGKILLed
         second = worker_process(concurrency=2, args=INCLUDE, env=env, queue=first.queue)
         settle(second, celery_app, lambda: applied() == tasks, timeout=120 + tasks * LONG)
