@@ -77,8 +77,7 @@ PENDING = {
     "error_handling/test_dead_letters.py", "error_handling/test_failure_logging.py",
     "django_integration/test_request_correlation.py", "production/test_security.py",
     "production/test_health_checks.py", "production/test_scaling.py", "production/conftest.py",
-    "periodic_tasks/test_dynamic_schedules.py", "periodic_tasks/test_beat.py",
-    "periodic_tasks/conftest.py", "proof/test_chaos.py", "proof/test_broker_restart.py",
+    "proof/test_chaos.py", "proof/test_broker_restart.py",
 }  # fmt: skip
 
 

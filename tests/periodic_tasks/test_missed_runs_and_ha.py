@@ -15,8 +15,8 @@ from celery.schedules import crontab
 from snippets.periodic_tasks.beat import refresh_rates
 from snippets.periodic_tasks.crontab_and_timezones import beat_sends
 from snippets.periodic_tasks.missed_runs_and_ha import CELERY_BEAT_CRON_STARTING_DEADLINE
-from tests.periodic_tasks.conftest import read_queue
-from tests.periodic_tasks.test_beat import every_second, wait_until
+from tests.harness.wait import wait_until
+from tests.periodic_tasks.helpers import every_second, read_queue
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NIGHTLY = {"nightly": {"task": "t", "schedule": crontab(hour=2, minute=30)}}
