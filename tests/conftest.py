@@ -120,3 +120,15 @@ def published() -> Iterator[list[dict]]:
     """Every task this process publishes during the test (name, id, args, headers)."""
     with recording_publishes() as sent:
         yield sent
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How long worker subprocesses took to start and stop (CI time goes there)."""
+    from tests.harness.celery import TIMINGS
+
+    for what in ("worker start", "worker stop"):
+        if seconds := [s for w, s in TIMINGS if w == what]:
+            terminalreporter.write_line(
+                f"harness: {len(seconds)} x {what}: {sum(seconds):.1f} s in all, "
+                f"mean {sum(seconds) / len(seconds):.2f} s, max {max(seconds):.2f} s"
+            )

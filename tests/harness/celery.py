@@ -61,17 +61,21 @@ class WorkerProcess(Process):
         except psutil.NoSuchProcess:
             return []
 
-    def ping(self) -> bool:
-        return bool(self.app.control.ping(destination=[self.hostname], timeout=0.5))
-
     def wait_ready(self, timeout: float = 60) -> None:
         """Until the worker answers a remote-control ping (it consumes by then)."""
+        wait_ping(self.app, self.hostname, timeout, proc=self)
 
-        def ready() -> bool:
-            self.check_alive()
-            return self.ping()
 
-        wait_until(ready, timeout, what=f"worker {self.hostname} ready", interval=0, context=self)
+def wait_ping(app: object, hostname: str, timeout: float = 60, proc: Process | None = None) -> None:
+    """Until the node (a worker, or beat with remote control) answers a ping; fails early if
+    `proc` exits. A ping waits up to 0.5 s for the reply, so the loop needs no sleep."""
+
+    def answers() -> bool:
+        if proc is not None:
+            proc.check_alive()
+        return bool(app.control.ping(destination=[hostname], timeout=0.5))
+
+    wait_until(answers, timeout, what=f"{hostname} answers a ping", interval=0, context=proc)
 
 
 def worker_argv(

@@ -25,6 +25,10 @@ PRODUCTION = Path(__file__).resolve().parent.parent.parent / "snippets" / "produ
 UNIT = PRODUCTION / "systemd" / "celery-worker.service"
 ENV_FILE = PRODUCTION / "systemd" / "celery.env"
 
+# Variables that only carry a settings module's input (tests/configuration/settings_override.py):
+# part of the DJANGO_SETTINGS_MODULE deviation, declared with it.
+SETTINGS_CARRIERS = frozenset({"SNIPPETS_BASE_SETTINGS", "SNIPPETS_SETTINGS_OVERRIDES"})
+
 # The services are the test's own: its broker, result backend and databases.
 SERVICE_VARIABLES = frozenset({"CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "DATABASE_URL"})
 
@@ -40,6 +44,8 @@ HARNESS_DEVIATIONS: dict[str, str] = {
     "--without-mingle": "no start-up sync round with other workers (seconds per start)",
     "CELERY_BROKER_URL": "the test's broker (Redis or RabbitMQ, a private vhost or database)",
     "CELERY_RESULT_BACKEND": "the test's result backend",
+    "TMPDIR": "the test's own temporary directory",
+    "DJANGO_MEDIA_ROOT": "the test's own media directory",
 }
 """Deviations every proof shares, with the reason: flag or variable -> why (rendered on pages)."""
 
@@ -118,7 +124,11 @@ def differences(argv: Sequence[str], env: Mapping[str, str | None]) -> dict[str,
     for key in rec.keys() | env.keys():
         want, got = rec.get(key), env.get(key, rec.get(key))
         if want != got:
-            diff[key] = f"{key}={got if got is not None else '(unset)'} instead of {want}"
+            shown = f"{key}={got if got is not None else '(unset)'} instead of {want}"
+            if key in SETTINGS_CARRIERS:
+                key = "DJANGO_SETTINGS_MODULE"
+                shown = f"{diff.get(key, 'DJANGO_SETTINGS_MODULE')}, {shown}"
+            diff[key] = shown
     return diff
 
 

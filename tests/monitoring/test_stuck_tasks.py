@@ -20,8 +20,8 @@ from snippets.monitoring.stuck_tasks import (
     queue_length,
     where_is,
 )
-from tests.conftest import ROOT
-from tests.monitoring.conftest import poll, tool_env
+from tests.harness.process import ROOT
+from tests.monitoring.helpers import poll, tool_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 RUNBOOK = ROOT / "snippets/monitoring/stuck-tasks.sh"
@@ -91,6 +91,7 @@ def test_why_io_without_a_timeout_blocks_until_revoked(celery_app, worker_proces
         assert queue_length(conn, wp.queue) == 0  # ...and there is none: terminate acked it
 
 
+@pytest.mark.deviation("--prefetch-multiplier=4", reason="the anti-pattern under test")
 def test_why_a_large_prefetch_holds_tasks_behind_a_blocked_one(
     celery_app, worker_process, silent_server
 ):

@@ -23,8 +23,10 @@ from celery import Celery
 
 from snippets.task_design.idempotency import credit_account
 from snippets.task_design.models import Account, ProcessedKey
-from tests.configuration.helpers import PrivateRedis, free_port, settings_env
-from tests.proof.conftest import TASKS, Clock, Row, broker_name
+from tests.configuration.helpers import PrivateRedis, settings_env
+from tests.harness.net import free_port
+from tests.harness.wait import wait_until
+from tests.proof.helpers import TASKS, Clock, Row, broker_name
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -68,14 +70,10 @@ class PrivateRabbit:
         }
         subprocess.run(["rabbitmq-server", "-detached"], env={**os.environ, **env}, check=True,
                        cwd=self.dir, timeout=60)  # fmt: skip
-        deadline = time.monotonic() + 120
-        while True:  # await_startup fails at once until the node has registered with epmd
-            try:
-                return self.ctl("await_startup", "--timeout", "60", timeout=70)
-            except subprocess.CalledProcessError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        # await_startup fails at once until the node has registered with epmd
+        started = lambda: self.ctl("await_startup", "--timeout", "60", timeout=70) or True  # noqa: E731
+        wait_until(started, 120, what=f"{self.node} started", interval=0.5,
+                   ignore=(subprocess.CalledProcessError,))  # fmt: skip
 
     def restart(self) -> None:
         """The broker application stops (every connection closed) and starts from disk."""
@@ -175,6 +173,10 @@ def restart_run(worker_process, server, module: str) -> tuple[int, int, list[str
 
 
 @pytest.mark.parametrize("private_broker", ["persistent"], indirect=True)
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=the page's settings module (snippets.proof.broker_restart)",
+    reason="the pattern under test; on Redis, a 5 s visibility timeout to see redeliveries",
+)
 def test_broker_restarted_mid_run_loses_nothing(worker_process, private_broker, record):
     keys, balance, failed, seconds, log = restart_run(worker_process, private_broker, PATTERN)
     row = record(Row("Broker restarted mid-run", "durable + publish retry + confirms + key",
@@ -187,6 +189,10 @@ def test_broker_restarted_mid_run_loses_nothing(worker_process, private_broker, 
 
 @pytest.mark.antipattern("CELERY_TASK_DEFAULT_DELIVERY_MODE = 'transient'")
 @pytest.mark.parametrize("private_broker", ["transient"], indirect=True)
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=the anti-pattern's settings module (transient messages)",
+    reason="the anti-pattern under test; on Redis, a 5 s visibility timeout as above",
+)
 def test_why_a_broker_restart_loses_transient_messages(worker_process, private_broker, record):
     """Redis without persistence, or RabbitMQ with transient messages: the backlog queued at
     the restart is gone, and a publish during the restart may fail after ~0.6 s of retry."""
