@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 from celery.exceptions import NotRegistered
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from snippets.monitoring.prometheus import charge
 from snippets.monitoring.stuck_tasks import (
@@ -53,6 +54,12 @@ def silent_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{server.getsockname()[1]}/status"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=CeleryTimeoutError,
+    reason="issue 16: under the recommended deployment (REMAP_SIGTERM=SIGQUIT) pool children "
+    "ignore SIGTERM, so `terminate SIGTERM` leaves the task running; fix the runbook, not the test",
+)
 def test_why_io_without_a_timeout_blocks_until_revoked(celery_app, worker_process, silent_server):
     wp = worker_process(concurrency=1)
     blocked = fetch_status_without_timeout.apply_async((silent_server,), queue=wp.queue)
@@ -92,6 +99,12 @@ def test_why_io_without_a_timeout_blocks_until_revoked(celery_app, worker_proces
 
 
 @pytest.mark.deviation("--prefetch-multiplier=4", reason="the anti-pattern under test")
+@pytest.mark.xfail(
+    strict=True,
+    raises=CeleryTimeoutError,
+    reason="issue 16: under the recommended deployment (REMAP_SIGTERM=SIGQUIT) pool children "
+    "ignore SIGTERM, so `terminate SIGTERM` leaves the task running; fix the runbook, not the test",
+)
 def test_why_a_large_prefetch_holds_tasks_behind_a_blocked_one(
     celery_app, worker_process, silent_server
 ):
