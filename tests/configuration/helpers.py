@@ -44,10 +44,19 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.server = Process.spawn(
-            ["redis-server", *self.persistence, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.dir)],
-            log_path=self.dir / f"redis-{self.port}.log", name="redis-server",
-        )  # fmt: skip
+            [
+                "redis-server",
+                *self.persistence,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+            ],
+            log_path=self.dir / f"redis-{self.port}.log",
+            name="redis-server",
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.server is not None:

@@ -79,9 +79,14 @@ def wait_ping(app: object, hostname: str, timeout: float = 60, proc: Process | N
 
 
 def worker_argv(
-    *, hostname: str, queue: str, pool: str = "prefork", concurrency: int = 1,
-    app: str | None = None, args: Iterable[str] = (),
-) -> list[str]:  # fmt: skip
+    *,
+    hostname: str,
+    queue: str,
+    pool: str = "prefork",
+    concurrency: int = 1,
+    app: str | None = None,
+    args: Iterable[str] = (),
+) -> list[str]:
     """The unit's ExecStart, with this proof's node name, queue, pool size and extra flags."""
     argv = []
     for arg in deployment.recommended().argv:
@@ -121,16 +126,25 @@ def running_worker(
     name = name or f"wp-{uuid.uuid4().hex[:8]}"
     queue = queue or f"q-{name}"
     argv = worker_argv(
-        hostname=f"{name}@%h", queue=queue, pool=pool, concurrency=concurrency,
-        app=celery_app, args=args,
-    )  # fmt: skip
+        hostname=f"{name}@%h",
+        queue=queue,
+        pool=pool,
+        concurrency=concurrency,
+        app=celery_app,
+        args=args,
+    )
     asked = {**deployment.recommended().env, **(env or {})}
     deployment.check(deployment.differences(argv, asked), deviations)
     started = time.monotonic()
     wp = WorkerProcess.spawn(
-        [*CELERY, *argv], log_path=log_dir / f"{name}.log", env=worker_env(**asked), name=name,
-        hostname=f"{name}@{socket.gethostname()}", queue=queue, app=app,
-    )  # fmt: skip
+        [*CELERY, *argv],
+        log_path=log_dir / f"{name}.log",
+        env=worker_env(**asked),
+        name=name,
+        hostname=f"{name}@{socket.gethostname()}",
+        queue=queue,
+        app=app,
+    )
     try:
         if ready:
             wp.wait_ready()
@@ -235,12 +249,18 @@ def start_beat(
 ) -> BeatProcess:
     """Start `celery -A snippets.project beat` (stopped by the caller, or `running_beat`)."""
     argv = [
-        sys.executable, "-m", "celery", "-A", "snippets.project", "beat",
-        f"--loglevel={loglevel}", f"--max-interval={max_interval}",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "snippets.project",
+        "beat",
+        f"--loglevel={loglevel}",
+        f"--max-interval={max_interval}",
         f"--schedule={schedule_file or log_dir / f'{name}-schedule'}",
         f"--pidfile={log_dir / f'{name}.pid'}",
         *([f"--scheduler={scheduler}"] if scheduler else []),
-    ]  # fmt: skip
+    ]
     return BeatProcess.spawn(
         argv, log_path=log_dir / f"{name}.log", env=worker_env(**(env or {})), name=name
     )

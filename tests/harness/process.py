@@ -39,9 +39,13 @@ class Process:
         """Start `argv` (cwd: the repository) with stdout and stderr going to `log_path`."""
         with log_path.open("wb") as log:
             proc = subprocess.Popen(  # the only Popen under tests/ (tests/test_harness.py)
-                list(argv), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                list(argv),
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         return cls(proc, log_path, name or Path(argv[0]).name, **fields)
 
     @property
@@ -89,9 +93,13 @@ class Process:
         return found
 
     def stop(
-        self, sig: int = signal.SIGTERM, timeout: float = 30, *, group: bool = False,
+        self,
+        sig: int = signal.SIGTERM,
+        timeout: float = 30,
+        *,
+        group: bool = False,
         again_after: float | None = None,
-    ) -> int:  # fmt: skip
+    ) -> int:
         """Send `sig`, wait up to `timeout`, SIGKILL the group, sweep orphans; the exit status.
 
         `sig` goes to the main process (what systemd's KillMode=mixed and `docker stop` do), or

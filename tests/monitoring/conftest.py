@@ -32,9 +32,11 @@ def flower(celery_app, tmp_path_factory) -> Iterator[Callable[..., HttpProcess]]
             port = free_port()
             env = {"FLOWER_PORT": str(port), "FLOWER_BASIC_AUTH": ":".join(AUTH), **env}
             fp = HttpProcess.spawn(
-                ["sh", str(FLOWER_SH), *(args or [])], env=tool_env(**env), name="flower",
+                ["sh", str(FLOWER_SH), *(args or [])],
+                env=tool_env(**env),
+                name="flower",
                 log_path=tmp_path / f"flower-{port}.log",
-            )  # fmt: skip
+            )
             fp.url = f"http://127.0.0.1:{port}"
             stack.callback(fp.stop, signal.SIGTERM, timeout=20, group=True)
             probe = str(uuid.uuid4())
@@ -74,9 +76,10 @@ def exporter(celery_app, exporter_queues, tmp_path_factory) -> Iterator[Exporter
     queues = [f"--queue={q}" for q in exporter_queues]
     ep = ExporterProcess.spawn(
         [sys.executable, "-m", "snippets.monitoring.prometheus", f"--port={port}", *queues],
-        env=tool_env(covered=True), name="exporter",
+        env=tool_env(covered=True),
+        name="exporter",
         log_path=tmp_path_factory.mktemp("exporter") / "exporter.log",
-    )  # fmt: skip
+    )
     ep.url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:

@@ -27,8 +27,10 @@ def beat_process(tmp_path) -> Iterator[Callable[..., BeatProcess]]:
     with ExitStack() as stack:
 
         def start(
-            schedule: dict | None = None, env: dict[str, str] | None = None, **options: object,
-        ) -> BeatProcess:  # fmt: skip
+            schedule: dict | None = None,
+            env: dict[str, str] | None = None,
+            **options: object,
+        ) -> BeatProcess:
             env = {
                 "DJANGO_SETTINGS_MODULE": "tests.periodic_tasks.beat_settings",
                 "PERIODIC_TEST_SCHEDULE": json.dumps(schedule or {}),

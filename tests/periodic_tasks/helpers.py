@@ -33,9 +33,13 @@ def read_queue(name: str) -> list[dict]:
         while (message := bound.get(no_ack=True)) is not None:
             headers = message.headers
             messages.append(
-                {"task": headers["task"], "id": headers["id"], "expires": headers.get("expires"),
-                 "args": message.decode()[0]}
-            )  # fmt: skip
+                {
+                    "task": headers["task"],
+                    "id": headers["id"],
+                    "expires": headers.get("expires"),
+                    "args": message.decode()[0],
+                }
+            )
     return messages
 
 

@@ -28,5 +28,12 @@ def record():
 def pytest_terminal_summary(terminalreporter) -> None:
     rows = [row.markdown() for row in ROWS]
     measured = tuple(f"| {row.scenario} | {row.variant} | {row.broker} |" for row in ROWS)
-    report(terminalreporter, "chaos figures", HEADER, rows, os.environ.get("CHAOS_RESULTS"),
-           lambda line: not line.startswith(measured), order=table_order)  # fmt: skip
+    report(
+        terminalreporter,
+        "chaos figures",
+        HEADER,
+        rows,
+        os.environ.get("CHAOS_RESULTS"),
+        lambda line: not line.startswith(measured),
+        order=table_order,
+    )

@@ -15,9 +15,14 @@ def run_web_process(code: str, **env: str) -> subprocess.CompletedProcess:
     """Run `code` in a fresh Django process (the web server) on the test databases."""
     script = "import django\ndjango.setup()\n" + code
     return subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=worker_env(**env),
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=worker_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 # Property-based: ids the outside world controls (a URL, a message someone else published).
