@@ -153,7 +153,8 @@ def check(diff: Mapping[str, str], declared: Iterable[str]) -> None:
 
 
 def disagreements() -> list[str]:
-    """Where the Dockerfile, k8s worker.yaml or compose.yaml contradict the unit + celery.env."""
+    """Where the Dockerfile, k8s worker.yaml, compose.yaml or the production settings' defaults
+    contradict the unit + celery.env."""
     rec, found = recommended(), []
     rec_flags = rec.flags()
     docker = (PRODUCTION / "Dockerfile").read_text().replace("\\\n", " ")
@@ -166,7 +167,13 @@ def disagreements() -> list[str]:
     [container] = manifest["spec"]["template"]["spec"]["containers"]
     k8s_env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
     compose = yaml.safe_load((PRODUCTION / "compose.yaml").read_text())["services"]["worker"]
-    sources = {"Dockerfile ENV": docker_env, "k8s worker.yaml env": k8s_env}
+    settings = (PRODUCTION / "settings.py").read_text()
+    defaults = dict(re.findall(r'os\.environ\.get\("(\w+)", "([^"]*)"\)', settings))
+    sources = {
+        "Dockerfile ENV": docker_env,
+        "k8s worker.yaml env": k8s_env,
+        "settings.py default": defaults,
+    }
     for source, values in sources.items():
         for key, value in values.items():
             if key in rec.env and rec.env[key] != value:
