@@ -1,17 +1,28 @@
-"""The harness itself: a worker subprocess really runs the snippets project's tasks."""
+"""The harness itself: real worker subprocesses, the recommended deployment, and its guards."""
 
 import os
+import re
 import signal
+from pathlib import Path
 
 import pytest
 
 from snippets.django_integration.models import Report
 from snippets.django_integration.transactions import render_report
+from tests.harness import deployment
+from tests.harness.celery import worker_argv
+
+TESTS = Path(__file__).parent
+HARNESS = TESTS / "harness"
 
 
+@pytest.mark.deviation(
+    "CELERY_SOFT_SHUTDOWN_TIMEOUT=1",
+    reason="the stop below waits out the soft-shutdown window; 1 s instead of 50 keeps it short",
+)
 @pytest.mark.django_db(transaction=True)
 def test_worker_process_sees_committed_rows_and_survives_a_killed_child(worker_process):
-    wp = worker_process(concurrency=1)
+    wp = worker_process(concurrency=1, env={"CELERY_SOFT_SHUTDOWN_TIMEOUT": "1"})
     report = Report.objects.create(title="from a subprocess")
     result = render_report.apply_async((report.pk,), queue=wp.queue)
     assert result.get(timeout=30) == "from a subprocess"
@@ -23,4 +34,49 @@ def test_worker_process_sees_committed_rows_and_survives_a_killed_child(worker_p
         render_report.apply_async((second.pk,), queue=wp.queue).get(timeout=30) == "after the kill"
     )
     assert wp.pool_pids() != [child]
-    assert wp.stop() == 0
+    assert wp.stop() >= 0  # exits by itself (negative: killed by a signal; 1: a cold shutdown)
+
+
+def test_the_recommended_worker_is_read_from_the_systemd_unit_and_celery_env():
+    rec = deployment.recommended()
+    unit = deployment.UNIT.read_text()
+    assert "EnvironmentFile=/etc/celery/celery.env" in unit
+    assert rec.argv[:3] == ("-A", "snippets.project", "worker")
+    assert rec.env["REMAP_SIGTERM"] == "SIGQUIT"
+    assert rec.env["DJANGO_SETTINGS_MODULE"] == "snippets.production.settings"
+    assert "CELERY_BROKER_URL" not in rec.env  # the test's own services
+
+
+def test_the_deployment_files_agree_on_what_they_all_state():
+    assert deployment.disagreements() == []
+
+
+def test_a_worker_unlike_the_deployment_fails_unless_the_test_declares_it():
+    argv = worker_argv(hostname="x@%h", queue="q", pool="solo", args=["--prefetch-multiplier=4"])
+    diff = deployment.differences(argv, {**deployment.recommended().env, "REMAP_SIGTERM": None})
+    own = set(diff) - set(deployment.HARNESS_DEVIATIONS)
+    assert own == {"--pool", "--prefetch-multiplier", "REMAP_SIGTERM"}
+    with pytest.raises(deployment.UndeclaredDeviation, match="REMAP_SIGTERM"):
+        deployment.check(diff, ["--pool=solo", "--prefetch-multiplier=4"])
+    deployment.check(diff, ["--pool=solo", "--prefetch-multiplier=4", "REMAP_SIGTERM unset"])
+    assert deployment.differences(worker_argv(hostname="x@%h", queue="q"), {}).keys() <= set(
+        deployment.HARNESS_DEVIATIONS
+    )
+
+
+BANNED = {
+    "subprocess.Popen(": re.compile(r"subprocess\.Popen\("),
+    "a deadline loop": re.compile(r"time\.monotonic\(\) \+"),
+}
+
+
+@pytest.mark.parametrize("what", BANNED)
+def test_only_the_harness_starts_processes_and_writes_deadline_loops(what):
+    found = [
+        f"{path.relative_to(TESTS)}:{n}"
+        for path in sorted(TESTS.rglob("*.py"))
+        if HARNESS not in path.parents and path != Path(__file__)
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if BANNED[what].search(line)
+    ]
+    assert found == [], f"{what} outside tests/harness/: use tests.harness"

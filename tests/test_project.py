@@ -20,7 +20,8 @@ from celery.contrib.django.task import DjangoTask
 from django.conf import settings
 
 from snippets.project.tasks import crash_every_time, crash_every_time_requeued
-from tests.conftest import ROOT, worker_env
+from tests.harness.celery import worker_env
+from tests.harness.process import ROOT
 from tests.harness.wait import wait_until
 
 INCLUDE = ["--include=snippets.project.tasks"]  # the worker imports the proof's tasks

@@ -18,7 +18,7 @@ from celery.signals import before_task_publish
 from django.utils import timezone
 
 from tests.bench import BenchRow
-from tests.configuration.test_worker_settings import CELERY_DEFAULTS, PROJECT, short_behind_long
+from tests.configuration.helpers import CELERY_DEFAULTS, PROJECT, short_behind_long
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("postgres", "broker")]
 
@@ -41,6 +41,10 @@ def short_task_wait(worker_process, celery_app, overrides: dict, *, prefetched: 
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(defaults vs the page's settings)",
+    reason="the benchmark compares the two settings",
+)
 def test_bench_short_task_wait_by_prefetch_setting(worker_process, celery_app, bench_record):
     defaults = short_task_wait(worker_process, celery_app, CELERY_DEFAULTS, prefetched=True)
     project = short_task_wait(worker_process, celery_app, PROJECT, prefetched=False)

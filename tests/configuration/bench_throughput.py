@@ -21,7 +21,8 @@ import pytest
 from celery import Celery
 
 from tests.bench import BenchRow, scaled
-from tests.configuration.helpers import settings_env, wait_until
+from tests.configuration.helpers import settings_env
+from tests.harness.wait import wait_until
 
 TASKS = scaled(5_000)
 ADD = "snippets.task_design.canvas.add"
@@ -85,6 +86,10 @@ def tasks_per_second(worker_process, url: str, overrides: dict) -> float:
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize(
     "broker", [pytest.param(name, marks=pytest.mark.services(name)) for name in BROKERS]
+)
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(defaults vs tuned)",
+    reason="the benchmark compares the two settings",
 )
 def test_bench_throughput_defaults_vs_tuned(broker, worker_process, request, bench_record):
     label, fixture = BROKERS[broker]

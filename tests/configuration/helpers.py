@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
-import subprocess
-import time
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import pytest
-
 from snippets.configuration.models import TaskRun
+from snippets.configuration.worker_settings import record_run
+from tests.harness.net import free_port
+from tests.harness.process import Process
+from tests.harness.wait import wait_until
 
 SETTINGS_OVERRIDE = "tests.configuration.settings_override"
 
@@ -26,24 +25,8 @@ def settings_env(base: str = "snippets.project.settings", **overrides: Any) -> d
     }
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    """Poll `predicate` until it returns something truthy; fail after a generous deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
 def runs_of(task_id: str) -> list[TaskRun]:
     return list(TaskRun.objects.filter(task_id=task_id).order_by("started_at"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PrivateRedis:
@@ -52,21 +35,60 @@ class PrivateRedis:
 
     NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
 
-    def __init__(self, tmp_path, persistence: tuple[str, ...] = NO_PERSISTENCE) -> None:
+    def __init__(self, tmp_path: Path, persistence: tuple[str, ...] = NO_PERSISTENCE) -> None:
         self.port = free_port()
         self.persistence = persistence
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.dir = tmp_path
-        self.proc: subprocess.Popen | None = None
+        self.server: Process | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", *self.persistence, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        self.server = Process.spawn(
+            [
+                "redis-server",
+                *self.persistence,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+            ],
+            log_path=self.dir / f"redis-{self.port}.log",
+            name="redis-server",
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(10)
+        if self.server is not None:
+            self.server.stop(sig, timeout=10)
+
+
+# Prefetch proofs (reused by bench_prefetch.py).
+CELERY_DEFAULTS = {"CELERY_TASK_ACKS_LATE": False, "CELERY_WORKER_PREFETCH_MULTIPLIER": 4}
+PROJECT = {"CELERY_TASK_ACKS_LATE": True, "CELERY_WORKER_PREFETCH_MULTIPLIER": 1}
+
+
+def reserved_ids(app, hostname: str) -> set[str]:
+    replies = app.control.inspect([hostname], timeout=1).reserved() or {}
+    return {r["id"] for r in replies.get(hostname, [])}
+
+
+def short_behind_long(worker_process, celery_app, overrides: dict, *, prefetched: bool):
+    """Worker A (concurrency 1) runs a long task; a short one is published; then an idle
+    worker B starts consuming the same queue. Return (long run, short run)."""
+    env = settings_env(**overrides)
+    a = worker_process(concurrency=1, env=env)
+    b = worker_process(concurrency=1, env=env)  # idle: consumes only its own queue for now
+    long = record_run.apply_async(("long", 5.0), queue=a.queue)
+    wait_until(lambda: runs_of(long.id), what="the long task to start on A")
+    short = record_run.apply_async(("short", 0.0), queue=a.queue)
+    if prefetched:  # A takes the short task into its prefetch buffer although it is busy
+        wait_until(lambda: short.id in reserved_ids(celery_app, a.hostname), what="A to reserve")
+    else:  # A leaves it in the queue: give it ample chance to take it, it must not
+        for _ in range(5):
+            assert short.id not in reserved_ids(celery_app, a.hostname)
+    celery_app.control.add_consumer(a.queue, destination=[b.hostname], reply=True, timeout=5)
+    short.get(timeout=60)
+    long.get(timeout=60)
+    [long_run], [short_run] = runs_of(long.id), runs_of(short.id)
+    return long_run, short_run, a, b

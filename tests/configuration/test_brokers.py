@@ -14,7 +14,8 @@ from celery.result import AsyncResult
 from kombu import Connection
 
 from snippets.configuration.worker_settings import record_run
-from tests.configuration.helpers import PrivateRedis, runs_of, settings_env, wait_until
+from tests.configuration.helpers import PrivateRedis, runs_of, settings_env
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)  # worker_process needs a network broker
 
@@ -43,6 +44,10 @@ def private_redis(tmp_path) -> Iterator[PrivateRedis]:
     server.stop()
 
 
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(snippets.configuration.brokers)",
+    reason="the page's broker settings, on a private Redis that starts after the worker",
+)
 def test_a_worker_started_before_its_broker_connects_once_it_is_up(worker_process, private_redis):
     """a private `redis-server` on a free port, started after the worker; the worker connects and
     runs a task."""
@@ -60,6 +65,10 @@ def test_a_worker_started_before_its_broker_connects_once_it_is_up(worker_proces
 
 
 @pytest.mark.antipattern("snippets/project/settings.py:celery_settings")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(snippets.configuration.brokers, no retry on startup)",
+    reason="the anti-pattern under test",
+)
 def test_why_without_retry_on_startup_the_worker_exits(worker_process, private_redis):
     """the worker exits non-zero."""
     url = private_redis.url
@@ -88,6 +97,10 @@ def redis_worker(worker_process, redis_url: str, visibility: int):
 
 @pytest.mark.services("redis")
 @pytest.mark.antipattern("snippets/configuration/brokers.py:redis")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(brokers, visibility_timeout=2)",
+    reason="the anti-pattern under test: a visibility timeout shorter than the task",
+)
 def test_why_a_task_longer_than_the_visibility_timeout_runs_twice(worker_process, redis_url):
     """Visibility timeout 2 s, task 6 s: Redis hands the unacked message out again mid-run."""
     wp = redis_worker(worker_process, redis_url, visibility=2)
@@ -102,6 +115,10 @@ def test_why_a_task_longer_than_the_visibility_timeout_runs_twice(worker_process
 
 
 @pytest.mark.services("redis")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(brokers, visibility_timeout=30)",
+    reason="the page's rule, sized for a short task",
+)
 def test_a_visibility_timeout_above_the_runtime_delivers_once(worker_process, redis_url):
     """Redis: one run."""
     wp = redis_worker(worker_process, redis_url, visibility=30)
@@ -152,6 +169,10 @@ def delete_amqp_queues(amqp_url) -> Iterator[list[str]]:
 
 
 @pytest.mark.services("rabbitmq")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(snippets.configuration.brokers_rabbitmq)",
+    reason="the page's quorum-queue settings",
+)
 def test_the_queue_a_worker_declares_is_quorum_and_runs_tasks(
     worker_process, amqp_url, delete_amqp_queues
 ):
@@ -172,6 +193,10 @@ def test_the_queue_a_worker_declares_is_quorum_and_runs_tasks(
 
 @pytest.mark.services("rabbitmq")
 @pytest.mark.antipattern("snippets/configuration/brokers_rabbitmq.py:rabbitmq")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(snippets.configuration.brokers_rabbitmq, classic)",
+    reason="the anti-pattern under test",
+)
 def test_why_default_queue_type_alone_leaves_worker_queues_classic(
     worker_process, amqp_url, delete_amqp_queues
 ):

@@ -15,7 +15,8 @@ from django.test import override_settings
 from snippets.configuration import production_settings
 from snippets.configuration.production_settings import check_celery_settings
 from snippets.configuration.worker_settings import record_run
-from tests.configuration.helpers import settings_env, wait_until
+from tests.configuration.helpers import settings_env
+from tests.harness.wait import wait_until
 
 ANTIPATTERN = {k: v for k, v in vars(production_settings).items() if k.startswith("CELERY_")}
 
@@ -121,6 +122,10 @@ def test_a_running_worker_has_the_settings_and_acks_after_the_task(worker_proces
 @pytest.mark.antipattern("snippets/configuration/production_settings.py:antipattern")
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.services("broker")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(the typo)",
+    reason="the anti-pattern under test: a misspelt setting",
+)
 def test_why_with_the_typo_the_worker_acks_before_the_task_runs(worker_process, celery_app):
     """CELERY_TASK_ACK_LATE instead of ..._ACKS_LATE: the running task is already acked, so a
     worker killed now loses it."""

@@ -22,7 +22,8 @@ from snippets.configuration.result_backends import (
     export_status_naive,
     record_event,
 )
-from tests.configuration.helpers import settings_env, wait_until
+from tests.configuration.helpers import settings_env
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -101,6 +102,10 @@ def test_ignore_result_runs_the_task_and_stores_nothing(celery_worker, celery_ap
 
 
 @pytest.mark.services("broker")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(CELERY_RESULT_EXPIRES=2)",
+    reason="2 s instead of a day, to see the expiry",
+)
 def test_results_expire_and_then_read_as_pending(worker_process, celery_app):
     """TTL ≤ 2 s, key gone, `PENDING`, "queued"."""
     r = redis_backend(celery_app)

@@ -12,7 +12,7 @@ from celery.utils.deprecated import CDeprecationWarning
 
 from snippets.configuration import routing
 from snippets.configuration.routing import send_receipt, stranded_queues, transcode_video
-from tests.configuration.helpers import wait_until
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,41 +5,17 @@ from __future__ import annotations
 import pytest
 
 from snippets.configuration.worker_settings import leaky_task, record_run
-from tests.configuration.helpers import runs_of, settings_env, wait_until
+from tests.configuration.helpers import CELERY_DEFAULTS, PROJECT, runs_of, short_behind_long
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)  # worker_process needs a network broker
 
-CELERY_DEFAULTS = {"CELERY_TASK_ACKS_LATE": False, "CELERY_WORKER_PREFETCH_MULTIPLIER": 4}
-PROJECT = {"CELERY_TASK_ACKS_LATE": True, "CELERY_WORKER_PREFETCH_MULTIPLIER": 1}
-
-
-def reserved_ids(app, hostname: str) -> set[str]:
-    replies = app.control.inspect([hostname], timeout=1).reserved() or {}
-    return {r["id"] for r in replies.get(hostname, [])}
-
-
-def short_behind_long(worker_process, celery_app, overrides: dict, *, prefetched: bool):
-    """Worker A (concurrency 1) runs a long task; a short one is published; then an idle
-    worker B starts consuming the same queue. Return (long run, short run)."""
-    env = settings_env(**overrides)
-    a = worker_process(concurrency=1, env=env)
-    b = worker_process(concurrency=1, env=env)  # idle: consumes only its own queue for now
-    long = record_run.apply_async(("long", 5.0), queue=a.queue)
-    wait_until(lambda: runs_of(long.id), what="the long task to start on A")
-    short = record_run.apply_async(("short", 0.0), queue=a.queue)
-    if prefetched:  # A takes the short task into its prefetch buffer although it is busy
-        wait_until(lambda: short.id in reserved_ids(celery_app, a.hostname), what="A to reserve")
-    else:  # A leaves it in the queue: give it ample chance to take it, it must not
-        for _ in range(5):
-            assert short.id not in reserved_ids(celery_app, a.hostname)
-    celery_app.control.add_consumer(a.queue, destination=[b.hostname], reply=True, timeout=5)
-    short.get(timeout=60)
-    long.get(timeout=60)
-    [long_run], [short_run] = runs_of(long.id), runs_of(short.id)
-    return long_run, short_run, a, b
-
 
 @pytest.mark.antipattern("snippets/project/settings.py:celery_settings")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(Celery's defaults)",
+    reason="the anti-pattern under test: prefetch and ack at Celery's defaults",
+)
 def test_why_at_the_defaults_a_short_task_waits_behind_a_long_one(worker_process, celery_app):
     """Celery's defaults: the busy worker holds the short task while worker B sits idle."""
     long_run, short_run, a, _b = short_behind_long(
@@ -49,6 +25,10 @@ def test_why_at_the_defaults_a_short_task_waits_behind_a_long_one(worker_process
     assert short_run.started_at >= long_run.finished_at  # it waited for the long task
 
 
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(the page's worker settings)",
+    reason="the page's acks_late and prefetch multiplier, on top of the project's",
+)
 def test_acks_late_and_multiplier_1_leave_the_short_task_to_the_idle_worker(
     worker_process, celery_app
 ):
@@ -73,6 +53,10 @@ def test_why_a_leak_grows_in_a_child_that_is_never_replaced(worker_process):
     assert wp.pool_pids() == [child]
 
 
+@pytest.mark.deviation(
+    "--max-tasks-per-child=2",
+    reason="the page's flag with a limit small enough to see it (1000 in production)",
+)
 def test_max_tasks_per_child_replaces_the_child_and_frees_what_it_held(worker_process):
     """`[1, 2, 1]`, a new pid."""
     wp = worker_process(concurrency=1, args=["--max-tasks-per-child=2"])

@@ -10,6 +10,7 @@ from django.db import transaction
 
 from snippets.django_integration import django_tasks as page
 from snippets.django_integration.models import Report
+from tests.harness.db import Rollback
 
 if django.VERSION >= (6, 0):
     from django.tasks import TaskResultStatus, task_backends
@@ -19,10 +20,6 @@ if django.VERSION >= (6, 0):
 
 pytestmark = pytest.mark.django_db(transaction=True)
 django6 = pytest.mark.django6
-
-
-class Rollback(Exception):
-    pass
 
 
 def test_the_celery_front_door_runs_the_shared_body_on_a_worker(celery_worker):

@@ -4,7 +4,6 @@ import io
 import logging
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -138,11 +137,8 @@ def test_a_failure_is_logged_with_the_request_id(celery_worker, caplog):
     with caplog.at_level(logging.ERROR, logger="snippets.tasks"), failed:
         result.get(timeout=20)
     # The result is stored before task_failure is sent: wait for the record, do not race it.
-    deadline = time.monotonic() + 20
-    while not (records := [r for r in caplog.records if r.name == "snippets.tasks"]):
-        assert time.monotonic() < deadline, "no failure record"
-        time.sleep(0.05)
-    [record] = records
+    records = lambda: [r for r in caplog.records if r.name == "snippets.tasks"]  # noqa: E731
+    [record] = wait_until(records, 20, what="the failure record", interval=0.05)
     assert record.correlation_id == "req-failing"
     assert record.task_id == result.id
 

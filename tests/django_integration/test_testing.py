@@ -15,6 +15,7 @@ from snippets.django_integration.testing import (
     worker_test_under_plain_db,
 )
 from snippets.django_integration.transactions import create_report_too_early, render_report
+from tests.harness.db import Rollback
 
 # The page's three tests, collected from this module and run with pytest-django's fixtures.
 __all__ = [
@@ -22,10 +23,6 @@ __all__ = [
     "test_create_report_enqueues_one_render_on_commit",
     "test_render_report_renders_once",
 ]
-
-
-class Rollback(Exception):
-    pass
 
 
 @pytest.mark.django_db

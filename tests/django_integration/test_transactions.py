@@ -19,12 +19,9 @@ from snippets.django_integration.transactions import (
     relay_outbox,
     render_report,
 )
+from tests.harness.db import Rollback
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
-
-
-class Rollback(Exception):
-    """Raised to roll the surrounding transaction back."""
 
 
 def renders_of(published: list[dict]) -> list[dict]:

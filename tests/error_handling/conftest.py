@@ -1,50 +1,16 @@
-"""Fixtures of the error-handling proofs: a scriptable billing API, and worker-loss helpers."""
+"""Fixtures of the error-handling proofs: a scriptable billing API and a silent server."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-
-@dataclass
-class Reply:
-    """What the fake API answers to the next POST /invoices."""
-
-    status: int = 201
-    headers: dict[str, str] = field(default_factory=dict)
-    create: bool = True  # create (or find) the invoice before answering, even on an error
-    delay: float = 0.0  # seconds to wait before answering
-
-
-@dataclass
-class BillingAPI:
-    """A stand-in for an external billing API that honours Idempotency-Key like real ones do."""
-
-    url: str = ""
-    script: list[Reply] = field(default_factory=list)  # consumed in order; then 201s
-    always: Reply | None = None  # when set, the answer to every request
-    requests: list[dict] = field(default_factory=list)
-    invoices: dict[str, str] = field(default_factory=dict)  # idempotency key -> remote id
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def handle(self, body: dict, key: str | None) -> tuple[Reply, dict]:
-        with self.lock:
-            reply = self.always or (self.script.pop(0) if self.script else Reply())
-            self.requests.append({"body": body, "key": key, "at": time.monotonic()})
-            payload: dict = {"error": "scripted"}
-            if reply.create:
-                new_id = f"inv_{len(self.invoices) + 1}"
-                remote_id = self.invoices.setdefault(key or new_id, new_id)
-                payload = {"id": remote_id}
-        return reply, payload
+from tests.error_handling.helpers import BillingAPI
 
 
 @pytest.fixture
@@ -83,21 +49,6 @@ def billing_api(settings) -> Iterator[BillingAPI]:
     server.server_close()
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 60, what: str = "") -> object:
-    """Poll `predicate` until it returns something truthy; fail after a generous deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
-
-
-def sigkill(pid: int) -> None:
-    """SIGKILL one process by pid (a pool child): what the OOM killer does."""
-    os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture
 def silent_server() -> Iterator[int]:
     """A TCP port that accepts connections and never says a word (a hung HTTP or SMTP server)."""
@@ -123,41 +74,3 @@ def silent_server() -> Iterator[int]:
     for conn in accepted:
         conn.close()
     server.close()
-
-
-def kill_the_child_running(key: str, attempt: int = 1, timeout: float = 60) -> int:
-    """Wait until the `attempt`-th run of the work for `key` has started; SIGKILL its process.
-
-    The task itself records the pid of the pool child that runs it (PaymentAttempt), so the
-    kill hits exactly that child, whatever else the pool is doing. Returns the killed pid.
-    """
-    from snippets.error_handling.models import PaymentAttempt
-
-    def started() -> int | None:
-        pids = list(PaymentAttempt.objects.filter(key=key).order_by("pk").values_list("pid"))
-        return pids[attempt - 1][0] if len(pids) >= attempt else None
-
-    pid = wait_until(started, timeout, what=f"attempt {attempt} of {key}")
-    sigkill(pid)
-    return pid
-
-
-def attempts(key: str) -> int:
-    from snippets.error_handling.models import PaymentAttempt
-
-    return PaymentAttempt.objects.filter(key=key).count()
-
-
-def retries_seen(key: str) -> list[int]:
-    """request.retries of each run of the work for `key`, in order."""
-    from snippets.error_handling.models import PaymentAttempt
-
-    return list(
-        PaymentAttempt.objects.filter(key=key).order_by("pk").values_list("retries", flat=True)
-    )
-
-
-def payments(key: str) -> int:
-    from snippets.error_handling.models import Payment
-
-    return Payment.objects.filter(key=key).count()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 
 import pytest
@@ -18,7 +17,8 @@ from snippets.error_handling.dead_letters import (
     replay_failed_tasks,
 )
 from snippets.error_handling.models import FailedTask, ImportRow
-from tests.error_handling.conftest import wait_until
+from tests.harness.celery import wait_ping
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,10 +58,7 @@ def rabbit(amqp_url, worker_process):
         env={"CELERY_BROKER_URL": amqp_url, "DEAD_LETTER_TEST_QUEUE": name},
         ready=False,
     )
-    deadline = time.monotonic() + 60
-    while not app.control.ping(destination=[wp.hostname], timeout=0.5):
-        if wp.proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"the dead-letter worker did not start:\n{wp.log()}")
+    wait_ping(app, wp.hostname, proc=wp)
     yield app, name, wp
     with app.connection_for_write() as conn:
         for queue in dead_lettered(name):
@@ -75,6 +72,11 @@ def dead_messages(app, name: str) -> int:
 
 
 @pytest.mark.services("rabbitmq")
+@pytest.mark.deviation(
+    "-A tests.error_handling.dlx_worker",
+    reason="an app whose queues are the page's dead-lettered pair",
+)
+@pytest.mark.deviation("DEAD_LETTER_TEST_QUEUE", reason="that pair's name, private to the test")
 def test_a_rejected_message_lands_in_the_dead_letter_queue_and_replays_once(rabbit):
     """RabbitMQ, a real prefork worker on a queue with a dead-letter exchange: the rejected message
     lands in `<queue>.dead` with its headers and `x-death`, and the replay runs it once."""

@@ -1,7 +1,6 @@
 """Proof for docs/error-handling/failure-logging.md: every failure is logged with its context."""
 
 import logging
-import time
 
 import pytest
 import requests
@@ -14,32 +13,11 @@ from snippets.error_handling.failure_logging import (
     error_trackers,
     log_task_failure,
 )
-from tests.error_handling.conftest import Reply
+from tests.error_handling.helpers import Reply, failure_records
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FIELDS = ("task_id", "task_name", "task_args", "task_kwargs", "retries", "correlation_id")
-
-
-def failure_records(caplog, task_id: str, at_least: int = 1) -> list[logging.LogRecord]:
-    """The failure logger's records for one task.
-
-    Celery stores the FAILURE result before it sends task_failure, so result.get() can return
-    a moment before the record exists: wait for it (generously) instead of racing it.
-    """
-
-    def records() -> list[logging.LogRecord]:
-        return [
-            r
-            for r in caplog.records
-            if r.name == "snippets.tasks" and getattr(r, "task_id", None) == task_id
-        ]
-
-    deadline = time.monotonic() + 20
-    while len(records()) < at_least and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.2)  # a duplicate record would arrive right after: let it, so [record] sees it
-    return records()
 
 
 def test_a_failing_task_is_logged_once_with_its_context(celery_worker, caplog):

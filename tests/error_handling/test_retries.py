@@ -17,8 +17,8 @@ from snippets.error_handling.retries import (
     push_invoice,
     push_invoice_retry_everything,
 )
-from tests.error_handling.conftest import Reply, wait_until
-from tests.error_handling.test_failure_logging import failure_records
+from tests.error_handling.helpers import Reply, failure_records
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

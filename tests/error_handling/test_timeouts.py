@@ -19,7 +19,7 @@ from snippets.error_handling.timeouts import (
     fetch_with_deadline,
     send_receipt,
 )
-from tests.error_handling.conftest import wait_until
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,6 +77,10 @@ def test_why_swallowing_the_soft_limit_ends_in_a_kill_without_cleanup(worker_pro
     assert wp.log().count(killed) == 1  # acked after the hard limit: not redelivered
 
 
+@pytest.mark.deviation(
+    "--pool=solo|threads",
+    reason="the pools under test: neither enforces a time limit",
+)
 def test_solo_and_threads_pools_enforce_no_time_limit(worker_process, tmp_path):
     """The same limits as above; the task runs ~2 s past its 0.5 s soft limit and succeeds."""
     env = {"TMPDIR": str(tmp_path)}

@@ -18,13 +18,13 @@ from snippets.error_handling.worker_loss import (
     capture_payment_early_ack,
     capture_payment_requeue,
 )
-from tests.error_handling.conftest import (
+from tests.error_handling.helpers import (
     attempts,
     kill_the_child_running,
     payments,
     retries_seen,
-    wait_until,
 )
+from tests.harness.wait import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
 

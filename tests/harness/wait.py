@@ -24,21 +24,28 @@ def wait_until(
     what: str = "",
     interval: float = 0.1,
     context: HasLog | None = None,
+    ignore: tuple[type[BaseException], ...] = (),
 ) -> T:
     """Return the first truthy value of ``predicate()``; raise ``WaitTimeout`` after ``timeout``.
 
     Deadlines are generous (the CI machine has 2 cores and runs four suites side by side): a
     proof waits for the event, never for a fixed time. ``context`` is a process whose log tail
-    is attached to the error, so a timeout in CI says what the worker was doing.
+    is attached to the error, so a timeout in CI says what the worker was doing. Exceptions in
+    ``ignore`` (a server not listening yet) count as "not yet"; the last one is reported.
     """
     deadline = time.monotonic() + timeout
     while True:
-        if value := predicate():
-            return value
+        try:
+            value = predicate()
+        except ignore as exc:
+            value = exc
+        else:
+            if value:
+                return value
         if time.monotonic() >= deadline:
             break
         time.sleep(interval)
     tail = ""
     if context is not None:
         tail = f"\n--- log of {context!r} (tail) ---\n{context.log()[-4000:]}"
-    raise WaitTimeout(f"not true after {timeout}s: {what or predicate}{tail}")
+    raise WaitTimeout(f"not true after {timeout}s: {what or predicate} (last: {value!r}){tail}")

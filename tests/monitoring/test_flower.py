@@ -11,8 +11,8 @@ import requests
 from celery import Celery
 
 from snippets.monitoring.flower import flower_api, live_workers, tasks_seen_by_flower, thumbnail
-from tests.conftest import ROOT
-from tests.monitoring.conftest import AUTH, FLOWER_SH, poll, tool_env
+from tests.harness.process import ROOT
+from tests.monitoring.helpers import AUTH, FLOWER_SH, poll, tool_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
 

@@ -31,6 +31,14 @@ def json_entries(lines: list[str]) -> list[dict]:
     return [json.loads(line) for line in lines if line.startswith("{")]
 
 
+@pytest.mark.deviation(
+    "-A snippets.monitoring.json_logging.celery",
+    reason="the page's app, with setup_logging connected",
+)
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=snippets.monitoring.json_logging.settings",
+    reason="the page's JSON LOGGING",
+)
 def test_with_setup_logging_connected_every_log_line_is_django_json(worker_process):
     """no line in Celery's format; the task's line is JSON with its logger, a `ForkPoolWorker`
     process, the task id, name and `req-42`; the failure is an `ERROR` with the traceback and
@@ -60,6 +68,10 @@ def test_with_setup_logging_connected_every_log_line_is_django_json(worker_proce
     assert any(e["message"].endswith(" ready.") and e["task_id"] is None for e in entries)
 
 
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=snippets.monitoring.json_logging.settings",
+    reason="the page's JSON LOGGING, under the default hijack",
+)
 def test_why_the_default_hijack_throws_django_logging_away(worker_process):
     """The same LOGGING, the project's plain app: Celery replaces the root handler."""
     lines, good, _bad = run_and_read_log(worker_process, "snippets.project", JSON_SETTINGS)
@@ -70,6 +82,10 @@ def test_why_the_default_hijack_throws_django_logging_away(worker_process):
     assert "req-42" not in "\n".join(lines)  # no correlation id anywhere
 
 
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=snippets.monitoring.json_logging.settings_no_hijack",
+    reason="the page's JSON LOGGING with worker_hijack_root_logger=False",
+)
 def test_why_hijack_false_keeps_the_root_handler_but_not_the_task_logger(worker_process):
     """worker_hijack_root_logger=False: worker lines are JSON, task-logger lines are not."""
     lines, good, _bad = run_and_read_log(

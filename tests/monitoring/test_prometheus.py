@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import subprocess
 
@@ -12,8 +11,9 @@ import yaml
 from celery import Celery
 
 from snippets.monitoring.prometheus import charge
-from tests.conftest import REQUIRE_SERVICES, ROOT
-from tests.monitoring.conftest import poll
+from tests.harness.process import ROOT
+from tests.harness.services import require_tool
+from tests.monitoring.helpers import poll
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the exporter and workers need a broker
 RULES = ROOT / "snippets/monitoring/celery-alerts.yml"
@@ -96,12 +96,9 @@ def test_why_event_counters_cannot_see_a_backlog(celery_app, exporter, exporter_
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
-    tool = shutil.which("promtool")
-    if not tool:
-        missing = "promtool is missing: apt-get install prometheus (.ci/apt-packages)"
-        pytest.fail(missing) if REQUIRE_SERVICES else pytest.skip(missing)
+    require_tool("promtool (.ci/apt-packages: prometheus)", ["promtool", "--version"])
     return subprocess.run(
-        [tool, *args], cwd=RULES.parent, capture_output=True, text=True, timeout=60
+        ["promtool", *args], cwd=RULES.parent, capture_output=True, text=True, timeout=60
     )
 
 

@@ -20,9 +20,9 @@ from snippets.monitoring.stuck_tasks import (
     queue_length,
     where_is,
 )
-from tests.conftest import ROOT
+from tests.harness.process import ROOT
 from tests.harness.wait import wait_until
-from tests.monitoring.conftest import poll, tool_env
+from tests.monitoring.helpers import poll, tool_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 RUNBOOK = ROOT / "snippets/monitoring/stuck-tasks.sh"
@@ -195,6 +195,7 @@ def test_why_terminate_with_sigterm_leaves_the_task_running(
     held.close()
 
 
+@pytest.mark.deviation("--prefetch-multiplier=4", reason="the anti-pattern under test")
 def test_why_a_large_prefetch_holds_tasks_behind_a_blocked_one(
     celery_app, worker_process, silent_server
 ):

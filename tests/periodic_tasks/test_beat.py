@@ -20,29 +20,10 @@ from snippets.periodic_tasks.beat import (
 )
 from snippets.periodic_tasks.crontab_and_timezones import RecordingScheduler, VirtualClock
 from snippets.periodic_tasks.models import PeriodicRun
-from tests.periodic_tasks.conftest import confirmed_sends, queue_length, read_queue
+from tests.harness.wait import wait_until
+from tests.periodic_tasks.helpers import confirmed_sends, every_second, queue_length, read_queue
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
-
-
-def every_second(task, queue: str, entry: str, **options) -> dict:
-    return {
-        entry: {
-            "task": task.name,
-            "seconds": 1,
-            "args": [entry],
-            "options": {"queue": queue, **options},
-        }
-    }
-
-
-def wait_until(predicate, timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} not met in {timeout}s")
 
 
 def runs(entry: str) -> list[PeriodicRun]:
@@ -87,6 +68,14 @@ def test_one_beat_sends_on_schedule_and_each_send_runs_once(beat_process, worker
 
 
 @pytest.mark.antipattern("snippets/production/systemd/celery-beat.service")
+@pytest.mark.deviation("-B", reason="the anti-pattern under test: a beat embedded in each worker")
+@pytest.mark.deviation("--schedule", reason="each embedded beat's schedule file, in tmp_path")
+@pytest.mark.deviation("--loglevel=DEBUG", reason="beat confirms each publish only at DEBUG")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=tests.periodic_tasks.beat_settings",
+    reason="the project settings plus the test's one-second schedule",
+)
+@pytest.mark.deviation("PERIODIC_TEST_SCHEDULE", reason="that schedule, read by beat_settings")
 def test_why_two_workers_started_with_B_send_every_run_twice(worker_process, queue_name, tmp_path):
     """`-B` embeds a beat in each worker: two such workers are two beats, and both send."""
     schedule = json.dumps(every_second(refresh_rates, queue_name, "refresh-rates"))

@@ -24,8 +24,8 @@ from snippets.periodic_tasks.crontab_and_timezones import (
     NIGHTLY_WITHOUT_A_MINUTE,
     beat_sends,
 )
-from tests.conftest import ROOT
 from tests.harness.net import free_port
+from tests.harness.process import ROOT
 
 BERLIN = ZoneInfo("Europe/Berlin")
 FALL_BACK = datetime(2026, 10, 25, 1, 0, tzinfo=UTC)  # 03:00 CEST becomes 02:00 CET

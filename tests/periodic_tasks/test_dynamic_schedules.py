@@ -22,8 +22,8 @@ from snippets.periodic_tasks.dynamic_schedules import (
     schedule_every,
     schedule_once,
 )
-from tests.periodic_tasks.conftest import read_queue
-from tests.periodic_tasks.test_beat import wait_until
+from tests.harness.wait import wait_until
+from tests.periodic_tasks.helpers import read_queue
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CHANGED = "DatabaseScheduler: Schedule changed."
@@ -36,11 +36,14 @@ def database_beat(beat_process):
     made while it is still starting up."""
     beat = beat_process(env={"PERIODIC_TEST_SCHEDULER": CELERY_BEAT_SCHEDULER})
     beat.wait_for_log("beat: Starting...")
-    deadline = time.monotonic() + 60
-    while CHANGED not in beat.log():
-        assert time.monotonic() < deadline, beat.log()
+
+    def changed() -> bool:
+        if CHANGED in beat.log():
+            return True
         PeriodicTasks.update_changed()
-        time.sleep(1)
+        return False
+
+    wait_until(changed, 60, what="the beat to see a schedule change", interval=1, context=beat)
     return beat
 
 

@@ -19,8 +19,8 @@ from snippets.periodic_tasks.missed_runs_and_ha import (
     IdleStandbyMixin,
     LeaderLockMixin,
 )
-from tests.periodic_tasks.conftest import read_queue
-from tests.periodic_tasks.test_beat import every_second, wait_until
+from tests.harness.wait import wait_until
+from tests.periodic_tasks.helpers import every_second, read_queue
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NIGHTLY = {"nightly": {"task": "t", "schedule": crontab(hour=2, minute=30)}}

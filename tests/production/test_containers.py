@@ -17,7 +17,8 @@ import yaml
 
 from snippets.monitoring.stuck_tasks import queue_length
 from snippets.production.containers import long_job
-from tests.production.conftest import (
+from tests.harness.celery import wait_ping
+from tests.production.helpers import (
     CELERY,
     HOST,
     SNIPPETS,
@@ -30,7 +31,6 @@ from tests.production.conftest import (
     soft_shutdown_env,
     unique,
     wait_attempts,
-    wait_ping,
 )
 
 HADOLINT = Path(__import__("sys").executable).parent / "hadolint"
@@ -254,6 +254,10 @@ def test_the_grace_period_outlasts_the_soft_shutdown():
 
 
 @pytest.mark.services("broker")
+@pytest.mark.deviation(
+    "CELERY_SOFT_SHUTDOWN_TIMEOUT=4",
+    reason="a 4 s window instead of 50: a task still running when it closes is requeued either way",
+)
 def test_sigterm_mid_task_requeues_it_and_the_next_worker_completes_it(
     worker_process, celery_app, tmp_path
 ):
@@ -309,6 +313,9 @@ def redis_unacked_ids() -> set[str]:
 
 @pytest.mark.antipattern("snippets/production/k8s/worker.yaml")
 @pytest.mark.services("broker")
+@pytest.mark.deviation(
+    "REMAP_SIGTERM unset", reason="the anti-pattern under test: SIGTERM as a warm shutdown"
+)
 def test_why_warm_shutdown_outlasts_the_grace_period_and_gets_killed(worker_process, tmp_path):
     """Without REMAP_SIGTERM, SIGTERM is a warm shutdown: it waits for the task, however long.
 
@@ -318,7 +325,7 @@ def test_why_warm_shutdown_outlasts_the_grace_period_and_gets_killed(worker_proc
     """
     from snippets.project.celery import app
 
-    worker = worker_process(env=prod_env())
+    worker = worker_process(env=prod_env(REMAP_SIGTERM=None))
     job = job_dir(tmp_path, "job")
     result = long_job.apply_async((str(job),), queue=worker.queue)
     wait_attempts(job, 1)
@@ -334,7 +341,7 @@ def test_why_warm_shutdown_outlasts_the_grace_period_and_gets_killed(worker_proc
     if app.conf.broker_url.startswith("redis"):
         assert result.id in redis_unacked_ids()  # invisible to every worker for an hour
     else:
-        nxt = worker_process(queue=worker.queue, env=prod_env())
+        nxt = worker_process(queue=worker.queue, env=prod_env(REMAP_SIGTERM=None))
         (job / "release").touch()
         assert result.get(timeout=60).startswith("done by")
         assert nxt.proc.poll() is None

@@ -5,32 +5,32 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.production.conftest import HOST, SNIPPETS, prod_env, unique, wait_ping
+from tests.harness.celery import CELERY, wait_ping, worker_env
+from tests.harness.process import Process
+from tests.harness.wait import wait_until
+from tests.production.helpers import HOST, SNIPPETS, prod_env, unique
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PROBES = SNIPPETS / "probes"
 
 
-def probe(name: str, hostname: str = HOST, **env: str) -> subprocess.Popen:
+def probe(name: str, hostname: str = HOST, **env: str) -> Process:
     """Start a probe script as the kubelet would: `sh <script>`, `celery` on the PATH."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
-    return subprocess.Popen(
-        ["sh", str(PROBES / name)], env=prod_env(HOSTNAME=hostname, PATH=path, **env),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    env = worker_env(**prod_env(HOSTNAME=hostname, PATH=path, **env))
+    log = Path(tempfile.mkdtemp(prefix="probe-")) / f"{name}.log"
+    return Process.spawn(["sh", str(PROBES / name)], log_path=log, env=env)
 
 
 def passes(name: str, hostname: str = HOST, **env: str) -> bool:
-    proc = probe(name, hostname, **env)
-    proc.communicate(timeout=120)
-    return proc.returncode == 0
+    return probe(name, hostname, **env).wait_exit(120) == 0
 
 
 def files_env(tmp_path: Path) -> dict[str, str]:
@@ -42,11 +42,19 @@ def files_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def wait_for(predicate, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{predicate} still false after {timeout}s"
-        time.sleep(0.2)
+PROBE_FILES = [
+    pytest.mark.deviation("CELERY_LIVENESS_FILE", reason="the Deployment's value, in tmp_path"),
+    pytest.mark.deviation("CELERY_READY_FILE", reason="the Deployment's value, in tmp_path"),
+    pytest.mark.deviation("CELERY_LIVENESS_INTERVAL=0.5", reason="a stale file within seconds"),
+    pytest.mark.deviation("CELERY_LIVENESS_MAX_AGE=3", reason="60 on the page; 3 s keeps it short"),
+]
+
+
+def probe_files(test):
+    """The deviations of a worker started by `start_worker` (the Deployment's probe files)."""
+    for mark in PROBE_FILES:
+        test = mark(test)
+    return test
 
 
 def start_worker(worker_process, tmp_path: Path):
@@ -60,22 +68,23 @@ def start_worker(worker_process, tmp_path: Path):
 
 
 @pytest.mark.services("broker")
+@probe_files
 def test_worker_probes_pass_when_live_and_fail_when_blocked_or_stopped(worker_process, tmp_path):
     """all three pass on a live worker; SIGSTOP (blocked): the heartbeat goes stale and the ping
     gets no answer; SIGCONT: the heartbeat recovers; stopped: readiness and heartbeat fail."""
     wp, pod = start_worker(worker_process, tmp_path)
     env = files_env(tmp_path)
-    wait_for(lambda: passes("worker-readiness.sh", **env))
+    wait_until(lambda: passes("worker-readiness.sh", **env))
     assert passes("worker-heartbeat.sh", **env)
     assert passes("worker-liveness.sh", f"{pod}")
 
     os.kill(wp.pid, signal.SIGSTOP)  # blocked: a hung event loop, a stuck broker call
     try:
-        wait_for(lambda: not passes("worker-heartbeat.sh", **env))  # the file goes stale
+        wait_until(lambda: not passes("worker-heartbeat.sh", **env))  # the file goes stale
         assert not passes("worker-liveness.sh", f"{pod}")  # and nobody answers the ping
     finally:
         os.kill(wp.pid, signal.SIGCONT)
-    wait_for(lambda: passes("worker-heartbeat.sh", **env))  # it recovers on its own
+    wait_until(lambda: passes("worker-heartbeat.sh", **env))  # it recovers on its own
 
     wp.stop(signal.SIGTERM)  # stopped
     assert not passes("worker-readiness.sh", **env)
@@ -83,20 +92,22 @@ def test_worker_probes_pass_when_live_and_fail_when_blocked_or_stopped(worker_pr
 
 
 @pytest.mark.services("broker")
+@probe_files
 def test_heartbeat_catches_alive_but_not_consuming(worker_process, tmp_path):
     """The ping answers, yet the worker takes no task: only the heartbeat file notices."""
     wp, pod = start_worker(worker_process, tmp_path)
     env = files_env(tmp_path)
-    wait_for(lambda: passes("worker-heartbeat.sh", **env))
+    wait_until(lambda: passes("worker-heartbeat.sh", **env))
 
     wp.app.control.cancel_consumer(wp.queue, destination=[f"celery@{pod}"], reply=True)
 
-    wait_for(lambda: not passes("worker-heartbeat.sh", **env))
+    wait_until(lambda: not passes("worker-heartbeat.sh", **env))
     assert passes("worker-liveness.sh", pod)  # the ping probe still says "alive"
 
 
 @pytest.mark.antipattern("snippets/production/probes/worker-liveness-flappy.sh")
 @pytest.mark.services("broker")
+@probe_files
 def test_why_the_default_one_second_timeout_flaps(worker_process, tmp_path):
     """A worker that pauses for a few seconds: the 1 s probe kills it, the 10 s one waits."""
     wp, pod = start_worker(worker_process, tmp_path)
@@ -104,22 +115,19 @@ def test_why_the_default_one_second_timeout_flaps(worker_process, tmp_path):
     try:
         flappy = probe("worker-liveness-flappy.sh", pod)
         patient = probe("worker-liveness.sh", pod)
-        flappy.communicate(timeout=120)
+        flappy.wait_exit(120)
         time.sleep(1)  # the pause outlasts the 1 s probe
     finally:
         os.kill(wp.pid, signal.SIGCONT)
-    patient.communicate(timeout=120)
-    assert flappy.returncode != 0  # "No nodes replied": the kubelet would restart the pod
-    assert patient.returncode == 0  # the same pause, well within 10 s: no restart
+    patient.wait_exit(120)
+    assert flappy.proc.returncode != 0  # "No nodes replied": the kubelet would restart the pod
+    assert patient.proc.returncode == 0  # the same pause, well within 10 s: no restart
 
 
 @pytest.mark.services("broker")
 def test_beat_probe_passes_when_beat_ticks_and_fails_when_it_is_stopped(
     run_command, celery_app, tmp_path
 ):
-    """The beat probe passes while beat ticks and fails once it is stopped (Celery 5.7 beat)."""
-    from tests.production.conftest import CELERY
-
     pod = unique("beat-pod")
     beat = run_command(
         [*CELERY, "-A", "snippets.project", "beat", f"--hostname={pod}",

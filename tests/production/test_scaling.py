@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import shlex
-import time
 
 import psutil
 import pytest
 from celery import Celery
 
 from snippets.production.scaling import build_report, child_pid, send_receipt
-from tests.production.conftest import HOST, SNIPPETS, celery_argv, prod_env, purge_queues, wait_ping
+from tests.harness.celery import delete_queues, wait_ping
+from tests.harness.wait import wait_until
+from tests.production.helpers import HOST, SNIPPETS, celery_argv, prod_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,6 +34,10 @@ def pids_of(queue: str, leaks: list[int]) -> list[int]:
 
 
 @pytest.mark.services("broker")
+@pytest.mark.deviation("CELERY_MAX_TASKS_PER_CHILD=3", reason="1000 on the page; 3 to see it")
+@pytest.mark.deviation(
+    "CELERY_MAX_MEMORY_PER_CHILD=180000", reason="above a fresh child, below one that leaked"
+)
 def test_recycling_replaces_the_child_and_loses_nothing(worker_process):
     """Both limits of the page, on one worker: 3 tasks per child, ~176 MiB per child."""
     limit_kib = 180_000  # above a fresh child, below one that leaked 200 MiB
@@ -53,6 +58,7 @@ def test_recycling_replaces_the_child_and_loses_nothing(worker_process):
 
 @pytest.mark.antipattern("snippets/production/scaling.py:leak")
 @pytest.mark.services("broker")
+@pytest.mark.deviation("CELERY_MAX_MEMORY_PER_CHILD=0", reason="the anti-pattern: no limit")
 def test_why_without_a_limit_the_leaking_child_keeps_its_memory(worker_process):
     """The anti-pattern: no limit (0 turns it off), so the leaked memory stays in the child."""
     wp = worker_process(env=prod_env(CELERY_MAX_MEMORY_PER_CHILD="0"))
@@ -64,10 +70,7 @@ def test_why_without_a_limit_the_leaking_child_keeps_its_memory(worker_process):
 
 def wait_started(result, timeout: float = 60) -> None:
     """Wait until the worker reports the task STARTED (task_track_started is on)."""
-    deadline = time.monotonic() + timeout
-    while result.state != "STARTED":
-        assert time.monotonic() < deadline, f"{result.id} is {result.state} after {timeout}s"
-        time.sleep(0.1)
+    wait_until(lambda: result.state == "STARTED", timeout, what=f"{result.id} STARTED")
 
 
 def production_app() -> Celery:
@@ -99,7 +102,7 @@ def test_one_queue_per_workload_a_fast_task_does_not_wait_behind_a_slow_one(
         assert report.get(timeout=60) == "report"
         assert log.read_text().split() == ["send_receipt", "build_report"]
     finally:
-        purge_queues("fast", "slow")
+        delete_queues(celery_app, "fast", "slow")
 
 
 @pytest.mark.antipattern("snippets/production/scaling.py:tasks")

@@ -9,7 +9,6 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -26,7 +25,9 @@ from snippets.production.security import (
     sync_account,
     sync_account_with_token,
 )
-from tests.production.conftest import SNIPPETS, celery_argv, prod_env
+from tests.harness.net import free_port
+from tests.harness.wait import wait_until
+from tests.production.helpers import SNIPPETS, celery_argv, prod_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 TOKEN = "tok_live_7f3a9c2e"  # a fake credential the tests look for
@@ -42,25 +43,24 @@ class Exploit:
         return (open, (self.path, "w"))
 
 
-def wait_for(predicate, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"still false after {timeout}s"
-        time.sleep(0.1)
-
-
 def test_a_pickle_message_is_refused_and_never_executed(celery_worker, tmp_path, caplog):
     """The project's settings (JSON only): the worker refuses the message before unpickling."""
     marker = tmp_path / "pwned"
     result = sync_account.apply_async((Exploit(str(marker)),), serializer="pickle")
 
-    wait_for(lambda: "Refusing to deserialize untrusted content of type pickle" in caplog.text)
+    wait_until(lambda: "Refusing to deserialize untrusted content of type pickle" in caplog.text)
     assert not marker.exists()  # the payload never ran
     assert result.state == "PENDING"  # and no task ran either
 
 
 @pytest.mark.antipattern("snippets/production/security.py:pickle_antipattern")
 @pytest.mark.services("broker")
+@pytest.mark.deviation(
+    "-A tests.production.insecure_worker_app", reason="the anti-pattern app, accepting pickle"
+)
+@pytest.mark.deviation(
+    "C_FORCE_ROOT=1", reason="CI runs as root, where Celery refuses a pickle worker without it"
+)
 def test_why_accepting_pickle_runs_the_senders_code(worker_process, tmp_path, celery_app):
     """The anti-pattern app (accept_content includes pickle): the same message runs code."""
     # As root, Celery refuses to start a pickle-accepting worker unless C_FORCE_ROOT is set;
@@ -71,7 +71,7 @@ def test_why_accepting_pickle_runs_the_senders_code(worker_process, tmp_path, ce
     sender.tasks["insecure.echo"].apply_async(
         (Exploit(str(marker)),), serializer="pickle", queue=worker.queue
     )
-    wait_for(marker.exists)  # created by unpickling, on the worker, before any task logic
+    wait_until(marker.exists)  # created by unpickling, on the worker, before any task logic
     # ...and then the worker died trying to hand the unpickled object to its pool
     worker.wait_for_log("Unrecoverable error")
 
@@ -86,7 +86,7 @@ def test_secrets_stay_out_of_arguments_and_logs(celery_worker, monkeypatch, capl
     with pytest.raises(ValueError, match="unknown account -1"):
         sync_account.delay(-1).get(timeout=20)
 
-    wait_for(lambda: "unknown account -1" in caplog.text)  # the failure is logged, with args
+    wait_until(lambda: "unknown account -1" in caplog.text)  # the failure is logged, with args
     assert "args=(-1,)" in caplog.text
     assert TOKEN not in caplog.text
     assert all(TOKEN not in repr(p) for p in published)  # not in any message either
@@ -99,15 +99,9 @@ def test_why_a_secret_argument_leaks(celery_worker, caplog, published):
     with pytest.raises(ValueError, match="unknown account -1"):
         sync_account_with_token.delay(-1, TOKEN).get(timeout=20)
 
-    wait_for(lambda: "unknown account -1" in caplog.text)
+    wait_until(lambda: "unknown account -1" in caplog.text)
     assert TOKEN in caplog.text  # the failure logger prints the arguments...
     assert any(TOKEN in repr(p["args"]) for p in published)  # ...and the broker holds them
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def flower_command(script: str, port: int) -> list[str]:
@@ -116,14 +110,14 @@ def flower_command(script: str, port: int) -> list[str]:
 
 
 def wait_http(url: str, proc, timeout: float = 60) -> requests.Response:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.proc.poll() is None, proc.log()
-        try:
-            return requests.get(url, timeout=5)
-        except requests.ConnectionError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer:\n{proc.log()}")
+    def get() -> list[requests.Response] | None:  # a list: a 401 Response is falsy
+        proc.check_alive()
+        with contextlib.suppress(requests.ConnectionError):
+            return [requests.get(url, timeout=5)]
+        return None
+
+    [response] = wait_until(get, timeout, what=f"{url} answers", interval=0.3, context=proc)
+    return response
 
 
 @pytest.mark.services("broker")

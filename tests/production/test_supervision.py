@@ -14,18 +14,18 @@ from pathlib import Path
 import pytest
 
 from snippets.production.containers import long_job
-from tests.production.conftest import (
+from tests.harness.celery import wait_ping
+from tests.harness.services import require_tool
+from tests.production.helpers import (
     HOST,
     SNIPPETS,
     attempts,
     celery_argv,
     job_dir,
     prod_env,
-    require_tool,
     soft_shutdown_default,
     unique,
     wait_attempts,
-    wait_ping,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,4 +1,4 @@
-"""Chaos runs: real faults at load, one figure row per scenario.
+"""Fixtures of the chaos runs: the row recorder and the table it writes (rows: helpers.py).
 
 CHAOS_TASKS sets the load (default 40: the small version that runs with every test run and
 in .ci/run); `nox -s chaos` runs 1,000 and writes the table to CHAOS_RESULTS, the file
@@ -8,40 +8,11 @@ docs/proof.md includes.
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass
 
 import pytest
 
+from tests.proof.helpers import HEADER, ROWS, Row, table_order
 from tests.results import report
-
-TASKS = int(os.environ.get("CHAOS_TASKS", "40"))
-ROWS: list[Row] = []
-
-
-@dataclass
-class Row:
-    scenario: str
-    variant: str
-    broker: str
-    sent: int
-    effects: int
-    duplicates: int
-    lost: int
-    seconds: float
-    expected: str
-
-    def markdown(self) -> str:
-        return (
-            f"| {self.scenario} | {self.variant} | {self.broker} | {self.sent} | {self.effects} "
-            f"| {self.duplicates} | {self.lost} | {self.seconds:.1f} | {self.expected} |"
-        )
-
-
-HEADER = (
-    "| Scenario | Variant | Broker | Sent | Effects | Duplicates | Lost | Wall (s) | Expected |\n"
-    "|---|---|---|---:|---:|---:|---:|---:|---|"
-)
 
 
 @pytest.fixture
@@ -54,38 +25,15 @@ def record():
     return add
 
 
-def broker_name() -> str:
-    from django.conf import settings
-
-    return settings.CELERY_BROKER_URL.split(":", 1)[0].replace("amqp", "rabbitmq")
-
-
-class Clock:
-    def __enter__(self) -> Clock:
-        self.start = time.monotonic()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.seconds = time.monotonic() - self.start
-
-
-SCENARIOS = [  # the order of docs/proof.md
-    "SIGKILL pool children",
-    "Broker restarted mid-run",
-    "PostgreSQL connections terminated",
-    "SIGTERM during long tasks",
-]
-
-
-def table_order(line: str) -> tuple:
-    """Broker, then the page's scenario order, then the pattern before its anti-patterns."""
-    scenario, variant, broker = (cell.strip() for cell in line.split("|")[1:4])
-    known = scenario in SCENARIOS
-    return broker, SCENARIOS.index(scenario) if known else len(SCENARIOS), "anti-pattern" in variant
-
-
 def pytest_terminal_summary(terminalreporter) -> None:
     rows = [row.markdown() for row in ROWS]
     measured = tuple(f"| {row.scenario} | {row.variant} | {row.broker} |" for row in ROWS)
-    report(terminalreporter, "chaos figures", HEADER, rows, os.environ.get("CHAOS_RESULTS"),
-           lambda line: not line.startswith(measured), order=table_order)  # fmt: skip
+    report(
+        terminalreporter,
+        "chaos figures",
+        HEADER,
+        rows,
+        os.environ.get("CHAOS_RESULTS"),
+        lambda line: not line.startswith(measured),
+        order=table_order,
+    )

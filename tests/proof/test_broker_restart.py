@@ -42,7 +42,7 @@ from snippets.task_design.models import Account, ProcessedKey
 from tests.configuration.helpers import PrivateRedis, settings_env
 from tests.harness.net import free_port
 from tests.harness.wait import wait_until
-from tests.proof.conftest import TASKS, Clock, Row, broker_name
+from tests.proof.helpers import TASKS, Clock, Row, broker_name
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -323,6 +323,10 @@ def variant(redis_label: str, rabbitmq_label: str) -> str:
 
 @pytest.mark.timeout(600 + TASKS)
 @pytest.mark.parametrize("private_broker", ["persistent"], indirect=True)
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=the page's settings module (snippets.proof.broker_restart)",
+    reason="the pattern under test; on Redis, a 5 s visibility timeout to see redeliveries",
+)
 def test_broker_restarted_mid_run_loses_nothing(worker_process, private_broker, record):
     run = Run(worker_process, private_broker, PATTERN)
     reconnects = []
@@ -356,6 +360,10 @@ def test_broker_restarted_mid_run_loses_nothing(worker_process, private_broker, 
 
 @pytest.mark.antipattern("snippets/proof/broker_restart_transient.py")
 @pytest.mark.parametrize("private_broker", ["transient"], indirect=True)
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=the anti-pattern's settings module (transient messages)",
+    reason="the anti-pattern under test; on Redis, a 5 s visibility timeout as above",
+)
 def test_why_a_broker_restart_loses_transient_messages(worker_process, private_broker, record):
     """Redis without persistence, or RabbitMQ with transient messages: the backlog queued at
     the restart is gone, and a publish during the restart may fail after ~0.6 s of retry."""

@@ -1,20 +1,14 @@
-"""Fixtures of the recipes tests: a real (tiny) SMTP server and a "web process" subprocess."""
+"""Fixtures of the recipes tests: a real (tiny) SMTP server and the payment provider."""
 
 from __future__ import annotations
 
-import socket
 import socketserver
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import strategies as st
-
-from tests.conftest import ROOT, worker_env
 
 
 @dataclass
@@ -106,22 +100,6 @@ def smtp_server(settings) -> Iterator[SMTPServer]:
         tcp.server_close()
 
 
-def closed_port() -> int:
-    """A local port nobody listens on: a broker that is down."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_web_process(code: str, **env: str) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh Django process (the web server) on the test databases."""
-    script = "import django\ndjango.setup()\n" + code
-    return subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=worker_env(**env),
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-
-
 @pytest.fixture
 def provider(settings):
     """The stand-in payment provider over HTTP; the client is pointed at it for the test."""
@@ -136,23 +114,3 @@ def provider(settings):
     finally:
         server.shutdown()
         server.server_close()
-
-
-# Property-based: ids the outside world controls (a URL, a message someone else published).
-BAD_IDS = st.one_of(
-    st.integers(-(2**70), 2**70),
-    st.text(max_size=10),
-    st.none(),
-    st.booleans(),
-    st.floats(),
-    st.lists(st.integers(), max_size=2),
-    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-)
-
-
-def coerces_to(value: object, pk: int) -> bool:
-    """Django's IntegerField prepares a lookup value with int(): "7", 7.9 and True match."""
-    try:
-        return int(value) == pk
-    except (TypeError, ValueError, OverflowError):
-        return False

@@ -8,7 +8,6 @@ import io
 import os
 import re
 import signal
-import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from urllib.parse import quote
@@ -27,20 +26,12 @@ from hypothesis import strategies as st
 from snippets.recipes.csv_import import import_products, start_import
 from snippets.recipes.csv_import_naive import import_csv_naive, poll_naive
 from snippets.recipes.models import ImportJob, Product
-from tests.conftest import published_tasks
+from tests.harness.publishes import recording_publishes
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HEADER = "sku,name,price"
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 60, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"not true after {timeout}s: {what or predicate}")
 
 
 def csv_bytes(*lines: str) -> bytes:
@@ -412,7 +403,7 @@ def test_property_any_file_imports_every_valid_row_once_and_records_every_bad_on
             expected_errors.append((line, kind))
     job = job_for(content)
 
-    with contextlib.contextmanager(published_tasks)() as published:
+    with recording_publishes() as published:
         result = import_products.delay(job.pk, batch_size)
         with contextlib.suppress(Exception):
             result.get(timeout=60)  # the job row says how it ended
@@ -460,7 +451,7 @@ def test_property_any_progress_request_is_answered_without_a_task_or_a_5xx(
     ImportJob.objects.all().delete()
     job = job_for(csv_bytes(HEADER))
     segment = segment.replace("{job}", str(job.pk))
-    with contextlib.contextmanager(published_tasks)() as published:
+    with recording_publishes() as published:
         response = getattr(client, method)(
             f"/imports/{quote(segment, safe='')}/progress",
             data=payload,

@@ -6,7 +6,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 from celery.exceptions import Ignore
@@ -30,25 +29,14 @@ from snippets.recipes.order_workflow_naive import (
     send_confirmation_naive,
     validate_inventory,
 )
-from tests.conftest import published_tasks
-from tests.recipes.conftest import BAD_IDS, coerces_to
+from tests.harness.db import Rollback
+from tests.harness.publishes import recording_publishes
+from tests.harness.wait import wait_until
+from tests.recipes.helpers import BAD_IDS, coerces_to
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LOGGER = "snippets.recipes.order_workflow"
-
-
-class Rollback(Exception):
-    """Raised to roll the surrounding transaction back."""
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 60, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"not true after {timeout}s: {what or predicate}")
 
 
 def status_becomes(order: Order, status: str, timeout: float = 60) -> Order:
@@ -360,7 +348,7 @@ def test_property_a_bad_order_id_fails_once_with_context_and_touches_nothing(
     caplog.set_level(logging.INFO)
     task = STEPS[step]
 
-    with contextlib.contextmanager(published_tasks)() as published:
+    with recording_publishes() as published:
         result = task.delay(bad_id)
         with contextlib.suppress(Exception):
             result.get(timeout=30)

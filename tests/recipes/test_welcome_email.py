@@ -6,7 +6,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime
 
 import django
@@ -29,25 +28,15 @@ from snippets.recipes.welcome_email_naive import (
     register_naive,
     send_welcome_email_naive,
 )
-from tests.conftest import published_tasks
-from tests.recipes.conftest import BAD_IDS, closed_port, coerces_to, run_web_process
+from tests.harness.db import Rollback
+from tests.harness.net import free_port
+from tests.harness.publishes import recording_publishes
+from tests.harness.wait import wait_until
+from tests.recipes.helpers import BAD_IDS, coerces_to, run_web_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LOGGER = "snippets.recipes.welcome_email"
-
-
-class Rollback(Exception):
-    """Raised to roll the surrounding transaction back."""
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 30, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"not true after {timeout}s: {what or predicate}")
 
 
 def sends_of(published: list[dict], task=send_welcome_email) -> list[dict]:
@@ -345,7 +334,7 @@ def test_broker_down_at_commit_the_member_exists_and_the_email_follows_once(
     that worked. And robust=True with a functools.partial fails on Django 5.2 (its error log
     reads func.__qualname__, which a partial lacks); Django 6.1 logs it."""
     web = run_web_process(
-        WEB_PROCESS_BROKER_DOWN, CELERY_BROKER_URL=f"redis://127.0.0.1:{closed_port()}/0"
+        WEB_PROCESS_BROKER_DOWN, CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0"
     )
     assert web.returncode == 0, web.stderr
     out = web.stdout
@@ -406,7 +395,7 @@ def test_property_a_bad_member_id_is_logged_once_and_the_valid_email_still_goes(
     caplog.clear()
     caplog.set_level(logging.INFO)
 
-    with contextlib.contextmanager(published_tasks)() as published:
+    with recording_publishes() as published:
         result = send_welcome_email.delay(bad_id)
         with contextlib.suppress(Exception):
             result.get(timeout=30)

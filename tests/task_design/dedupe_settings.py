@@ -1,5 +1,5 @@
-"""The project settings with worker_deduplicate_successful_tasks on, for one worker subprocess."""
+"""The production settings plus worker_deduplicate_successful_tasks, for one worker."""
 
-from snippets.project.settings import *  # noqa: F403
+from snippets.production.settings import *  # noqa: F403
 
 CELERY_WORKER_DEDUPLICATE_SUCCESSFUL_TASKS = True

@@ -18,7 +18,7 @@ from snippets.task_design.calling import (
     send_reminder,
 )
 from snippets.task_design.models import Reminder
-from tests.task_design.conftest import wait_until
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -112,7 +112,7 @@ def test_a_task_past_expires_never_runs(celery_app, shared_prefork_worker):
     if amqp:
         assert result.state == "PENDING"
     else:
-        wait_until(lambda: result.state == "REVOKED", what="REVOKED", wp=wp)
+        wait_until(lambda: result.state == "REVOKED", what="REVOKED", context=wp)
         assert f"Discarding revoked task: {send_reminder.name}[{result.id}]" in wp.log()
 
 
@@ -138,6 +138,10 @@ def test_why_eta_tasks_pile_up_in_worker_memory(celery_app, shared_prefork_worke
 
 
 @pytest.mark.services("broker")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=tests.task_design.eta_limit_settings",
+    reason="the recommended settings plus worker_eta_task_limit=2, the setting under test",
+)
 def test_worker_eta_task_limit_leaves_the_rest_in_the_broker(celery_app, worker_process):
     """Celery 5.6+: worker_eta_task_limit=2 caps what the worker holds; the rest wait."""
     wp = worker_process(env={"DJANGO_SETTINGS_MODULE": "tests.task_design.eta_limit_settings"})
@@ -151,6 +155,12 @@ def test_worker_eta_task_limit_leaves_the_rest_in_the_broker(celery_app, worker_
 
 
 @pytest.mark.services("redis", "broker")
+@pytest.mark.deviation(
+    "-A tests.task_design.redis_visibility_app",
+    reason="an app whose Redis visibility_timeout the test sets (too short, then sized)",
+)
+@pytest.mark.deviation("VISIBILITY_TIMEOUT", reason="the value under test, read by that app")
+@pytest.mark.deviation("KEYPREFIX", reason="the sized worker's own unacked index on Redis")
 def test_why_a_countdown_longer_than_the_visibility_timeout_runs_twice(worker_process, redis_url):
     """Redis: a held ETA message is handed out again after visibility_timeout; the fix holds."""
     from tests.task_design.redis_visibility_app import make_app
@@ -181,7 +191,7 @@ def test_why_a_countdown_longer_than_the_visibility_timeout_runs_twice(worker_pr
                     connection=conn,
                 )  # fmt: skip
 
-        wait_until(lambda: reminders(51) >= 2, what="a second run", wp=too_short)
+        wait_until(lambda: reminders(51) >= 2, what="a second run", context=too_short)
         wait_until(lambda: reminders(52) == 1, what="the sized worker to run it")
         time.sleep(2)
         assert reminders(52) == 1  # visibility_timeout above the countdown: once

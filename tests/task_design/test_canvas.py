@@ -19,7 +19,7 @@ from snippets.task_design.canvas import (
     total_by_waiting,
 )
 from snippets.task_design.models import ChainFailure
-from tests.task_design.conftest import wait_until
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

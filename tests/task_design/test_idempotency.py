@@ -15,8 +15,9 @@ from snippets.task_design.idempotency import (
     mark_invoice_paid,
 )
 from snippets.task_design.models import Account, Charge, Invoice, ProcessedKey
+from tests.harness.wait import wait_until
 from tests.task_design import provider as fake
-from tests.task_design.conftest import kill_pool_child, kill_worker, task_pid, wait_until
+from tests.task_design.helpers import kill_pool_child, kill_worker, task_pid
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LONG = 60.0  # the "rest of the task" after the commit: the window the SIGKILL falls into
@@ -70,6 +71,10 @@ def test_sigkill_mid_task_runs_it_again_and_the_key_credits_once(shared_prefork_
 
 @pytest.mark.services("broker")
 @pytest.mark.antipattern(task=credit_account_without_key)
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=tests.task_design.dedupe_settings",
+    reason="the recommended settings plus worker_deduplicate_successful_tasks, shown not to help",
+)
 def test_why_without_a_key_the_redelivery_credits_twice_even_with_deduplication(worker_process):
     """No key: the rerun credits again. worker_deduplicate_successful_tasks does not help,
     because the killed run never stored SUCCESS."""

@@ -17,7 +17,8 @@ from snippets.task_design.locking import (
     redis_lock,
 )
 from snippets.task_design.models import JobRun
-from tests.task_design.conftest import task_pid, wait_until
+from tests.harness.wait import wait_until
+from tests.task_design.helpers import task_pid
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

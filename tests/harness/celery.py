@@ -1,0 +1,276 @@
+"""Celery workers and beat as processes, started the way the recommended deployment starts them.
+
+:func:`running_worker` and :func:`running_beat` are context managers usable at any fixture
+scope (as ``celery.contrib.testing.worker.start_worker`` is); the fixtures in ``tests/
+conftest.py`` are thin wrappers over them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+
+from tests.harness import deployment
+from tests.harness.process import ROOT, Process
+from tests.harness.wait import wait_until
+
+CELERY = [sys.executable, "-m", "tests.covered_celery"]
+HARNESS_FLAGS = ["--without-gossip", "--without-mingle"]  # see deployment.HARNESS_DEVIATIONS
+PROJECT_SETTINGS = "snippets.project.settings"
+
+
+def worker_env(**extra: str | None) -> dict[str, str]:
+    """The environment of a subprocess of the snippets project, on the test databases.
+
+    The project's settings unless `extra` names others; a None value unsets the variable.
+    """
+    from django.db import connections
+
+    env: dict[str, str | None] = {**os.environ, "DJANGO_SETTINGS_MODULE": PROJECT_SETTINGS}
+    env.update(extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    for alias in connections:
+        env[f"SNIPPETS_{alias.upper()}_DB_NAME"] = str(connections[alias].settings_dict["NAME"])
+    return {key: value for key, value in env.items() if value is not None}
+
+
+@dataclass(repr=False)
+class WorkerProcess(Process):
+    """A real `celery worker` subprocess consuming its own queue."""
+
+    hostname: str = ""
+    queue: str = ""
+    app: object = field(default=None, repr=False)
+
+    def pool_pids(self) -> list[int]:
+        """Pids of the pool's child processes (empty for solo/threads pools)."""
+        try:
+            return sorted(c.pid for c in psutil.Process(self.proc.pid).children())
+        except psutil.NoSuchProcess:
+            return []
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until the worker answers a remote-control ping (it consumes by then)."""
+        wait_ping(self.app, self.hostname, timeout, proc=self)
+
+
+def wait_ping(app: object, hostname: str, timeout: float = 60, proc: Process | None = None) -> None:
+    """Until the node (a worker, or beat with remote control) answers a ping; fails early if
+    `proc` exits. A ping waits up to 0.5 s for the reply, so the loop needs no sleep."""
+
+    def answers() -> bool:
+        if proc is not None:
+            proc.check_alive()
+        return bool(app.control.ping(destination=[hostname], timeout=0.5))
+
+    wait_until(answers, timeout, what=f"{hostname} answers a ping", interval=0, context=proc)
+
+
+def worker_argv(
+    *,
+    hostname: str,
+    queue: str,
+    pool: str = "prefork",
+    concurrency: int = 1,
+    app: str | None = None,
+    args: Iterable[str] = (),
+) -> list[str]:
+    """The unit's ExecStart, with this proof's node name, queue, pool size and extra flags."""
+    argv = []
+    for arg in deployment.recommended().argv:
+        name = arg.partition("=")[0]
+        replaced = {"--hostname": hostname, "--queues": queue, "--concurrency": concurrency}
+        argv.append(f"{name}={replaced[name]}" if name in replaced else arg)
+    if app is not None:
+        argv[argv.index("-A") + 1] = app
+    pool_flag = [] if pool == "prefork" else [f"--pool={pool}"]
+    return [*argv, *pool_flag, *HARNESS_FLAGS, *args]
+
+
+@contextlib.contextmanager
+def running_worker(
+    app: object,
+    log_dir: Path,
+    *,
+    pool: str = "prefork",
+    concurrency: int = 1,
+    queue: str | None = None,
+    args: Iterable[str] = (),
+    env: Mapping[str, str | None] | None = None,
+    ready: bool = True,
+    celery_app: str | None = None,
+    name: str | None = None,
+    deviations: Iterable[str] = (),
+    stop_timeout: float = 20,
+) -> Iterator[WorkerProcess]:
+    """A `celery worker` subprocess under the recommended deployment; stopped on exit.
+
+    `env` is what the proof changes (None unsets a variable); every difference from the
+    recommended deployment must be named in `deviations` (the test's `deviation` marks).
+    On exit: SIGTERM (as systemd and Kubernetes stop it), a second SIGTERM after 2 s (ends a
+    soft shutdown: Celery sleeps the whole window when a request is active), SIGKILL after
+    `stop_timeout`, and its queue deleted.
+    """
+    name = name or f"wp-{uuid.uuid4().hex[:8]}"
+    queue = queue or f"q-{name}"
+    argv = worker_argv(
+        hostname=f"{name}@%h",
+        queue=queue,
+        pool=pool,
+        concurrency=concurrency,
+        app=celery_app,
+        args=args,
+    )
+    asked = {**deployment.recommended().env, **(env or {})}
+    deployment.check(deployment.differences(argv, asked), deviations)
+    started = time.monotonic()
+    wp = WorkerProcess.spawn(
+        [*CELERY, *argv],
+        log_path=log_dir / f"{name}.log",
+        env=worker_env(**asked),
+        name=name,
+        hostname=f"{name}@{socket.gethostname()}",
+        queue=queue,
+        app=app,
+    )
+    try:
+        if ready:
+            wp.wait_ready()
+            TIMINGS.append(("worker start", time.monotonic() - started))
+        yield wp
+    finally:
+        stopping = time.monotonic()
+        wp.stop(signal.SIGTERM, timeout=stop_timeout, again_after=2)
+        TIMINGS.append(("worker stop", time.monotonic() - stopping))
+        delete_queues(app, queue)
+
+
+TIMINGS: list[tuple[str, float]] = []
+"""(what, seconds) of every worker start and stop in this session (the bench summary reads it)."""
+
+
+def delete_queues(app: object, *names: str) -> None:
+    """Delete the queues a proof used (each is its own; best effort, they may be gone)."""
+    with app.connection_for_write() as conn:
+        for queue in names:
+            with contextlib.suppress(Exception), conn.channel() as channel:
+                channel.queue_delete(queue)
+
+
+def queue_length(app: object, name: str) -> int:
+    """Messages ready in a queue (not counting those a consumer holds unacknowledged)."""
+    from amqp.exceptions import ChannelError
+
+    with app.connection_for_write() as conn:
+        try:
+            return conn.default_channel.queue_declare(queue=name, passive=True).message_count
+        except ChannelError:  # Redis: an emptied queue has no key, so it is "not found"
+            return 0
+
+
+# Beat ---------------------------------------------------------------------------------------
+
+SENDING = re.compile(r"Scheduler: Sending due task (?P<entry>\S+) \((?P<task>[^)]+)\)")
+# At DEBUG, beat confirms each publish after its "Sending due task" line: "<task> sent. id->".
+LINE = re.compile(r"^\[(?P<at>[\d-]+ [\d:,]+): \w+/(?P<proc>[\w-]+)\] (?P<msg>.*)$", re.M)
+SENT = re.compile(r"^\S+ sent\. id->(?P<id>[\w-]+)")
+
+
+@dataclass
+class Send:
+    """A publish that beat confirmed: the entry, the message id, when."""
+
+    entry: str
+    id: str
+    at: datetime
+
+
+def confirmed_sends(log: str, entry: str | None = None) -> list[Send]:
+    """Publishes confirmed in a beat's DEBUG log. A beat stopped by a signal may be stopped
+    between its "Sending" line and the publish, or between the publish and this confirmation,
+    so the queue can hold one message more than this per beat, never one less."""
+    sends, pending = [], {}  # process -> (entry, time) announced, not yet confirmed
+    for line in LINE.finditer(log):
+        if m := SENDING.search(line["msg"]):
+            at = datetime.strptime(line["at"], "%Y-%m-%d %H:%M:%S,%f")
+            pending[line["proc"]] = (m["entry"], at)
+        elif (m := SENT.match(line["msg"])) and line["proc"] in pending:
+            entry_name, at = pending.pop(line["proc"])
+            sends.append(Send(entry_name, m["id"], at))
+    return [s for s in sends if entry is None or s.entry == entry]
+
+
+@dataclass(repr=False)
+class BeatProcess(Process):
+    """A real `celery beat` subprocess; reads what it sent out of its DEBUG log."""
+
+    def sends(self, entry: str | None = None) -> list[str]:
+        """Entries this beat logged as sent ("Scheduler: Sending due task ..."), in order."""
+        found = [m["entry"] for m in SENDING.finditer(self.log())]
+        return [e for e in found if entry is None or e == entry]
+
+    def confirmed(self, entry: str | None = None) -> list[Send]:
+        return confirmed_sends(self.log(), entry)
+
+    def wait_for(self, predicate: Callable[[BeatProcess], bool], timeout: float = 60) -> None:
+        def met() -> bool:
+            if predicate(self):
+                return True
+            self.check_alive()
+            return False
+
+        wait_until(met, timeout, what=f"beat {self.name}: {predicate}", context=self)
+
+    def wait_for_sends(self, count: int, entry: str | None = None, timeout: float = 60) -> None:
+        self.wait_for(lambda beat: len(beat.sends(entry)) >= count, timeout)
+
+
+def start_beat(
+    log_dir: Path,
+    *,
+    name: str,
+    max_interval: float = 1,
+    schedule_file: Path | None = None,
+    scheduler: str | None = None,
+    loglevel: str = "DEBUG",
+    env: Mapping[str, str | None] | None = None,
+) -> BeatProcess:
+    """Start `celery -A snippets.project beat` (stopped by the caller, or `running_beat`)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "snippets.project",
+        "beat",
+        f"--loglevel={loglevel}",
+        f"--max-interval={max_interval}",
+        f"--schedule={schedule_file or log_dir / f'{name}-schedule'}",
+        f"--pidfile={log_dir / f'{name}.pid'}",
+        *([f"--scheduler={scheduler}"] if scheduler else []),
+    ]
+    return BeatProcess.spawn(
+        argv, log_path=log_dir / f"{name}.log", env=worker_env(**(env or {})), name=name
+    )
+
+
+@contextlib.contextmanager
+def running_beat(log_dir: Path, **options: object) -> Iterator[BeatProcess]:
+    """`start_beat` as a context manager: SIGTERM on exit (beat syncs its schedule file)."""
+    beat = start_beat(log_dir, **options)
+    try:
+        yield beat
+    finally:
+        beat.stop(signal.SIGTERM, timeout=20)

@@ -1,0 +1,137 @@
+"""One process type: every subprocess a proof starts, in its own session, logging to a file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import psutil
+
+from tests.harness.wait import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+@dataclass
+class Process:
+    """A started subprocess: its own session (so its whole group can be stopped) and log file."""
+
+    proc: subprocess.Popen
+    log_path: Path
+    name: str = ""
+
+    @classmethod
+    def spawn(
+        cls,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        name: str = "",
+        **fields: object,
+    ) -> Process:
+        """Start `argv` (cwd: the repository) with stdout and stderr going to `log_path`."""
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(  # the only Popen under tests/ (tests/test_harness.py)
+                list(argv),
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return cls(proc, log_path, name or Path(argv[0]).name, **fields)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}, pid {self.proc.pid}, {self.log_path})"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def check_alive(self) -> None:
+        """Raise at once when the process has exited: a wait on it could never succeed."""
+        if self.proc.poll() is not None:
+            status = self.proc.returncode
+            raise RuntimeError(f"{self!r} exited with {status}:\n{self.log()[-4000:]}")
+
+    def wait_for_log(self, text: str, timeout: float = 60) -> str:
+        """Wait until `text` appears in the log; return the log. Fails early if it exits."""
+
+        def found() -> str | None:
+            if text in (log := self.log()):
+                return log
+            self.check_alive()
+            return None
+
+        return wait_until(found, timeout, what=f"{text!r} in the log", context=self)
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout)
+
+    def group(self) -> list[psutil.Process]:
+        """Every live process of the session's process group (orphans included)."""
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if os.getpgid(proc.pid) == self.proc.pid and proc.status() != "zombie":
+                    found.append(proc)
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return found
+
+    def stop(
+        self,
+        sig: int = signal.SIGTERM,
+        timeout: float = 30,
+        *,
+        group: bool = False,
+        again_after: float | None = None,
+    ) -> int:
+        """Send `sig`, wait up to `timeout`, SIGKILL the group, sweep orphans; the exit status.
+
+        `sig` goes to the main process (what systemd's KillMode=mixed and `docker stop` do), or
+        to the whole group with `group=True` (a shell and what it started). With
+        `again_after`, `sig` is sent a second time after that many seconds (Celery's "hitting
+        Ctrl+C again": end a soft shutdown now; a teardown has nothing left to wait for).
+        """
+        if self.proc.poll() is None:
+            send = partial(os.killpg, self.proc.pid) if group else self.proc.send_signal
+            with contextlib.suppress(ProcessLookupError):
+                send(sig)
+            if again_after is not None:
+                try:
+                    self.proc.wait(again_after)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        send(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass  # hung: the SIGKILL below
+            else:
+                psutil.wait_procs(self.group(), timeout=timeout)  # orphans finishing their exit
+        self.kill()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the whole group at once (pull the plug), and reap the main process."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        for proc in self.group():
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)

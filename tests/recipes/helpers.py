@@ -1,0 +1,45 @@
+"""Helpers of the recipes tests: a "web process" subprocess, ids the outside world controls."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from hypothesis import strategies as st
+
+from tests.harness.celery import worker_env
+from tests.harness.process import ROOT
+
+
+def run_web_process(code: str, **env: str) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh Django process (the web server) on the test databases."""
+    script = "import django\ndjango.setup()\n" + code
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=worker_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+# Property-based: ids the outside world controls (a URL, a message someone else published).
+BAD_IDS = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.text(max_size=10),
+    st.none(),
+    st.booleans(),
+    st.floats(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+def coerces_to(value: object, pk: int) -> bool:
+    """Django's IntegerField prepares a lookup value with int(): "7", 7.9 and True match."""
+    try:
+        return int(value) == pk
+    except (TypeError, ValueError, OverflowError):
+        return False
