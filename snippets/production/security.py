@@ -66,7 +66,13 @@ def redis_tls(ca_certs: str) -> dict[str, object]:
 
 def rabbitmq_tls(ca_certs: str) -> dict[str, object]:
     """Celery settings for RabbitMQ over TLS (an amqps:// URL, port 5671)."""
-    return {"broker_use_ssl": {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": ca_certs}}
+    return {
+        "broker_use_ssl": {
+            "cert_reqs": ssl.CERT_REQUIRED,
+            "ca_certs": ca_certs,
+            "server_hostname": None,  # (1)!
+        }
+    }
 
 
 # --8<-- [end:tls]

@@ -4,10 +4,14 @@ secrets stay out of arguments and logs, Flower answers only with credentials, TL
 from __future__ import annotations
 
 import shlex
+import shutil
 import socket
 import ssl
+import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -22,6 +26,7 @@ from snippets.production.security import (
     sync_account_with_token,
 )
 from tests.production.conftest import SNIPPETS, celery_argv, prod_env
+from tests.proof.test_broker_restart import PrivateRabbit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 TOKEN = "tok_live_7f3a9c2e"  # a fake credential the tests look for
@@ -169,10 +174,79 @@ def test_tls_settings_reach_the_broker_connection_and_the_result_backend(tmp_pat
     params = app.backend.connparams
     assert (params["ssl_cert_reqs"], params["ssl_ca_certs"]) == (ssl.CERT_REQUIRED, ca)
 
-    amqp = Celery("tls-amqp", broker="amqps://u:pw@rabbit.internal:5671//", set_as_current=False)
-    amqp.conf.update(rabbitmq_tls(ca))
-    assert amqp.connection_for_write().as_uri().startswith("amqps://")
-    assert amqp.connection_for_write().ssl == {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": ca}
+
+def make_certificates(directory: Path) -> str:
+    """A CA of the test's own, and a broker certificate it signs for 127.0.0.1; the CA's path."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True,
+                       timeout=60)  # fmt: skip
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "1", "-subj", "/CN=snippets test CA")  # fmt: skip
+    openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
+            "-out", "server.csr", "-subj", "/CN=broker")  # fmt: skip
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "1",
+            "-extfile", "san.cnf")  # fmt: skip
+    for file in directory.iterdir():
+        file.chmod(0o644)  # the node runs as the rabbitmq user
+    return str(directory / "ca.pem")
+
+
+@pytest.fixture(scope="module")
+def tls_rabbit() -> Iterator[tuple[int, str]]:
+    """A RabbitMQ node of the module's own with a TLS listener: (its TLS port, the CA file)."""
+    if not shutil.which("rabbitmq-server"):
+        pytest.fail("rabbitmq-server is not installed")
+    node = PrivateRabbit()
+    ca = make_certificates(node.dir)
+    port = free_port()
+    (node.dir / "none.conf").write_text(  # the node's RABBITMQ_CONFIG_FILE (+ .conf)
+        f"listeners.ssl.default = {port}\n"
+        f"ssl_options.cacertfile = {ca}\n"
+        f"ssl_options.certfile = {node.dir / 'server.pem'}\n"
+        f"ssl_options.keyfile = {node.dir / 'server.key'}\n"
+    )
+    node.start()
+    try:
+        yield port, ca
+    finally:
+        node.stop()
+
+
+def tls_connects(url: str, settings: dict[str, object]) -> bool:
+    """Open a connection to `url` as an app configured with `settings` would."""
+    app = Celery("tls-amqp", broker=url, set_as_current=False)
+    app.conf.update(settings)
+    with app.connection_for_write() as conn:
+        conn.connect()
+        return conn.connected
+
+
+@pytest.mark.services("rabbitmq")
+def test_rabbitmq_tls_accepts_the_brokers_certificate_and_refuses_another_hosts(
+    tls_rabbit, no_url_env
+):
+    """The node's certificate, from the test's CA, names 127.0.0.1. Reached as 127.0.0.2 (the
+    same node), it is a valid certificate of the CA issued for another host: what a man in the
+    middle holding any certificate of an internal CA presents."""
+    port, ca = tls_rabbit
+    assert tls_connects(f"amqps://guest:guest@127.0.0.1:{port}//", rabbitmq_tls(ca))
+    with pytest.raises(ssl.SSLCertVerificationError, match=r"not valid for '127\.0\.0\.2'"):
+        tls_connects(f"amqps://guest:guest@127.0.0.2:{port}//", rabbitmq_tls(ca))
+
+
+@pytest.mark.services("rabbitmq")
+@pytest.mark.antipattern("broker_use_ssl without server_hostname")
+def test_why_without_server_hostname_a_certificate_for_another_host_is_accepted(
+    tls_rabbit, no_url_env
+):
+    port, ca = tls_rabbit
+    settings = rabbitmq_tls(ca)
+    del settings["broker_use_ssl"]["server_hostname"]  # type: ignore[attr-defined]
+    assert tls_connects(f"amqps://guest:guest@127.0.0.2:{port}//", settings)  # chain checked only
 
 
 def test_why_rediss_without_certificate_checks_is_refused(no_url_env):
