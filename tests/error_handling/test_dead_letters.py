@@ -7,9 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
-from celery.signals import task_failure
-from celery.worker import WorkController
 from django.core.management import call_command
 
 from snippets.error_handling.dead_letters import (
@@ -20,7 +17,7 @@ from snippets.error_handling.dead_letters import (
     replay_failed_tasks,
 )
 from snippets.error_handling.models import FailedTask, ImportRow
-from snippets.project.celery import app as project_app
+from tests.configuration.helpers import settings_env
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -63,25 +60,37 @@ def page_app(amqp_url: str, **overrides: object) -> Celery:
     return app
 
 
-@contextlib.contextmanager
-def worker_as_the_page_starts_it(app: Celery) -> Iterator[WorkController]:
-    """A worker of `app` started with no --queues: it consumes what the settings declare.
+def plain_worker_queues(app: Celery) -> str:
+    """The queues a worker of `app` started without -Q consumes, as Celery selects them: every
+    declared queue when nothing is selected (celery/app/amqp.py, Queues.consume_from)."""
+    return ",".join(sorted(app.amqp.queues.consume_from))
 
-    In-thread (Celery's own test worker), so nothing on its command line selects queues. The
-    project app is made current again afterwards.
+
+@contextlib.contextmanager
+def worker_as_the_page_starts_it(worker_process, app: Celery, amqp_url: str) -> Iterator:
+    """A `celery worker` of the page's settings module (DJANGO_SETTINGS_MODULE), consuming what
+    a worker without -Q would: the harness always passes --queues, so it gets exactly the set
+    Celery selects with none (plain_worker_queues), computed from the same settings.
+
+    (Not in-thread: Celery's start_worker() stops its worker through the process-wide
+    celery.worker.state.should_terminate, which also stops the session's in-thread worker.)
     """
+    with app.connection_for_write() as conn:  # it consumes `celery` too: no leftovers
+        purge = conn.channel()
+        with contextlib.suppress(*conn.channel_errors):
+            purge.queue_purge("celery")
+    env = {**settings_env(base=SETTINGS), "CELERY_BROKER_URL": amqp_url}
+    wp = worker_process(env=env, queue=plain_worker_queues(app), ready=False)
     try:
-        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30) as w:
-            wait_until(lambda: consumed(app, w.hostname), what="the worker consuming")
-            yield w
+        wait_until(lambda: consumed(app, wp.hostname), what="the worker consuming", context=wp)
+        yield wp
     finally:
-        project_app.set_current()
-        project_app.set_default()
+        wp.stop()
         with app.connection_for_write() as conn:  # the shared vhost as it was found
             for queue in ("imports", "imports.dead"):
                 with contextlib.suppress(Exception), conn.channel() as channel:
                     channel.queue_delete(queue)
-            for exchange in ("imports", "dead-letters"):
+            for exchange in ("imports", "dead-letters", "imports.dead"):
                 with contextlib.suppress(Exception), conn.channel() as channel:
                     channel.exchange_delete(exchange)
 
@@ -104,23 +113,24 @@ def dead_messages(app: Celery) -> int:
 
 
 @pytest.fixture
-def rabbit(amqp_url) -> Iterator[tuple[Celery, WorkController]]:
-    """The page's settings on RabbitMQ, and a worker started as the page starts it."""
+def rabbit(amqp_url, worker_process) -> Iterator[tuple[Celery, object]]:
+    """The page's settings on RabbitMQ, and a worker consuming what they make it consume."""
     app = page_app(amqp_url)
-    with worker_as_the_page_starts_it(app) as worker:
+    with worker_as_the_page_starts_it(worker_process, app, amqp_url) as worker:
         yield app, worker
 
 
 @pytest.mark.services("rabbitmq")
 def test_a_worker_started_without_queues_consumes_the_work_not_the_dead_letters(rabbit):
     app, worker = rabbit
-    assert consumed(app, worker.hostname) == {"celery", "imports"}  # the default queue too
+    assert plain_worker_queues(app) == "celery,imports"  # the default queue too
+    assert consumed(app, worker.hostname) == {"celery", "imports"}
     assert consumers(app, "imports.dead") == 0  # declared by the worker, consumed by nobody
 
 
 @pytest.mark.services("rabbitmq")
-def test_a_rejected_message_lands_in_the_dead_letter_queue_and_replays_once(rabbit, caplog):
-    app, _worker = rabbit
+def test_a_rejected_message_lands_in_the_dead_letter_queue_and_replays_once(rabbit):
+    app, worker = rabbit
     row = ImportRow.objects.create(data=MALFORMED)
     result = app.send_task(import_row.name, (row.pk,), headers={"x_request_id": "req-dlx"})
 
@@ -139,11 +149,8 @@ def test_a_rejected_message_lands_in_the_dead_letter_queue_and_replays_once(rabb
     assert imported(row) == 0
     # ...and sends task_failure (from the worker, without the task's request): the failure
     # log has the arguments, from the signal, but not the correlation id.
-    [failure] = [
-        r.getMessage() for r in caplog.records if f"[{result.id}] failed" in r.getMessage()
-    ]
-    assert "reject requeue=False" in failure
-    assert f"(args=({row.pk},), retries=0, correlation_id=None)" in failure
+    log = worker.wait_for_log(f"import_row[{result.id}] failed: reject requeue=False")
+    assert f"(args=({row.pk},), retries=None, correlation_id=None)" in log
 
     ImportRow.objects.filter(pk=row.pk).update(data=FIXED)  # the fix
     assert replay_dead_letters(app, "imports") == 1
@@ -155,24 +162,22 @@ def test_a_rejected_message_lands_in_the_dead_letter_queue_and_replays_once(rabb
 
 @pytest.mark.services("rabbitmq")
 @pytest.mark.antipattern("the dead-letter queue in CELERY_TASK_QUEUES")
-def test_why_a_worker_that_consumes_the_dead_letter_queue_destroys_the_dead_letters(amqp_url):
+def test_why_a_worker_that_consumes_the_dead_letter_queue_destroys_the_dead_letters(
+    amqp_url, worker_process
+):
     """task_queues replaces Celery's default queue list (celery/app/amqp.py, Queues): with both
     queues in it, every plain worker consumes `imports.dead` and no longer `celery`."""
     work = page_app(amqp_url).conf.task_queues[1]
     app = page_app(amqp_url, task_queues=[work, dead_letter_queue(work)])
-    with worker_as_the_page_starts_it(app) as worker:
-        assert consumed(app, worker.hostname) == {"imports", "imports.dead"}  # not celery
+    assert plain_worker_queues(app) == "imports,imports.dead"  # and not celery
+    with worker_as_the_page_starts_it(worker_process, app, amqp_url) as worker:
         row = ImportRow.objects.create(data=MALFORMED)
-        failures: list[str] = []
-        task_failure.connect(record := lambda task_id=None, **_: failures.append(task_id))
-        try:
-            result = app.send_task(import_row.name, (row.pk,))
-            wait_until(
-                lambda: failures.count(result.id) == 2,
-                what="the dead letter run again, and rejected",
-            )
-        finally:
-            task_failure.disconnect(record)
+        result = app.send_task(import_row.name, (row.pk,))
+        wait_until(
+            lambda: worker.log().count(f"import_row[{result.id}] received") == 2,
+            what="the dead letter run again, and rejected",
+            context=worker,
+        )
         assert dead_messages(app) == 0  # rejected from the dead-letter queue: deleted
         ImportRow.objects.filter(pk=row.pk).update(data=FIXED)
         assert replay_dead_letters(app, "imports") == 0  # nothing left to replay
