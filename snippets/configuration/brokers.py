@@ -16,6 +16,5 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_interval": 10,  # (2)!
     "unacked_restore_throttle": 10,
 }
-CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS  # (3)!
-CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True  # (4)!
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True  # (3)!
 # --8<-- [end:redis]

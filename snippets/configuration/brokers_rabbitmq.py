@@ -13,5 +13,7 @@ import os
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"  # (1)!
 CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"  # (2)!
-CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}  # (3)!
+CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"  # (3)!
+CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
+CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}  # (4)!
 # --8<-- [end:rabbitmq]

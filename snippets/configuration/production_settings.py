@@ -2,10 +2,11 @@
 
 # --8<-- [start:check]
 from celery import Celery
-from celery.app.defaults import NAMESPACES, flatten
+from celery.app.defaults import _TO_NEW_KEY, NAMESPACES, flatten
 from django.core.checks import CheckMessage, Error, Warning, register
 
 KNOWN_SETTINGS = {f"CELERY_{name.upper()}" for name, _option in flatten(NAMESPACES)}
+RABBITMQ_CONSUMER_TIMEOUT = 1800  # rabbitmq.conf consumer_timeout: 30 min unless raised there
 
 
 def effective_celery_conf() -> object:
@@ -23,18 +24,28 @@ def check_celery_settings(app_configs: object = None, **kwargs: object) -> list[
     conf = effective_celery_conf()
     problems: list[CheckMessage] = []
     for name in sorted(n for n in dir(settings) if n.startswith("CELERY_")):
-        if name not in KNOWN_SETTINGS:  # (1)!
+        if name in KNOWN_SETTINGS:
+            continue
+        if name in _TO_NEW_KEY:  # (1)!
+            new = f"CELERY_{_TO_NEW_KEY[name].upper()}"
+            problems.append(Warning(f"{name} is the old name of {new}", id="celery.W002"))
+        else:
             problems.append(Error(f"{name} is not a Celery setting", id="celery.E001"))
     serializers = {conf.task_serializer, conf.result_serializer}
     accepted = {*conf.accept_content, *conf.result_accept_content}
     if serializers | accepted != {"json"}:  # (2)!
         problems.append(Error(f"JSON only, got {sorted(serializers | accepted)}", id="celery.E002"))
     soft, hard = conf.task_soft_time_limit, conf.task_time_limit
-    visibility = (conf.broker_transport_options or {}).get("visibility_timeout", 3600)
-    if not (soft and hard and soft < hard < visibility):  # (3)!
+    if (conf.broker_url or "").startswith(("amqp", "pyamqp")):  # (3)!
+        redelivery = ("RabbitMQ consumer_timeout", RABBITMQ_CONSUMER_TIMEOUT)
+    else:
+        options = conf.broker_transport_options or {}
+        redelivery = ("visibility_timeout", options.get("visibility_timeout", 3600))
+    if not (soft and hard and soft < hard < redelivery[1]):
         problems.append(
-            Error(f"need soft {soft} < hard {hard} < visibility {visibility}", id="celery.E003")
-        )
+            Error(f"need soft {soft} < hard {hard} < {redelivery[0]} {redelivery[1]}",
+                  id="celery.E003")
+        )  # fmt: skip
     if conf.task_acks_late and not (
         conf.task_reject_on_worker_lost or conf.task_retry_on_worker_lost
     ):  # (4)!

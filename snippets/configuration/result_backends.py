@@ -86,13 +86,19 @@ def mark_sent(sender: str | None = None, headers: dict | None = None, **_kw: obj
 
 def export_status(task_id: str) -> str:
     """What to tell the user; PENDING no longer hides behind "queued"."""
+    state = AsyncResult(task_id).state
     return {
         "SENT": "queued",
+        "RECEIVED": "queued",
         "STARTED": "running",
+        "RETRY": "running",  # waiting for its next attempt
         "SUCCESS": "done",
         "FAILURE": "failed",
+        "REJECTED": "failed",
+        "REVOKED": "cancelled",
+        "IGNORED": "stopped",
         "PENDING": "unknown or expired",  # (2)!
-    }.get(AsyncResult(task_id).state, "in progress")
+    }.get(state, state.lower())  # a custom state, as it is: never a false "in progress"
 
 
 # --8<-- [end:status]

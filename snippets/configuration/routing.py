@@ -36,8 +36,11 @@ from celery import Celery
 
 def stranded_queues(app: Celery, timeout: float = 2.0) -> dict[str, int]:
     """Queues that tasks are routed to but no running worker consumes, with their backlog."""
-    routed = {route["queue"] for route in app.conf.task_routes.values()}  # (1)!
-    routed.add(app.conf.task_default_queue)
+    routed = set()
+    for task_name in app.tasks:  # (1)!
+        queue = app.amqp.router.route({}, task_name).get("queue")
+        if queue is not None:  # None: routed to an exchange, not to a named queue
+            routed.add(getattr(queue, "name", queue))
     replies = app.control.inspect(timeout=timeout).active_queues() or {}  # (2)!
     consumed = {queue["name"] for queues in replies.values() for queue in queues}
     backlog: dict[str, int] = {}

@@ -26,34 +26,32 @@ def import_one(row_id: int) -> int:
 
 
 # --8<-- [start:queues]
+from typing import Any
+
+from celery.signals import worker_init
 from kombu import Exchange, Queue
 
-DEAD_LETTER_EXCHANGE = "dead-letters"
+
+def dead_letter_queue(work: Queue) -> Queue:
+    """The queue that keeps what `work` rejects, named by its dead-letter arguments."""
+    arguments = work.queue_arguments or {}
+    name = arguments["x-dead-letter-routing-key"]
+    return Queue(name, Exchange(arguments["x-dead-letter-exchange"], type="direct"), name)
 
 
-def dead_lettered(name: str) -> list[Queue]:
-    """A work queue whose rejected messages go to `<name>.dead`, and that queue itself."""
-    return [
-        Queue(
-            name,
-            Exchange(name, type="direct"),
-            routing_key=name,
-            queue_arguments={  # (1)!
-                "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-                "x-dead-letter-routing-key": f"{name}.dead",
-            },
-        ),
-        Queue(
-            f"{name}.dead",
-            Exchange(DEAD_LETTER_EXCHANGE, type="direct"),
-            routing_key=f"{name}.dead",
-        ),
+@worker_init.connect  # (1)!
+def declare_dead_letter_queues(sender: Any, **_kwargs: Any) -> None:
+    """Before a worker consumes: declare the dead-letter queue of each queue that has one."""
+    app = sender.app
+    dead = [
+        dead_letter_queue(queue)
+        for queue in app.amqp.queues.values()
+        if "x-dead-letter-exchange" in (queue.queue_arguments or {})
     ]
-
-
-# In settings.py:
-#   CELERY_TASK_QUEUES = dead_lettered("imports")
-#   CELERY_TASK_ROUTES = {"snippets.error_handling.dead_letters.import_row": {"queue": "imports"}}
+    if dead:
+        with app.connection_for_write() as conn:
+            for queue in dead:
+                queue.bind(conn.default_channel).declare()
 
 
 # --8<-- [end:queues]
@@ -77,8 +75,6 @@ def import_row(row_id: int) -> int:
 
 
 # --8<-- [start:failure_table]
-from typing import Any
-
 from billiard.einfo import ExceptionInfo
 from celery.contrib.django.task import DjangoTask
 
@@ -125,7 +121,10 @@ from django.utils import timezone
 
 def replay_dead_letters(app: Celery, queue: str, limit: int = 1000) -> int:
     """RabbitMQ: move up to `limit` messages from `<queue>.dead` back to `queue`."""
-    work, dead = dead_lettered(queue)
+    work = app.amqp.queues.get(queue)  # as CELERY_TASK_QUEUES declares it
+    if work is None or "x-dead-letter-routing-key" not in (work.queue_arguments or {}):
+        raise ValueError(f"CELERY_TASK_QUEUES gives {queue!r} no dead-letter queue")
+    dead = dead_letter_queue(work)
     moved = 0
     with app.connection_for_write() as conn:
         channel = conn.default_channel
@@ -143,6 +142,7 @@ def replay_dead_letters(app: Celery, queue: str, limit: int = 1000) -> int:
                 exchange=work.exchange,
                 routing_key=work.routing_key,
                 headers=headers,
+                declare=[work],  # a work queue deleted since is declared again, not missed
                 content_type=message.content_type,
                 content_encoding=message.content_encoding,
                 **{k: message.properties[k] for k in ("correlation_id", "reply_to", "priority")
@@ -170,14 +170,3 @@ def replay_failed_tasks(app: Celery, limit: int = 1000) -> int:
 
 
 # --8<-- [end:replay]
-
-
-def dead_letter_app(broker_url: str, queue: str) -> Celery:
-    """The project's settings with the dead-lettered queue (a private app for the proofs)."""
-    app = Celery("snippets", set_as_current=False)
-    app.config_from_object("django.conf:settings", namespace="CELERY")
-    # Not broker_url: the CELERY_BROKER_URL environment variable would win over it.
-    app.conf.broker_read_url = app.conf.broker_write_url = broker_url
-    app.conf.task_queues = dead_lettered(queue)
-    app.conf.task_routes = {import_row.name: {"queue": queue}}
-    return app

@@ -37,7 +37,7 @@ def log_task_failure(
         # argsrepr/kwargsrepr are what the caller chose to show: secrets can be hidden there.
         "task_args": getattr(request, "argsrepr", None) or repr(tuple(args or ())),
         "task_kwargs": getattr(request, "kwargsrepr", None) or repr(shown_kwargs),
-        "retries": getattr(request, "retries", 0),
+        "retries": getattr(request, "retries", None),  # None: unknown (no request), not 0
         # Our own header: Celery's request.correlation_id is the task id, not a request's.
         "correlation_id": getattr(request, CORRELATION_HEADER, None),
     }
@@ -75,12 +75,16 @@ class RedactSecrets(DjangoTask):
     secret_kwargs: tuple[str, ...] = ()
 
     def apply_async(
-        self, args: tuple | list | None = None, kwargs: dict[str, Any] | None = None, **options: Any
+        self,
+        args: tuple | list | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *rest: Any,  # Celery's own positional task_id, producer, link... pass through
+        **options: Any,
     ) -> AsyncResult:
         if self.secret_kwargs and kwargs:
             shown = {k: "***" if k in self.secret_kwargs else v for k, v in kwargs.items()}
             options["kwargsrepr"] = repr(shown)
-        return super().apply_async(args, kwargs, **options)
+        return super().apply_async(args, kwargs, *rest, **options)
 
 
 # --8<-- [end:redaction]

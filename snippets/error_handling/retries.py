@@ -1,10 +1,15 @@
 """Retries: retry what a retry can fix, with bounded jittered backoff, and nothing else."""
 
 # --8<-- [start:client]
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
 import requests
 from django.conf import settings
 
 from snippets.error_handling.models import Invoice
+
+MAX_RETRY_AFTER = 300  # s: a server's wish is capped, far below the broker's redelivery
 
 
 class TransientAPIError(Exception):
@@ -19,16 +24,33 @@ class RateLimited(TransientAPIError):
         self.retry_after = retry_after
 
 
+def retry_after(value: str | None, default: int = 60) -> int:
+    """Seconds from a Retry-After header: a number or an HTTP date (RFC 9110), capped."""
+    if not value:
+        seconds = default
+    elif value.strip().isdigit():
+        seconds = int(value)
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            seconds = default  # unreadable: not a reason to fail the task for good
+        else:
+            when = when if when.tzinfo else when.replace(tzinfo=UTC)
+            seconds = int((when - datetime.now(UTC)).total_seconds())
+    return max(0, min(seconds, MAX_RETRY_AFTER))  # (1)!
+
+
 def post_invoice(invoice: Invoice) -> str:
     """Create the invoice at the billing API and return its id there."""
     response = requests.post(
         f"{settings.BILLING_API_URL}/invoices",
         json={"number": invoice.number, "amount_cents": invoice.amount_cents},
-        headers={"Idempotency-Key": f"invoice-{invoice.pk}"},  # (1)!
-        timeout=(3.05, 10),  # (2)!
+        headers={"Idempotency-Key": f"invoice-{invoice.pk}"},  # (2)!
+        timeout=(3.05, 10),  # (3)!
     )
     if response.status_code == 429:
-        raise RateLimited(int(response.headers.get("Retry-After", "60")))
+        raise RateLimited(retry_after(response.headers.get("Retry-After")))
     if response.status_code >= 500:
         raise TransientAPIError(f"{response.status_code} from the billing API")
     response.raise_for_status()  # any other 4xx: our request is wrong, retrying cannot help

@@ -81,9 +81,13 @@ def import_products(self: Task, job_id: int, batch_size: int = BATCH_SIZE) -> di
             job.total_rows = sum(1 for _ in numbered_rows(job))  # (2)!
         job.status = ImportJob.Status.RUNNING
         job.save(update_fields=["total_rows", "status", "updated_at"])
-        rows = islice(numbered_rows(job), job.processed_rows, None)  # (3)!
+        offset = job.processed_rows
+        rows = islice(numbered_rows(job), offset, None)  # (3)!
         while batch := list(islice(rows, batch_size)):
-            import_batch(job_id, batch)
+            if not import_batch(job_id, batch, offset):
+                logger.warning("import %s: another run is ahead of this one; stopping", job_id)
+                return {"processed": offset, "imported": None}
+            offset += len(batch)
     except SoftTimeLimitExceeded as exc:  # (4)!
         if self.request.retries < self.max_retries:
             logger.warning("import %s paused by its soft time limit; continuing", job_id)
@@ -101,8 +105,9 @@ def import_products(self: Task, job_id: int, batch_size: int = BATCH_SIZE) -> di
 
 # --8<-- [end:task]
 # --8<-- [start:batch]
-def import_batch(job_id: int, batch: list[tuple[int, dict[str, str]]]) -> None:
-    """Upsert the valid rows and advance the checkpoint in ONE transaction."""
+def import_batch(job_id: int, batch: list[tuple[int, dict[str, str]]], offset: int) -> bool:
+    """Upsert the valid rows and advance the checkpoint in ONE transaction; False when the
+    checkpoint is no longer `offset` (a second run of the job did this batch already)."""
     products: dict[str, Product] = {}
     errors = []
     for line, row in batch:
@@ -119,11 +124,16 @@ def import_batch(job_id: int, batch: list[tuple[int, dict[str, str]]]) -> None:
             update_fields=["name", "price"],
         )
         job = ImportJob.objects.select_for_update().get(pk=job_id)
+        if job.processed_rows != offset:  # another run committed this batch first
+            transaction.set_rollback(True)
+            return False
         job.processed_rows += len(batch)  # (2)!
         job.imported_rows += len(batch) - len(errors)
         job.error_rows += len(errors)
         job.row_errors = (job.row_errors + errors)[:KEPT_ERRORS]
-        job.save()
+        job.save(update_fields=["processed_rows", "imported_rows", "error_rows", "row_errors",
+                              "updated_at"])  # fmt: skip
+    return True
 
 
 # --8<-- [end:batch]
@@ -137,7 +147,7 @@ def start_import(upload: File) -> ImportJob:
     """Store the upload where every worker can read it; pass the job's id, not a path."""
     with transaction.atomic():
         job = ImportJob.objects.create(file=upload)  # saved through the storage API
-        import_products.delay_on_commit(job.pk)
+        transaction.on_commit(lambda: import_products.delay(job.pk), robust=True)  # (1)!
     return job
 
 

@@ -18,7 +18,7 @@ def place_order(email: str, sku: str, quantity: int, amount_cents: int) -> Order
             charge_payment.si(order.pk),
             send_confirmation.si(order.pk),
         ).on_error(handle_order_failure.si(order.pk))  # (2)!
-        transaction.on_commit(workflow.delay)  # (3)!
+        transaction.on_commit(workflow.delay, robust=True)  # (3)!
     return order
 
 

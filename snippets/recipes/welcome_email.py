@@ -2,7 +2,8 @@
 
 # --8<-- [start:errors]
 import logging
-from smtplib import SMTPRecipientsRefused, SMTPResponseException
+import socket
+from smtplib import SMTPException, SMTPRecipientsRefused, SMTPResponseException
 
 from celery import Task, shared_task
 from django.core.mail import send_mail
@@ -22,7 +23,7 @@ class PermanentSMTPError(Exception):
 # --8<-- [start:task]
 @shared_task(
     bind=True,
-    autoretry_for=(OSError,),  # (1)!
+    autoretry_for=(SMTPException, ConnectionError, TimeoutError, socket.gaierror),  # (1)!
     retry_backoff=2,  # (2)!
     retry_backoff_max=120,
     retry_jitter=True,
@@ -60,7 +61,7 @@ def send_welcome_email(self: Task, member_id: int) -> str:
         except SMTPRecipientsRefused as exc:
             code = min(code for code, _msg in exc.recipients.values())
             if code < 500:
-                raise  # 4xx (greylisting, mailbox busy): an SMTPException is an OSError: retried
+                raise  # 4xx (greylisting, mailbox busy): an SMTPException, retried
             error = f"SMTP {code}: {exc}"  # (7)!
             Member.objects.filter(pk=member_id).update(welcome_sent_at=None, welcome_error=error)
             logger.error(
@@ -119,11 +120,4 @@ def reconcile_welcome_emails(min_age_seconds: int = 300, max_age_hours: int = 48
     return len(member_ids)
 
 
-# In settings.py: run it every five minutes with Celery beat (one beat per project).
-CELERY_BEAT_SCHEDULE = {
-    "reconcile-welcome-emails": {
-        "task": "snippets.recipes.welcome_email.reconcile_welcome_emails",
-        "schedule": 300.0,
-    },
-}
 # --8<-- [end:reconcile]

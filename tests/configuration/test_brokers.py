@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import subprocess
 from collections.abc import Iterator
+from datetime import timedelta
 from urllib.parse import urlparse
 
 import pytest
 from celery import Celery
 from celery.result import AsyncResult
+from django.utils import timezone
 from kombu import Connection
 
 from snippets.configuration.worker_settings import record_run
@@ -20,16 +22,30 @@ from tests.harness.wait import wait_until
 pytestmark = pytest.mark.django_db(transaction=True)  # worker_process needs a network broker
 
 
-def send(module: str, broker: str, queue: str, *args: object) -> AsyncResult:
-    """Publish record_run to `queue` on `broker`, as an app configured from `module` would.
+def publisher_app(module: str, broker: str, **overrides: object) -> Celery:
+    """An app configured from settings `module` (+ overrides) on `broker`, as a web process is.
 
     (Celery reads the CELERY_BROKER_URL environment variable before any setting, so a
-    publisher on another broker than this process's passes its own connection.)
+    publisher on another broker than this process's sets broker_read/write_url, which win.)
     """
     app = Celery("snippets", set_as_current=False)
     app.config_from_object(module, namespace="CELERY")
-    with app.connection_for_write(broker) as conn:
-        return app.send_task(record_run.name, args, queue=queue, connection=conn)
+    app.conf.update({k.removeprefix("CELERY_").lower(): v for k, v in overrides.items()})
+    app.conf.broker_read_url = app.conf.broker_write_url = broker
+    return app
+
+
+def send(
+    module: str,
+    broker: str,
+    queue: str,
+    *args: object,
+    countdown: float | None = None,
+    **overrides: object,
+) -> AsyncResult:
+    """Publish record_run to `queue` on `broker`, as an app configured from `module` would."""
+    app = publisher_app(module, broker, **overrides)
+    return app.send_task(record_run.name, args, queue=queue, countdown=countdown)  # fmt: skip
 
 
 def on_broker(url: str, base: str, **overrides: object) -> dict[str, str]:
@@ -110,7 +126,6 @@ def test_why_a_task_longer_than_the_visibility_timeout_runs_twice(worker_process
         timeout=60,
         what="a second delivery of the same message",
     )
-    assert second.started_at < (first.finished_at or second.started_at).replace(year=9999)
     assert first.finished_at is None or second.started_at < first.finished_at
 
 
@@ -163,7 +178,7 @@ def delete_amqp_queues(amqp_url) -> Iterator[list[str]]:
         for name in [*names, *delayed]:
             with contextlib.suppress(Exception), conn.channel() as channel:
                 channel.queue_delete(name)
-        for name in [*delayed, "celery_delayed_delivery"]:
+        for name in [*names, *delayed, "celery_delayed_delivery"]:  # (a queue's own exchange)
             with contextlib.suppress(Exception), conn.channel() as channel:
                 channel.exchange_delete(name)
 
@@ -188,6 +203,74 @@ def test_the_queue_a_worker_declares_is_quorum_and_runs_tasks(
     assert {types.get(name) for name in delayed} == {"quorum"}
     result = send("snippets.configuration.brokers_rabbitmq", amqp_url, wp.queue, "quorum", 0.0)
     assert result.get(timeout=60) > 0
+    wp.stop()  # before the queues are deleted
+
+
+def depth(amqp_url: str, queue: str) -> int:
+    """Messages ready in `queue`, as RabbitMQ counts them."""
+    with Connection(amqp_url) as conn:
+        return conn.default_channel.queue_declare(queue, passive=True).message_count
+
+
+def held_by_worker(app: Celery, hostname: str) -> set[str]:
+    """Ids of the tasks the worker holds in memory: reserved, or scheduled for their ETA."""
+    inspect = app.control.inspect(destination=[hostname], timeout=5)
+    held = [
+        *(inspect.scheduled() or {}).get(hostname, []),
+        *(inspect.reserved() or {}).get(hostname, []),
+    ]
+    return {entry.get("request", entry)["id"] for entry in held}
+
+
+COUNTDOWN = 10  # 0b1010: 8 s in celery_delayed_3, then 2 s in celery_delayed_1
+
+
+@pytest.mark.services("rabbitmq")
+def test_a_countdown_on_quorum_queues_waits_in_the_broker_not_in_the_worker(
+    worker_process, amqp_url, delete_amqp_queues
+):
+    """The page's settings: the countdown travels through native delayed delivery."""
+    module = "snippets.configuration.brokers_rabbitmq"
+    wp = quorum_worker(worker_process, amqp_url)
+    delete_amqp_queues.append(wp.queue)
+    sent_at = timezone.now()
+    result = send(module, amqp_url, wp.queue, "countdown", 0.0, countdown=COUNTDOWN)
+    wait_until(
+        lambda: depth(amqp_url, "celery_delayed_3") == 1,
+        timeout=COUNTDOWN / 2,
+        what="the message in the broker's 8-second delay queue",
+    )
+    assert result.id not in held_by_worker(publisher_app(module, amqp_url), wp.hostname)
+    assert result.id not in wp.log()  # not even received: the worker holds nothing
+    assert result.get(timeout=60) > 0
+    [run] = runs_of(result.id)
+    assert run.started_at >= sent_at + timedelta(seconds=COUNTDOWN)  # and not early
+    assert "Direct exchanges are not supported" not in wp.log()
+    wp.stop()  # before the queues are deleted
+
+
+@pytest.mark.services("rabbitmq")
+def test_why_on_a_direct_exchange_the_countdown_waits_in_the_worker(
+    worker_process, amqp_url, delete_amqp_queues, caplog
+):
+    """Celery's default exchange type, direct: native delayed delivery is skipped (a warning),
+    the message goes straight to the worker, which holds it in memory until its ETA."""
+    module = "snippets.configuration.brokers_rabbitmq"
+    direct = {
+        "CELERY_TASK_DEFAULT_EXCHANGE_TYPE": "direct",
+        "CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE": None,
+    }
+    wp = quorum_worker(worker_process, amqp_url, **direct)
+    delete_amqp_queues.append(wp.queue)
+    result = send(module, amqp_url, wp.queue, "countdown", 0.0, countdown=60, **direct)
+    assert "Direct exchanges are not supported with native delayed delivery" in caplog.text
+    app = publisher_app(module, amqp_url, **direct)
+    wait_until(
+        lambda: result.id in held_by_worker(app, wp.hostname),
+        what="the countdown task held by the worker",
+    )
+    assert {depth(amqp_url, f"celery_delayed_{level}") for level in DELAYED_LEVELS} == {0}
+    app.control.revoke(result.id)
     wp.stop()  # before the queues are deleted
 
 

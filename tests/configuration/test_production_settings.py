@@ -92,6 +92,42 @@ def test_acks_late_without_a_worker_lost_policy_warns():
         assert [m.id for m in check_celery_settings()] == ["celery.W001"]
 
 
+def test_an_old_setting_name_still_works_and_is_named_as_old():
+    """Celery 5.7 still reads pre-4.0 names under the namespace: not a typo, a rename."""
+    from snippets.configuration.production_settings import effective_celery_conf
+
+    with override_settings(CELERY_ALWAYS_EAGER=True):
+        assert effective_celery_conf().task_always_eager is True  # live, not ignored
+        [message] = check_celery_settings()
+    assert (message.id, message.msg) == (
+        "celery.W002",
+        "CELERY_ALWAYS_EAGER is the old name of CELERY_TASK_ALWAYS_EAGER",
+    )
+
+
+def test_the_hard_limit_is_checked_against_the_brokers_redelivery(monkeypatch):
+    """45 min: under Redis' visibility timeout (1 h), over RabbitMQ's consumer_timeout (30 min)."""
+    limits = {"CELERY_TASK_SOFT_TIME_LIMIT": 2600, "CELERY_TASK_TIME_LIMIT": 2700}
+    with override_settings(**limits):
+        monkeypatch.setenv("CELERY_BROKER_URL", "redis://redis.internal:6379/0")
+        assert check_celery_settings() == []
+        monkeypatch.setenv("CELERY_BROKER_URL", "amqp://rabbit.internal:5672//")
+        [message] = check_celery_settings()
+    assert (message.id, message.msg) == (
+        "celery.E003",
+        "need soft 2600 < hard 2700 < RabbitMQ consumer_timeout 1800",
+    )
+
+
+def test_the_timezone_follows_djangos_time_zone():
+    """With namespace="CELERY" and no CELERY_TIMEZONE, Celery uses TIME_ZONE (app/utils.py)."""
+    from snippets.configuration.production_settings import effective_celery_conf
+
+    with override_settings(TIME_ZONE="Europe/Paris"):
+        del settings.CELERY_TIMEZONE
+        assert effective_celery_conf().timezone == "Europe/Paris"
+
+
 def acknowledged_while_running(celery_app, wp) -> bool:
     """Run a 3 s task on the worker and ask it whether the message is already acked."""
     result = record_run.apply_async(("ack", 3.0), queue=wp.queue)

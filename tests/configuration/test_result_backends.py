@@ -40,11 +40,21 @@ def test_an_id_nobody_ever_sent_reports_pending(celery_app):
     assert AsyncResult("no-such-task-id", app=celery_app).state == "PENDING"
 
 
-def test_the_page_settings_are_what_it_says():
-    """The snippet defines the result settings the page states (expiry, chord expiry, started)."""
-    assert timedelta(days=1) == result_backends.CELERY_RESULT_EXPIRES
-    assert result_backends.CELERY_RESULT_CHORD_EXPIRES == 7200
-    assert result_backends.CELERY_TASK_TRACK_STARTED is True
+@pytest.mark.services("redis")
+def test_a_result_stored_under_the_page_settings_expires_in_a_day():
+    """The block as Celery reads settings: a stored result's Redis key lives one day."""
+    app = Celery("snippets", set_as_current=False)
+    block = {k: v for k, v in vars(result_backends).items() if k.startswith("CELERY_")}
+    app.conf.update({k.removeprefix("CELERY_").lower(): v for k, v in block.items()})
+    assert (app.conf.result_chord_expires, app.conf.task_track_started) == (7200, True)
+    assert app.conf.result_backend.startswith("redis")  # CELERY_RESULT_BACKEND of the run
+    app.backend.store_result("page-settings-expiry", 1, "SUCCESS")
+    try:
+        key = app.backend.get_key_for_task("page-settings-expiry")
+        ttl = redis.Redis.from_url(app.conf.result_backend).ttl(key)
+        assert timedelta(days=1).total_seconds() - 60 < ttl <= timedelta(days=1).total_seconds()
+    finally:
+        app.backend.forget("page-settings-expiry")
 
 
 def test_a_chord_joins_its_parts_on_the_backend(celery_worker):
@@ -73,6 +83,22 @@ def test_why_pending_reads_as_queued_for_an_id_that_does_not_exist(celery_app):
     """the naive status lies."""
     assert export_status_naive("a-typo-in-the-url") == "queued"  # the lie
     assert export_status("a-typo-in-the-url") == "unknown or expired"
+
+
+@pytest.mark.parametrize(
+    ("state", "shown"),
+    [("REVOKED", "cancelled"), ("REJECTED", "failed"), ("IGNORED", "stopped"),
+     ("RETRY", "running"), ("PROGRESS", "progress")],
+)  # fmt: skip
+def test_every_final_state_is_shown_as_final(celery_app, state, shown):
+    """A revoked export is "cancelled", not "in progress" for ever: each state, stored in the
+    run's result backend."""
+    task_id = f"export-{state.lower()}"
+    celery_app.backend.store_result(task_id, None, state)
+    try:
+        assert export_status(task_id) == shown
+    finally:
+        celery_app.backend.forget(task_id)
 
 
 @pytest.mark.services("broker")

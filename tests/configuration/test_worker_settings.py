@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import psutil
 import pytest
 
 from snippets.configuration.worker_settings import leaky_task, record_run
-from tests.configuration.helpers import CELERY_DEFAULTS, PROJECT, runs_of, short_behind_long
+from tests.configuration.helpers import (
+    CELERY_DEFAULTS,
+    PROJECT,
+    runs_of,
+    settings_env,
+    short_behind_long,
+)
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)  # worker_process needs a network broker
@@ -64,6 +71,30 @@ def test_max_tasks_per_child_replaces_the_child_and_frees_what_it_held(worker_pr
     assert leak_counts(wp) == [1, 2, 1]  # the third call ran in a fresh child
     pids = wait_until(lambda: wp.pool_pids() if wp.pool_pids() != [first] else None)
     assert first not in pids
+
+
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(production, worker_max_memory_per_child)",
+    reason="a limit just above a fresh child's memory, so that one task crosses it",
+)
+def test_max_memory_per_child_replaces_the_child_past_the_limit(worker_process):
+    """The limit is KiB of the child's resident memory, read after each task (billiard's
+    pool.py, mem_rss): a child that grew past it is replaced, with what it held."""
+    probe = worker_process(concurrency=1)
+    [child] = probe.pool_pids()
+    baseline_kib = psutil.Process(child).memory_info().rss // 1024
+    probe.stop()
+    limit = baseline_kib + 40_000  # about 40 MB above what a fresh child holds
+    wp = worker_process(
+        concurrency=1,
+        env=settings_env("snippets.production.settings", CELERY_WORKER_MAX_MEMORY_PER_CHILD=limit),
+    )
+    [first] = wp.pool_pids()
+    assert leaky_task.apply_async((1_000,), queue=wp.queue).get(timeout=30) == 1  # 1 MB: kept
+    assert wp.pool_pids() == [first]
+    assert leaky_task.apply_async((60_000,), queue=wp.queue).get(timeout=30) == 2  # past it
+    wait_until(lambda: wp.pool_pids() not in ([], [first]), what="a new child")
+    assert leaky_task.apply_async((1,), queue=wp.queue).get(timeout=30) == 1  # cache gone
 
 
 def test_record_run_records_who_ran_the_message(celery_worker):

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
+from collections.abc import Iterator
 
 import pytest
+from celery import Celery
 from django.core.management import call_command
 
 from snippets.error_handling.dead_letters import (
-    dead_letter_app,
-    dead_lettered,
+    dead_letter_queue,
     import_row,
     import_row_recorded,
     replay_dead_letters,
     replay_failed_tasks,
 )
 from snippets.error_handling.models import FailedTask, ImportRow
-from tests.harness.celery import wait_ping
+from tests.configuration.helpers import settings_env
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,69 +44,143 @@ def imported(row: ImportRow) -> int:
     return row.imported_count
 
 
+SETTINGS = "snippets.error_handling.dead_letters_settings"  # the page's settings block
+
+
+def page_app(amqp_url: str, **overrides: object) -> Celery:
+    """A project configured from the page's settings module (+ overrides), on RabbitMQ.
+
+    (Celery reads the CELERY_BROKER_URL environment variable before any setting: the broker is
+    set with broker_read/write_url, which win over it.)
+    """
+    app = Celery("snippets", set_as_current=False)
+    app.config_from_object(SETTINGS, namespace="CELERY")
+    app.conf.update(overrides)
+    app.conf.broker_read_url = app.conf.broker_write_url = amqp_url
+    return app
+
+
+def plain_worker_queues(app: Celery) -> str:
+    """The queues a worker of `app` started without -Q consumes, as Celery selects them: every
+    declared queue when nothing is selected (celery/app/amqp.py, Queues.consume_from)."""
+    return ",".join(sorted(app.amqp.queues.consume_from))
+
+
+@contextlib.contextmanager
+def worker_as_the_page_starts_it(worker_process, app: Celery, amqp_url: str) -> Iterator:
+    """A `celery worker` of the page's settings module (DJANGO_SETTINGS_MODULE), consuming what
+    a worker without -Q would: the harness always passes --queues, so it gets exactly the set
+    Celery selects with none (plain_worker_queues), computed from the same settings.
+
+    (Not in-thread: Celery's start_worker() stops its worker through the process-wide
+    celery.worker.state.should_terminate, which also stops the session's in-thread worker.)
+    """
+    with app.connection_for_write() as conn:  # it consumes `celery` too: no leftovers
+        purge = conn.channel()
+        with contextlib.suppress(*conn.channel_errors):
+            purge.queue_purge("celery")
+    env = {**settings_env(base=SETTINGS), "CELERY_BROKER_URL": amqp_url}
+    wp = worker_process(env=env, queue=plain_worker_queues(app), ready=False)
+    try:
+        wait_until(lambda: consumed(app, wp.hostname), what="the worker consuming", context=wp)
+        yield wp
+    finally:
+        wp.stop()
+        with app.connection_for_write() as conn:  # the shared vhost as it was found
+            for queue in ("imports", "imports.dead"):
+                with contextlib.suppress(Exception), conn.channel() as channel:
+                    channel.queue_delete(queue)
+            for exchange in ("imports", "dead-letters", "imports.dead"):
+                with contextlib.suppress(Exception), conn.channel() as channel:
+                    channel.exchange_delete(exchange)
+
+
+def consumed(app: Celery, hostname: str) -> set[str]:
+    """The queues the worker says it consumes."""
+    replies = app.control.inspect(destination=[hostname], timeout=5).active_queues() or {}
+    return {queue["name"] for queue in replies.get(hostname, [])}
+
+
+def consumers(app: Celery, name: str) -> int:
+    """RabbitMQ's own count of the consumers of queue `name`."""
+    with app.connection_for_write() as conn:
+        return conn.default_channel.queue_declare(name, passive=True).consumer_count
+
+
+def dead_messages(app: Celery) -> int:
+    with app.connection_for_write() as conn:
+        return conn.default_channel.queue_declare("imports.dead", passive=True).message_count
+
+
 @pytest.fixture
-def rabbit(amqp_url, worker_process):
-    """A worker on RabbitMQ consuming a fresh dead-lettered queue; the queues go afterwards."""
-    name = f"imports-{uuid.uuid4().hex[:8]}"
-    app = dead_letter_app(amqp_url, name)
-    with app.connection_for_write() as conn:
-        for queue in dead_lettered(name):  # declared once, as a deployment would
-            queue.bind(conn.default_channel).declare()
-    wp = worker_process(
-        app="tests.error_handling.dlx_worker",
-        queue=name,
-        env={"CELERY_BROKER_URL": amqp_url, "DEAD_LETTER_TEST_QUEUE": name},
-        ready=False,
-    )
-    wait_ping(app, wp.hostname, proc=wp)
-    yield app, name, wp
-    with app.connection_for_write() as conn:
-        for queue in dead_lettered(name):
-            with contextlib.suppress(Exception):
-                queue.bind(conn.default_channel).delete()
-
-
-def dead_messages(app, name: str) -> int:
-    with app.connection_for_write() as conn:
-        return dead_lettered(name)[1].bind(conn.default_channel).queue_declare(passive=True)[1]
+def rabbit(amqp_url, worker_process) -> Iterator[tuple[Celery, object]]:
+    """The page's settings on RabbitMQ, and a worker consuming what they make it consume."""
+    app = page_app(amqp_url)
+    with worker_as_the_page_starts_it(worker_process, app, amqp_url) as worker:
+        yield app, worker
 
 
 @pytest.mark.services("rabbitmq")
-@pytest.mark.deviation(
-    "-A tests.error_handling.dlx_worker",
-    reason="an app whose queues are the page's dead-lettered pair",
-)
-@pytest.mark.deviation("DEAD_LETTER_TEST_QUEUE", reason="that pair's name, private to the test")
+def test_a_worker_started_without_queues_consumes_the_work_not_the_dead_letters(rabbit):
+    app, worker = rabbit
+    assert plain_worker_queues(app) == "celery,imports"  # the default queue too
+    assert consumed(app, worker.hostname) == {"celery", "imports"}
+    assert consumers(app, "imports.dead") == 0  # declared by the worker, consumed by nobody
+
+
+@pytest.mark.services("rabbitmq")
 def test_a_rejected_message_lands_in_the_dead_letter_queue_and_replays_once(rabbit):
-    """RabbitMQ, a real prefork worker on a queue with a dead-letter exchange: the rejected message
-    lands in `<queue>.dead` with its headers and `x-death`, and the replay runs it once."""
-    app, name, wp = rabbit
+    app, worker = rabbit
     row = ImportRow.objects.create(data=MALFORMED)
     result = app.send_task(import_row.name, (row.pk,), headers={"x_request_id": "req-dlx"})
 
-    wait_until(lambda: dead_messages(app, name) == 1, what="the dead letter")
+    wait_until(lambda: dead_messages(app) == 1, what="the dead letter")
     with app.connection_for_write() as conn:
-        message = dead_lettered(name)[1].bind(conn.default_channel).get(no_ack=False)
+        message = dead_letter_queue(app.amqp.queues["imports"]).bind(conn.default_channel)
+        message = message.get(no_ack=False)
         headers = message.headers
         message.requeue()  # only looking: it stays in the dead-letter queue
     assert headers["task"] == import_row.name
     assert headers["id"] == result.id
     assert headers["x_request_id"] == "req-dlx"  # the message kept its own headers
     [death] = headers["x-death"]  # and RabbitMQ recorded why and where it died
-    assert (death["reason"], death["queue"]) == ("rejected", name)
+    assert (death["reason"], death["queue"]) == ("rejected", "imports")
     assert result.state == "FAILURE"  # Celery 5.7 records a Reject(requeue=False) as a failure
     assert imported(row) == 0
-    # ...and sends task_failure (from the main process, without the task's request): the
-    # failure log has the arguments, from the signal, but not the correlation id.
-    log = wp.wait_for_log(f"import_row[{result.id}] failed: reject requeue=False")
-    assert f"(args=({row.pk},), retries=0, correlation_id=None)" in log
+    # ...and sends task_failure (from the worker, without the task's request): the failure
+    # log has the arguments, from the signal, but not the correlation id.
+    log = worker.wait_for_log(f"import_row[{result.id}] failed: reject requeue=False")
+    assert f"(args=({row.pk},), retries=None, correlation_id=None)" in log
 
     ImportRow.objects.filter(pk=row.pk).update(data=FIXED)  # the fix
-    assert replay_dead_letters(app, name) == 1
+    assert replay_dead_letters(app, "imports") == 1
     assert succeeded(result) == row.pk  # the same task id, now a success
-    assert dead_messages(app, name) == 0
+    assert dead_messages(app) == 0
     assert imported(row) == 1  # ran exactly once
-    assert replay_dead_letters(app, name) == 0  # nothing left to send twice
+    assert replay_dead_letters(app, "imports") == 0  # nothing left to send twice
+
+
+@pytest.mark.services("rabbitmq")
+def test_why_a_worker_that_consumes_the_dead_letter_queue_destroys_the_dead_letters(
+    amqp_url, worker_process
+):
+    """task_queues replaces Celery's default queue list (celery/app/amqp.py, Queues): with both
+    queues in it, every plain worker consumes `imports.dead` and no longer `celery`."""
+    work = page_app(amqp_url).conf.task_queues[1]
+    app = page_app(amqp_url, task_queues=[work, dead_letter_queue(work)])
+    assert plain_worker_queues(app) == "imports,imports.dead"  # and not celery
+    with worker_as_the_page_starts_it(worker_process, app, amqp_url) as worker:
+        row = ImportRow.objects.create(data=MALFORMED)
+        result = app.send_task(import_row.name, (row.pk,))
+        wait_until(
+            lambda: worker.log().count(f"import_row[{result.id}] received") == 2,
+            what="the dead letter run again, and rejected",
+            context=worker,
+        )
+        assert dead_messages(app) == 0  # rejected from the dead-letter queue: deleted
+        ImportRow.objects.filter(pk=row.pk).update(data=FIXED)
+        assert replay_dead_letters(app, "imports") == 0  # nothing left to replay
+        assert imported(row) == 0  # the import is lost for good
 
 
 def test_a_failure_is_kept_in_the_table_and_replays_once(celery_worker):
@@ -136,7 +210,6 @@ def test_a_failure_is_kept_in_the_table_and_replays_once(celery_worker):
 
 
 def test_a_replay_that_fails_again_is_parked_again(celery_worker):
-    """replayed without the fix: one row again, waiting."""
     row = ImportRow.objects.create(data=MALFORMED)
     result = import_row_recorded.delay(row.pk)
     with pytest.raises(ValueError, match="malformed row"):
@@ -161,6 +234,7 @@ def test_why_reject_without_a_dead_letter_exchange_loses_the_message(celery_work
 
     ImportRow.objects.filter(pk=row.pk).update(data=FIXED)
     assert FailedTask.objects.count() == 0  # nothing kept...
-    call_command("replay_dead_letters", queue="celery")  # ...and no dead-letter queue to read
-    call_command("replay_dead_letters")
+    with pytest.raises(ValueError, match="no dead-letter queue"):  # ...no dead-letter queue...
+        call_command("replay_dead_letters", queue="celery")
+    call_command("replay_dead_letters")  # ...and an empty table
     assert imported(row) == 0  # the import is lost for good

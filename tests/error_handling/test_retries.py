@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 import requests
@@ -13,9 +14,11 @@ from celery.signals import before_task_publish
 
 from snippets.error_handling.models import Invoice
 from snippets.error_handling.retries import (
+    MAX_RETRY_AFTER,
     TransientAPIError,
     push_invoice,
     push_invoice_retry_everything,
+    retry_after,
 )
 from tests.error_handling.helpers import Reply, failure_records
 from tests.harness.wait import wait_until
@@ -146,6 +149,35 @@ def test_a_rate_limited_call_is_retried_after_the_servers_retry_after(
 
 
 @pytest.mark.proves_idempotent(task=push_invoice)
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [(None, 60), ("", 60), ("7", 7), (" 7 ", 7), ("86400", MAX_RETRY_AFTER), ("soon", 60)],
+)
+def test_retry_after_reads_seconds_and_is_capped(header, seconds):
+    assert retry_after(header) == seconds
+
+
+def test_retry_after_reads_an_http_date():
+    """RFC 9110: Retry-After is delay-seconds or an HTTP-date; a past date means now."""
+    in_two_minutes = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+    assert 110 <= retry_after(in_two_minutes) <= 120
+    assert retry_after("Sun, 06 Nov 1994 08:49:37 GMT") == 0
+    assert retry_after("Sun, 06 Nov 2994 08:49:37 GMT") == MAX_RETRY_AFTER
+    assert retry_after("Sun, 06 Nov 1994 08:49:37") == 0  # no zone: read as UTC
+
+
+def test_a_rate_limit_given_as_a_date_is_retried_not_failed(
+    celery_worker, billing_api, retry_delays
+):
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
+    billing_api.script = [Reply(429, {"Retry-After": when}, create=False)]
+    result = push_invoice.delay(invoice().pk)
+
+    assert result.get(timeout=30) == "inv_1"  # int(date) would have failed it for good
+    assert 0 <= retry_delays[(result.id, 1)] <= 2.5
+    assert len(billing_api.requests) == 2
+
+
 def test_a_retry_after_a_lost_response_creates_one_invoice(celery_worker, billing_api, published):
     """The API created the invoice but the answer was a 502: the retry must not create another.
 

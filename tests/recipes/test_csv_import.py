@@ -23,11 +23,18 @@ from django.db import IntegrityError, ProgrammingError, connection, transaction
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from snippets.recipes.csv_import import import_products, start_import
+from snippets.recipes.csv_import import (
+    import_batch,
+    import_products,
+    numbered_rows,
+    start_import,
+)
 from snippets.recipes.csv_import_naive import import_csv_naive, poll_naive
 from snippets.recipes.models import ImportJob, Product
+from tests.harness.net import free_port
 from tests.harness.publishes import recording_publishes
 from tests.harness.wait import wait_until
+from tests.recipes.helpers import run_web_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -206,6 +213,59 @@ def test_running_a_job_again_changes_nothing_and_a_new_upload_updates(celery_wor
     assert again.status == "done"
     assert Product.objects.count() == 30
     assert set(Product.objects.values_list("price", flat=True)) == {Decimal("5.00")}
+
+
+def test_a_second_run_of_a_job_stops_at_the_checkpoint_and_counts_nothing_twice(media):
+    """Two runs read the same checkpoint (a re-published pending job, or a redelivery while the
+    first still works): the batch the first committed is refused to the second."""
+    job = ImportJob.objects.create(file=ContentFile(products_csv(4), name="products.csv"))
+    batch = list(numbered_rows(job))[:2]
+    assert import_batch(job.pk, batch, offset=0) is True  # the first run
+    assert import_batch(job.pk, batch, offset=0) is False  # the second, one batch behind
+    job.refresh_from_db()
+    assert (job.processed_rows, job.imported_rows) == (2, 2)
+
+
+WEB_PROCESS_BROKER_DOWN = """
+import logging, sys
+logging.basicConfig(stream=sys.stdout, level=logging.ERROR, format="LOG %(name)s %(message)s")
+from django.core.files.base import ContentFile
+from django.db import transaction
+from snippets.recipes.csv_import import (
+    import_batch,
+    import_products,
+    numbered_rows,
+    start_import,
+)
+from snippets.recipes.models import ImportJob
+
+job = start_import(ContentFile(b"sku,name,price\\nSKU-1,Kettle,9.90\\n", name="p.csv"))
+print("pattern returned", job.pk, flush=True)
+try:
+    with transaction.atomic():
+        naive = ImportJob.objects.create(file=ContentFile(b"sku\\n", name="n.csv"))
+        import_products.delay_on_commit(naive.pk)
+    print("naive returned", flush=True)
+except Exception as exc:
+    print("naive raised", type(exc).__name__, naive.pk, flush=True)
+"""
+
+
+@pytest.mark.services("broker")
+def test_broker_down_at_upload_the_job_is_saved_and_left_pending(media):
+    """The web process cannot reach the broker: the upload still answers with its job."""
+    web = run_web_process(
+        WEB_PROCESS_BROKER_DOWN,
+        CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0",
+        DJANGO_MEDIA_ROOT=media,
+    )
+    assert web.returncode == 0, web.stderr
+    [job_id] = re.findall(r"pattern returned (\d+)", web.stdout)
+    assert "LOG django.db.backends.base Error calling" in web.stdout  # logged, not raised
+    assert ImportJob.objects.get(pk=job_id).status == "pending"  # for the re-publishing job
+    # delay_on_commit (why): the row is committed, then the caller gets the exception.
+    [naive_id] = re.findall(r"naive raised OperationalError (\d+)", web.stdout)
+    assert ImportJob.objects.filter(pk=naive_id).exists()
 
 
 @pytest.mark.antipattern(task=import_csv_naive)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 
@@ -30,9 +31,10 @@ from snippets.recipes.order_workflow_naive import (
     validate_inventory,
 )
 from tests.harness.db import Rollback
+from tests.harness.net import free_port
 from tests.harness.publishes import recording_publishes
 from tests.harness.wait import wait_until
-from tests.recipes.helpers import BAD_IDS, coerces_to
+from tests.recipes.helpers import BAD_IDS, coerces_to, run_web_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,6 +86,29 @@ def test_a_rolled_back_order_starts_nothing(celery_worker, provider, published):
         raise Rollback
     assert published == []
     assert not Order.objects.exists()
+
+
+WEB_PROCESS_BROKER_DOWN = """
+import logging, sys
+logging.basicConfig(stream=sys.stdout, level=logging.ERROR, format="LOG %(name)s %(message)s")
+from snippets.recipes.order_workflow import place_order
+
+order = place_order("ada@example.com", "LAMP", 1, 4990)
+print("pattern returned", order.pk, flush=True)
+"""
+
+
+@pytest.mark.services("broker")
+def test_broker_down_at_commit_the_order_is_kept_pending():
+    """The web process cannot reach the broker: the customer gets the order, the failure is
+    logged, and the order waits PENDING for a re-publishing job (not a 500 after the commit)."""
+    web = run_web_process(
+        WEB_PROCESS_BROKER_DOWN, CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    assert web.returncode == 0, web.stderr
+    [order_id] = re.findall(r"pattern returned (\d+)", web.stdout)
+    assert "LOG django.db.backends.base Error calling" in web.stdout
+    assert Order.objects.get(pk=order_id).status == Order.Status.PENDING
 
 
 @pytest.mark.antipattern(task=validate_inventory)

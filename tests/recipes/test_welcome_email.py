@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import smtplib
+import socket
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import django
 import pytest
@@ -17,7 +19,6 @@ from hypothesis import HealthCheck, assume, example, given, settings
 
 from snippets.recipes.models import Member
 from snippets.recipes.welcome_email import (
-    CELERY_BEAT_SCHEDULE,
     PermanentSMTPError,
     reconcile_welcome_emails,
     register_member,
@@ -199,7 +200,8 @@ def test_the_retry_policy_is_jittered_and_capped():
     """autoretry computes each countdown with get_exponential_backoff_interval and these options:
     full jitter spreads the retries of many tasks; the cap bounds the longest wait."""
     task = send_welcome_email
-    assert (task.autoretry_for, task.retry_jitter, task.max_retries) == ((OSError,), True, 6)
+    transient = (smtplib.SMTPException, ConnectionError, TimeoutError, socket.gaierror)
+    assert (task.autoretry_for, task.retry_jitter, task.max_retries) == (transient, True, 6)
     samples = [
         get_exponential_backoff_interval(
             factor=task.retry_backoff, retries=5, maximum=task.retry_backoff_max, full_jitter=True
@@ -366,10 +368,17 @@ def test_broker_down_at_commit_the_member_exists_and_the_email_follows_once(
 
 @pytest.mark.django_db
 def test_the_reconciliation_is_scheduled_by_its_registered_name(celery_app):
-    """the beat entry names the registered task."""
-    [entry] = CELERY_BEAT_SCHEDULE.values()
-    assert entry["task"] == reconcile_welcome_emails.name
-    assert entry["task"] in celery_app.tasks
+    """Beat, configured from the settings module as the project's beat is, schedules the job
+    every five minutes under the name the worker registered it with."""
+    from celery import Celery
+    from celery.beat import Scheduler
+
+    app = Celery("snippets", set_as_current=False)
+    app.config_from_object("snippets.recipes.welcome_email_settings", namespace="CELERY")
+    entry = Scheduler(app=app).schedule["reconcile-welcome-emails"]
+    assert entry.task == reconcile_welcome_emails.name
+    assert entry.task in celery_app.tasks
+    assert entry.schedule.run_every == timedelta(minutes=5)
 
 
 # Property-based: member ids the outside world controls (BAD_IDS).
