@@ -101,6 +101,7 @@ def attempts(path: Path) -> list[int]:
 
 @pytest.mark.services("broker")
 @pytest.mark.antipattern(task=crash_every_time)  # a poison message, deliberately
+@pytest.mark.deviation("--include", reason="the tasks of this proof, in snippets/project/tasks.py")
 def test_a_task_that_kills_its_worker_every_time_fails_after_its_retries(worker_process, tmp_path):
     """Project settings only: acks_late + task_retry_on_worker_lost. The poison message runs
     once and is retried max_retries (3) times, then ends FAILURE: the queue is free again."""
@@ -115,6 +116,7 @@ def test_a_task_that_kills_its_worker_every_time_fails_after_its_retries(worker_
 
 @pytest.mark.antipattern(task=crash_every_time_requeued)
 @pytest.mark.services("broker")
+@pytest.mark.deviation("--include", reason="the tasks of this proof, in snippets/project/tasks.py")
 def test_why_reject_on_worker_lost_requeues_the_poison_forever(worker_process, tmp_path):
     """The setting this project used to apply to every task: the same poison is requeued on
     every death, never with a growing retry count, never a result."""

@@ -226,6 +226,10 @@ COUNTDOWN = 10  # 0b1010: 8 s in celery_delayed_3, then 2 s in celery_delayed_1
 
 
 @pytest.mark.services("rabbitmq")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(snippets.configuration.brokers_rabbitmq)",
+    reason="the page's quorum-queue settings, whose countdown behaviour is under test",
+)
 def test_a_countdown_on_quorum_queues_waits_in_the_broker_not_in_the_worker(
     worker_process, amqp_url, delete_amqp_queues
 ):
@@ -250,6 +254,10 @@ def test_a_countdown_on_quorum_queues_waits_in_the_broker_not_in_the_worker(
 
 
 @pytest.mark.services("rabbitmq")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(snippets.configuration.brokers_rabbitmq, direct)",
+    reason="the anti-pattern under test: the same settings on Celery's default direct exchange",
+)
 def test_why_on_a_direct_exchange_the_countdown_waits_in_the_worker(
     worker_process, amqp_url, delete_amqp_queues, caplog
 ):

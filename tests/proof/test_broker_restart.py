@@ -327,6 +327,9 @@ def variant(redis_label: str, rabbitmq_label: str) -> str:
     "DJANGO_SETTINGS_MODULE=the page's settings module (snippets.proof.broker_restart)",
     reason="the pattern under test; on Redis, a 5 s visibility timeout to see redeliveries",
 )
+@pytest.mark.deviation(
+    "--include", reason="the proof's own tasks (snippets/proof is not a Django app)"
+)
 def test_broker_restarted_mid_run_loses_nothing(worker_process, private_broker, record):
     run = Run(worker_process, private_broker, PATTERN)
     reconnects = []
@@ -363,6 +366,9 @@ def test_broker_restarted_mid_run_loses_nothing(worker_process, private_broker, 
 @pytest.mark.deviation(
     "DJANGO_SETTINGS_MODULE=the anti-pattern's settings module (transient messages)",
     reason="the anti-pattern under test; on Redis, a 5 s visibility timeout as above",
+)
+@pytest.mark.deviation(
+    "--include", reason="the proof's own tasks (snippets/proof is not a Django app)"
 )
 def test_why_a_broker_restart_loses_transient_messages(worker_process, private_broker, record):
     """Redis without persistence, or RabbitMQ with transient messages: the backlog queued at

@@ -145,15 +145,16 @@ def provider() -> Iterator[fake.Provider]:
 def kill_while_the_provider_holds(wp, provider: fake.Provider, result) -> int:
     """SIGKILL the pool child while its charge request is in the provider's hands."""
     pid = task_pid(result)
-    wait_until(provider.holding.is_set, what="the charge request at the provider", wp=wp)
+    wait_until(provider.holding.is_set, what="the charge request at the provider", context=wp)
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: pid not in wp.pool_pids(), what="the killed child gone", wp=wp)
+    wait_until(lambda: pid not in wp.pool_pids(), what="the killed child gone", context=wp)
     provider.release.set()
     return pid
 
 
 @pytest.mark.services("broker")
 @pytest.mark.proves_idempotent(task=charge_order)
+@pytest.mark.deviation("PAYMENT_PROVIDER_URL", reason="the fake payment provider of the test")
 @pytest.mark.parametrize("charged", [True, False], ids=["provider-charged", "provider-dropped"])
 def test_a_crash_after_the_provider_charged_charges_once(worker_process, provider, charged):
     """The child dies while the provider has the request. Either the provider charged it (the
@@ -179,6 +180,7 @@ def test_a_crash_after_the_provider_charged_charges_once(worker_process, provide
 
 @pytest.mark.services("broker")
 @pytest.mark.antipattern(task=charge_order_key_first)
+@pytest.mark.deviation("PAYMENT_PROVIDER_URL", reason="the fake payment provider of the test")
 def test_why_a_database_key_before_the_call_skips_the_charge_forever(worker_process, provider):
     """The database-key pattern around an external call: the key commits, the child dies
     before the provider took the charge, and the rerun sees the key and skips. The task
