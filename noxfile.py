@@ -16,10 +16,14 @@ DOCS_ENV = {"NO_MKDOCS_2_WARNING": "1"}
 def sync(session: nox.Session, *groups: str) -> None:
     """Install exactly the locked versions of the given dependency groups."""
     session.run_install(
-        "uv", "sync", "--locked", "--no-default-groups", *(f"--group={g}" for g in groups),
+        "uv",
+        "sync",
+        "--locked",
+        "--no-default-groups",
+        *(f"--group={g}" for g in groups),
         env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
         external=True,
-    )  # fmt: skip
+    )
 
 
 @nox.session(python=PYTHONS)
@@ -35,10 +39,12 @@ def tests(session: nox.Session) -> None:
     if "--cov-append" not in session.posargs:  # .ci/run's re-run of a flaky test adds to the data
         session.run("coverage", "erase")
     session.run(
-        "pytest", "--cov", "--cov-report=term-missing:skip-covered",
+        "pytest",
+        "--cov",
+        "--cov-report=term-missing:skip-covered",
         *(["--cov-fail-under=100"] if strict else []),
         *session.posargs,
-    )  # fmt: skip
+    )
 
 
 @nox.session(python="3.11")
@@ -46,9 +52,14 @@ def doctests(session: nox.Session) -> None:
     """Run every page's Python as the reader sees it (includes expanded by docs/conftest.py)."""
     sync(session, "doctest")
     session.run(
-        "pytest", "--markdown-docs", "--markdown-docs-syntax=superfences", "-p", "no:cov",
-        "docs", *session.posargs,
-    )  # fmt: skip
+        "pytest",
+        "--markdown-docs",
+        "--markdown-docs-syntax=superfences",
+        "-p",
+        "no:cov",
+        "docs",
+        *session.posargs,
+    )
 
 
 @nox.session(python="3.11")

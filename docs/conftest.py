@@ -26,10 +26,13 @@ def expand_includes(md: MarkdownIt) -> MarkdownIt:
                 continue
             lines = token.content.splitlines()
             module = next(
-                (m["path"].removesuffix(".py").replace("/", ".") for line in lines
-                 if (m := INCLUDE.match(line))),
+                (
+                    m["path"].removesuffix(".py").replace("/", ".")
+                    for line in lines
+                    if (m := INCLUDE.match(line))
+                ),
                 None,
-            )  # fmt: skip
+            )
             body = "\n".join(expand_lines(lines)) + "\n"
             token.content = f"__name__ = {module!r}\n{body}" if module else body
 

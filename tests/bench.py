@@ -60,5 +60,11 @@ def bench_record():
 
 def pytest_terminal_summary(terminalreporter) -> None:
     measured = tuple(f"| {row.benchmark} |" for row in ROWS)
-    report(terminalreporter, "bench figures", HEADER, [row.markdown() for row in ROWS],
-           os.environ.get("BENCH_RESULTS"), lambda line: not line.startswith(measured))  # fmt: skip
+    report(
+        terminalreporter,
+        "bench figures",
+        HEADER,
+        [row.markdown() for row in ROWS],
+        os.environ.get("BENCH_RESULTS"),
+        lambda line: not line.startswith(measured),
+    )

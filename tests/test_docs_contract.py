@@ -65,10 +65,13 @@ def sections(path: Path) -> set[str]:
 
 def snippet_files() -> list[Path]:
     return sorted(
-        p for p in SNIPPETS.rglob("*")
-        if p.is_file() and p.name not in NOT_SHOWN and "migrations" not in p.parts
+        p
+        for p in SNIPPETS.rglob("*")
+        if p.is_file()
+        and p.name not in NOT_SHOWN
+        and "migrations" not in p.parts
         and "__pycache__" not in p.parts
-    )  # fmt: skip
+    )
 
 
 def test_every_fence_only_includes_from_snippets():
@@ -114,9 +117,10 @@ def test_every_snippet_file_is_named_by_a_page():
     named = {path for _page, _line, path, _section in includes()}
     corpus = "\n".join(p.read_text() for p in pages())
     unnamed = [
-        str(f.relative_to(ROOT)) for f in snippet_files()
+        str(f.relative_to(ROOT))
+        for f in snippet_files()
         if str(f.relative_to(ROOT)) not in named and str(f.relative_to(ROOT)) not in corpus
-    ]  # fmt: skip
+    ]
     assert unnamed == []
 
 
@@ -137,9 +141,13 @@ def test_mirror_rule_every_page_has_its_snippet_and_test():
 
 def mkdocs(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mkdocs", *args], cwd=cwd, capture_output=True, text=True,
-        env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"}, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "mkdocs", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"},
+        check=False,
+    )
 
 
 @cache
@@ -157,9 +165,10 @@ def site(tmp_path_factory) -> Path:
 
 def test_built_html_has_no_raw_fences_or_includes(site):
     leaks = [
-        str(p.relative_to(site)) for p in site.rglob("*.html")
+        str(p.relative_to(site))
+        for p in site.rglob("*.html")
         if "```" in p.read_text() or "--8&lt;--" in p.read_text() or "--8<--" in p.read_text()
-    ]  # fmt: skip
+    ]
     assert leaks == []
 
 

@@ -475,8 +475,9 @@ def test_a_page_that_uses_a_glossary_term_links_the_glossary():
     unlinked = [
         str(page.relative_to(ROOT))
         for page in pages()
-        if page.name != "index.md" and page.parent.name != "reference"
+        if page.name != "index.md"
+        and page.parent.name != "reference"
         and GLOSSARY_TERMS.search(prose(page.read_text()))
         and "reference/glossary.md#" not in page.read_text()
-    ]  # fmt: skip
+    ]
     assert unlinked == []

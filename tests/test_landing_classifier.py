@@ -12,9 +12,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "docs/assets/javascripts/classifier.js"
 TABLE = ROOT / "docs/assets/data/classifier.json"
 SECTIONS = {
-    "django-integration", "task-design", "configuration", "error-handling",
-    "periodic-tasks", "monitoring", "production",
-}  # fmt: skip
+    "django-integration",
+    "task-design",
+    "configuration",
+    "error-handling",
+    "periodic-tasks",
+    "monitoring",
+    "production",
+}
 
 
 def classify(*requests: str) -> list[list[str]]:
@@ -43,20 +48,26 @@ def test_the_table_covers_the_seven_sections_and_their_index_pages_exist():
 @pytest.mark.parametrize(
     ("request_text", "expected"),
     [
-        ("Send welcome emails in the background after user registration",
-         {"django-integration", "task-design"}),
+        (
+            "Send welcome emails in the background after user registration",
+            {"django-integration", "task-design"},
+        ),
         ("Process a large CSV import with progress updates", {"task-design"}),
-        ("Process an order: validate inventory, charge payment, then send confirmation",
-         {"task-design", "error-handling"}),
-        ("My task fails with DoesNotExist right after I save the model", {"django-integration",
-                                                                           "error-handling"}),
+        (
+            "Process an order: validate inventory, charge payment, then send confirmation",
+            {"task-design", "error-handling"},
+        ),
+        (
+            "My task fails with DoesNotExist right after I save the model",
+            {"django-integration", "error-handling"},
+        ),
         ("Run a cleanup every night at 2am Berlin time", {"periodic-tasks"}),
         ("Alert when the queue length grows", {"monitoring", "configuration"}),
         ("Deploy workers on Kubernetes with graceful shutdown", {"production"}),
         ("Retry an HTTP call with exponential backoff", {"error-handling"}),
         ("Which broker should I use, Redis or RabbitMQ?", {"configuration"}),
     ],
-)  # fmt: skip
+)
 def test_requests_are_classified_into_their_sections(request_text, expected):
     [found] = classify(request_text)
     assert set(found) >= expected, found

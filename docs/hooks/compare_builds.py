@@ -33,8 +33,11 @@ def compare(reference: Path, other: Path) -> list[str]:
         for marker in PLACEHOLDERS:
             if marker in b and marker not in a:
                 report.append(f"{page}: {marker!r} left unprocessed")
-        for what, pattern in (("code blocks", r"<pre"), ("tables", r"<table"),
-                              ("mermaid diagrams", r'class="mermaid"')):  # fmt: skip
+        for what, pattern in (
+            ("code blocks", r"<pre"),
+            ("tables", r"<table"),
+            ("mermaid diagrams", r'class="mermaid"'),
+        ):
             if count(pattern, a) != count(pattern, b):
                 report.append(f"{page}: {what} {count(pattern, a)} -> {count(pattern, b)}")
     return report

@@ -303,10 +303,12 @@ def page_title(path: Path) -> str:
 
 def snippets_naming(name: str) -> list[str]:
     return [
-        str(p.relative_to(DOCS.parent)) for p in sorted(SNIPPETS.rglob("*"))
-        if p.is_file() and p.suffix in SNIPPET_SUFFIXES
+        str(p.relative_to(DOCS.parent))
+        for p in sorted(SNIPPETS.rglob("*"))
+        if p.is_file()
+        and p.suffix in SNIPPET_SUFFIXES
         and mentions(name, text := p.read_text(errors="replace"), set(re.findall(r"\w+", text)))
-    ]  # fmt: skip
+    ]
 
 
 def mentions(name: str, text: str, words: set[str]) -> bool:
@@ -321,9 +323,10 @@ def site_settings() -> list[str]:
     pages = [p for p in sorted(DOCS.rglob("*.md")) if p.parent != DOCS / "reference"]
     corpus = "\n".join(p.read_text() for p in pages)
     corpus += "\n".join(
-        p.read_text(errors="replace") for p in sorted(SNIPPETS.rglob("*"))
+        p.read_text(errors="replace")
+        for p in sorted(SNIPPETS.rglob("*"))
         if p.is_file() and p.suffix in SNIPPET_SUFFIXES
-    )  # fmt: skip
+    )
     words = set(re.findall(r"\w+", corpus))
     return sorted(name for name in celery_settings() if mentions(name, corpus, words))
 
@@ -438,8 +441,11 @@ def on_post_build(config) -> None:
     docs_dir, site_url = Path(config["docs_dir"]), config["site_url"] or "/"
     lines = [f"# {config['site_name']}", "", f"> {config['site_description']}", ""]
     lines += ["## Start here", ""]
-    for name, url in (("Landing page and decision tree", ""), ("Checklist", "checklist/"),
-                      ("Onboarding path", "onboarding/")):  # fmt: skip
+    for name, url in (
+        ("Landing page and decision tree", ""),
+        ("Checklist", "checklist/"),
+        ("Onboarding path", "onboarding/"),
+    ):
         lines.append(f"- [{name}]({site_url}{url})")
     lines += ["", "## Patterns", ""]
     for title, section, url, description in pattern_pages(docs_dir):

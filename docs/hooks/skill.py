@@ -21,9 +21,11 @@ from hooks.site import expand_generated
 DOCS = ROOT / "docs"
 FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.S)
 # Pages outside the seven sections that a reader of the skill needs too.
-EXTRA = {"setup": ("Set up Celery in Django", ["project.md"]),
-         "worked-examples": ("Worked examples", ["recipes/"]),
-         "proof-under-failure": ("Proof under failure and load", ["proof.md"])}  # fmt: skip
+EXTRA = {
+    "setup": ("Set up Celery in Django", ["project.md"]),
+    "worked-examples": ("Worked examples", ["recipes/"]),
+    "proof-under-failure": ("Proof under failure and load", ["proof.md"]),
+}
 
 
 def nav_pages(prefix: str) -> list[str]:
@@ -53,8 +55,11 @@ def page_text(rel: str) -> str:
 
 
 def reference(title: str, pages: list[str]) -> str:
-    parts = [f"# {title}\n", "Generated from the Django Celery Expert site; every code block is a",
-             "tested snippet.\n"]  # fmt: skip
+    parts = [
+        f"# {title}\n",
+        "Generated from the Django Celery Expert site; every code block is a",
+        "tested snippet.\n",
+    ]
     for rel in pages:
         parts.append(f"\n<!-- page: docs/{rel} -->\n")
         parts.append(page_text(rel))

@@ -45,7 +45,7 @@ def send(
 ) -> AsyncResult:
     """Publish record_run to `queue` on `broker`, as an app configured from `module` would."""
     app = publisher_app(module, broker, **overrides)
-    return app.send_task(record_run.name, args, queue=queue, countdown=countdown)  # fmt: skip
+    return app.send_task(record_run.name, args, queue=queue, countdown=countdown)
 
 
 def on_broker(url: str, base: str, **overrides: object) -> dict[str, str]:
@@ -159,8 +159,11 @@ def queue_types(amqp_url: str) -> dict[str, str]:
     vhost = urlparse(amqp_url).path[1:] or "/"
     out = subprocess.run(
         ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "--no-table-headers", "name", "type"],
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     return dict(line.split("\t")[:2] for line in out.splitlines() if "\t" in line)
 
 

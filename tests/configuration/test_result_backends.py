@@ -87,9 +87,14 @@ def test_why_pending_reads_as_queued_for_an_id_that_does_not_exist(celery_app):
 
 @pytest.mark.parametrize(
     ("state", "shown"),
-    [("REVOKED", "cancelled"), ("REJECTED", "failed"), ("IGNORED", "stopped"),
-     ("RETRY", "running"), ("PROGRESS", "progress")],
-)  # fmt: skip
+    [
+        ("REVOKED", "cancelled"),
+        ("REJECTED", "failed"),
+        ("IGNORED", "stopped"),
+        ("RETRY", "running"),
+        ("PROGRESS", "progress"),
+    ],
+)
 def test_every_final_state_is_shown_as_final(celery_app, state, shown):
     """A revoked export is "cancelled", not "in progress" for ever: each state, stored in the
     run's result backend."""

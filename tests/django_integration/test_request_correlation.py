@@ -155,9 +155,13 @@ def test_the_logging_settings_print_the_id():
         "logging.getLogger('snippets.demo').info('inside')\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
         env={"PYTHONPATH": str(ROOT)},  # no Django settings, no app registry
-    )  # fmt: skip
+    )
     assert out.stderr.splitlines() == [
         "INFO snippets.demo [-] outside",
         "INFO snippets.demo [req-7] inside",

@@ -48,9 +48,13 @@ def runbook(section: str, **env: str) -> list[str]:
     text = RUNBOOK.read_text()
     body = re.search(rf"\[start:{section}\]\n(.*?)# --8<-- \[end:{section}\]", text, re.S)[1]
     done = subprocess.run(
-        ["sh", "-c", body], cwd=ROOT, env=tool_env(**env), capture_output=True, text=True,
+        ["sh", "-c", body],
+        cwd=ROOT,
+        env=tool_env(**env),
+        capture_output=True,
+        text=True,
         timeout=120,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout.splitlines()
 

@@ -79,8 +79,10 @@ def test_one_beat_sends_on_schedule_and_each_send_runs_once(beat_process, worker
 def test_why_two_workers_started_with_B_send_every_run_twice(worker_process, queue_name, tmp_path):
     """`-B` embeds a beat in each worker: two such workers are two beats, and both send."""
     schedule = json.dumps(every_second(refresh_rates, queue_name, "refresh-rates"))
-    env = {"DJANGO_SETTINGS_MODULE": "tests.periodic_tasks.beat_settings",
-           "PERIODIC_TEST_SCHEDULE": schedule}  # fmt: skip
+    env = {
+        "DJANGO_SETTINGS_MODULE": "tests.periodic_tasks.beat_settings",
+        "PERIODIC_TEST_SCHEDULE": schedule,
+    }
     workers = [
         worker_process(
             args=["-B", f"--schedule={tmp_path / f'beat-{n}'}", "--loglevel=DEBUG"], env=env
@@ -154,9 +156,10 @@ def test_why_a_run_longer_than_its_interval_overlaps(beat_process, worker_proces
     def overlapping(entry: str) -> list:
         done = finished(entry)
         return [
-            (a, b) for a, b in combinations(done, 2)
+            (a, b)
+            for a, b in combinations(done, 2)
             if a.started_at < b.finished_at and b.started_at < a.finished_at
-        ]  # fmt: skip
+        ]
 
     assert overlapping("unlocked")  # two runs of the same job at the same time
     assert overlapping("locked") == []

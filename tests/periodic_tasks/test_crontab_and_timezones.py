@@ -59,18 +59,22 @@ def test_the_transitions_are_where_the_tests_assume():
 def test_daily_0230_fires_once_on_the_fall_back_day_at_the_first_0230():
     """02:30 happens twice on 25 October (CEST, then CET): beat sends once, at the first."""
     sends = beat_sends(
-        only("nightly-invoices"), CELERY_TIMEZONE,
-        start=FALL_BACK - timedelta(hours=14), end=FALL_BACK + timedelta(hours=34),
-    )  # fmt: skip
+        only("nightly-invoices"),
+        CELERY_TIMEZONE,
+        start=FALL_BACK - timedelta(hours=14),
+        end=FALL_BACK + timedelta(hours=34),
+    )
     assert local(sends) == ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]
 
 
 def test_daily_0230_on_the_spring_forward_day_fires_at_0330_cest():
     """02:30 does not exist on 29 March: beat sends at 03:30 CEST, one hour after 01:30 CET."""
     sends = beat_sends(
-        only("nightly-invoices"), CELERY_TIMEZONE,
-        start=SPRING_FORWARD - timedelta(hours=14), end=SPRING_FORWARD + timedelta(hours=34),
-    )  # fmt: skip
+        only("nightly-invoices"),
+        CELERY_TIMEZONE,
+        start=SPRING_FORWARD - timedelta(hours=14),
+        end=SPRING_FORWARD + timedelta(hours=34),
+    )
     assert local(sends) == ["2026-03-29T03:30:00+02:00", "2026-03-30T02:30:00+02:00"]
     assert utc_times(sends)[0] == SPRING_FORWARD + timedelta(minutes=30)
 
@@ -138,13 +142,17 @@ def test_plain_interval_counts_elapsed_time_and_ignores_the_clock(transition):
 def test_why_a_business_time_on_a_utc_clock_moves_with_the_seasons():
     """crontab(hour=2, minute=30) on UTC is 03:30 in Berlin in winter, 04:30 in summer."""
     winter = beat_sends(
-        only("nightly-invoices"), "UTC",
-        start=datetime(2026, 1, 14, 12, tzinfo=UTC), end=datetime(2026, 1, 15, 12, tzinfo=UTC),
-    )  # fmt: skip
+        only("nightly-invoices"),
+        "UTC",
+        start=datetime(2026, 1, 14, 12, tzinfo=UTC),
+        end=datetime(2026, 1, 15, 12, tzinfo=UTC),
+    )
     summer = beat_sends(
-        only("nightly-invoices"), "UTC",
-        start=datetime(2026, 7, 14, 12, tzinfo=UTC), end=datetime(2026, 7, 15, 12, tzinfo=UTC),
-    )  # fmt: skip
+        only("nightly-invoices"),
+        "UTC",
+        start=datetime(2026, 7, 14, 12, tzinfo=UTC),
+        end=datetime(2026, 7, 15, 12, tzinfo=UTC),
+    )
     office = [when.astimezone(BERLIN).strftime("%H:%M") for _n, when in winter + summer]
     assert office == ["03:30", "04:30"]
 
@@ -181,9 +189,13 @@ def simulate(unstub: str = "", timeout: float = 60) -> subprocess.CompletedProce
     env["CELERY_BROKER_URL"] = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
     code = SIMULATE.format(unstub=unstub)
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
-    )  # fmt: skip
+    )
 
 
 def test_the_simulation_needs_no_broker():

@@ -174,11 +174,13 @@ def test_a_berlin_crontab_row_behaves_like_celerys_crontab_across_dst():
     spring = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
     hours = timedelta(hours=1)
     assert sends_of(nightly, fall_back - 14 * hours, fall_back + 34 * hours) == [
-        "2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00",
-    ]  # fmt: skip
+        "2026-10-25T02:30:00+02:00",
+        "2026-10-26T02:30:00+01:00",
+    ]
     assert sends_of(nightly, spring - 14 * hours, spring + 34 * hours) == [
-        "2026-03-29T03:30:00+02:00", "2026-03-30T02:30:00+02:00",
-    ]  # fmt: skip
+        "2026-03-29T03:30:00+02:00",
+        "2026-03-30T02:30:00+02:00",
+    ]
     assert sends_of(hourly, fall_back - 2.5 * hours, fall_back + 3 * hours) == [
         "2026-10-25T01:00:00+02:00",
         "2026-10-25T02:00:00+02:00",

@@ -38,9 +38,13 @@ def times(sends: list) -> list[str]:
 
 def restart(schedule: dict, last_run_at: datetime, start: datetime, end: datetime, deadline=None):
     return beat_sends(
-        schedule, "Europe/Berlin", start=start, end=end, last_run_at=last_run_at,
+        schedule,
+        "Europe/Berlin",
+        start=start,
+        end=end,
+        last_run_at=last_run_at,
         cron_starting_deadline=deadline,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.antipattern("snippets/periodic_tasks/missed_runs_and_ha.py:deadline")
@@ -56,8 +60,10 @@ def test_missed_runs_are_caught_up_once_not_once_per_missed_run():
     assert times(sends) == ["2026-11-04T09:00:00+01:00", "2026-11-05T02:30:00+01:00"]
     sends = restart(EVERY_10_MIN, last_run_at=at(3, 8), start=at(3, 9), end=at(3, 9, 25))
     assert times(sends) == [  # an interval: one send at startup, then every 10 minutes
-        "2026-11-03T09:00:00+01:00", "2026-11-03T09:10:00+01:00", "2026-11-03T09:20:00+01:00",
-    ]  # fmt: skip
+        "2026-11-03T09:00:00+01:00",
+        "2026-11-03T09:10:00+01:00",
+        "2026-11-03T09:20:00+01:00",
+    ]
 
 
 def test_with_a_starting_deadline_a_stale_missed_run_is_skipped():
@@ -92,10 +98,14 @@ def takeover_sends(mixin: type, takeover: datetime, deadline=None) -> list[str]:
     replaces sent the 02:30 job: what does the standby send until the next night?"""
     return times(
         beat_sends(
-            NIGHTLY, "Europe/Berlin", start=at(3, 0), end=at(4, 12),
-            cron_starting_deadline=deadline, scheduler_class=standby_until(mixin, takeover),
+            NIGHTLY,
+            "Europe/Berlin",
+            start=at(3, 0),
+            end=at(4, 12),
+            cron_starting_deadline=deadline,
+            scheduler_class=standby_until(mixin, takeover),
         )
-    )  # fmt: skip
+    )
 
 
 def test_a_standby_that_takes_over_does_not_resend_what_the_leader_sent():
@@ -105,16 +115,18 @@ def test_a_standby_that_takes_over_does_not_resend_what_the_leader_sent():
     assert late == ["2026-11-04T02:30:00+01:00"]
     # and a standby that holds the lock from the start sends as any beat does
     assert takeover_sends(LeaderLockMixin, takeover=at(3, 0)) == [
-        "2026-11-03T02:30:00+01:00", "2026-11-04T02:30:00+01:00",
-    ]  # fmt: skip
+        "2026-11-03T02:30:00+01:00",
+        "2026-11-04T02:30:00+01:00",
+    ]
 
 
 @pytest.mark.antipattern("snippets/periodic_tasks/missed_runs_and_ha.py:idle-standby")
 def test_why_an_idle_standby_resends_the_crontab_runs_the_leader_sent():
     """A standby that skips tick() takes over with its start-up last_run_at: 02:30 again."""
     assert takeover_sends(IdleStandbyMixin, takeover=at(3, 9)) == [
-        "2026-11-03T09:00:00+01:00", "2026-11-04T02:30:00+01:00",
-    ]  # fmt: skip
+        "2026-11-03T09:00:00+01:00",
+        "2026-11-04T02:30:00+01:00",
+    ]
     late = takeover_sends(IdleStandbyMixin, at(3, 2, 35), CELERY_BEAT_CRON_STARTING_DEADLINE)
     assert late == ["2026-11-03T02:35:00+01:00", "2026-11-04T02:30:00+01:00"]  # deadline or not
 

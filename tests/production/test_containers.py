@@ -81,10 +81,20 @@ def compose_config(tmp_path: Path, dotenv: str = "FLOWER_BASIC_AUTH=ops:pw\n") -
     (project / "secrets" / "postgres_password.txt").write_text("not-a-secret\n")
     (project / "compose.yaml").write_text((SNIPPETS / "compose.yaml").read_text())
     result = subprocess.run(
-        [*docker_compose(), "--project-directory", str(project), "-f",
-         str(project / "compose.yaml"), "config", "--format", "json"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            *docker_compose(),
+            "--project-directory",
+            str(project),
+            "-f",
+            str(project / "compose.yaml"),
+            "config",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode:
         raise AssertionError(result.stderr)
     return yaml.safe_load(result.stdout)
@@ -121,9 +131,11 @@ def test_why_docker_compose_config_rejects_a_broken_file(tmp_path):
     broken.write_text(text.replace("condition: service_healthy", "condition: healthy", 1))
     (tmp_path / ".env").write_text("FLOWER_BASIC_AUTH=ops:pw\n")
     result = subprocess.run(
-        [*docker_compose(), "-f", str(broken), "config", "-q"], capture_output=True, text=True,
+        [*docker_compose(), "-f", str(broken), "config", "-q"],
+        capture_output=True,
+        text=True,
         check=False,
-    )  # fmt: skip
+    )
     assert result.returncode != 0
     assert "condition" in result.stderr
 
@@ -131,8 +143,10 @@ def test_why_docker_compose_config_rejects_a_broken_file(tmp_path):
 def kubectl_validate(*paths: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(HADOLINT.parent / "kubernetes-validate"), "--strict", *map(str, paths)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def manifest(name: str) -> dict:
@@ -163,8 +177,13 @@ def test_beat_is_one_statefulset_pod():
     assert beat["spec"]["replicas"] == 1
 
 
-SCHEDULE = {"nightly-report": {"task": "snippets.periodic_tasks.beat.refresh_rates",
-                               "seconds": 86400, "args": ["nightly-report"]}}  # fmt: skip
+SCHEDULE = {
+    "nightly-report": {
+        "task": "snippets.periodic_tasks.beat.refresh_rates",
+        "seconds": 86400,
+        "args": ["nightly-report"],
+    }
+}
 
 
 def schedule_option(args: list[str]) -> str:
@@ -200,9 +219,11 @@ def beat_state(run_command, celery_app, args: list[str], mount: str, volume: Pat
     entrypoint = json.loads(re.search(r"^ENTRYPOINT (.*)$", DOCKERFILE.read_text(), re.M)[1])
     argv = [*celery_argv(shlex.join(entrypoint)), *(a.replace(mount, str(volume)) for a in args)]
     # The image's settings module, with a daily entry added to its beat schedule.
-    env = prod_env(DJANGO_SETTINGS_MODULE="tests.periodic_tasks.beat_settings",
-                   PERIODIC_TEST_BASE_SETTINGS=dockerfile_env()["DJANGO_SETTINGS_MODULE"],
-                   PERIODIC_TEST_SCHEDULE=json.dumps(SCHEDULE))  # fmt: skip
+    env = prod_env(
+        DJANGO_SETTINGS_MODULE="tests.periodic_tasks.beat_settings",
+        PERIODIC_TEST_BASE_SETTINGS=dockerfile_env()["DJANGO_SETTINGS_MODULE"],
+        PERIODIC_TEST_SCHEDULE=json.dumps(SCHEDULE),
+    )
     beat = run_command(argv, env=env)
     wait_ping(celery_app, f"celerybeat@{HOST}", proc=beat)  # started, schedule file written
     assert beat.stop(signal.SIGTERM) == 0, beat.log()  # what the kubelet / docker stop send

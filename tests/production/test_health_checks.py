@@ -130,10 +130,17 @@ def test_beat_probe_passes_when_beat_ticks_and_fails_when_it_is_stopped(
 ):
     pod = unique("beat-pod")
     beat = run_command(
-        [*CELERY, "-A", "snippets.project", "beat", f"--hostname={pod}",
-         f"--schedule={tmp_path / 'schedule'}", "--loglevel=INFO"],
+        [
+            *CELERY,
+            "-A",
+            "snippets.project",
+            "beat",
+            f"--hostname={pod}",
+            f"--schedule={tmp_path / 'schedule'}",
+            "--loglevel=INFO",
+        ],
         env=prod_env(),
-    )  # fmt: skip
+    )
     wait_ping(celery_app, f"celerybeat@{pod}", proc=beat)
     assert passes("beat-liveness.sh", pod)
 

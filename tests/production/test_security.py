@@ -163,9 +163,11 @@ def test_tls_settings_reach_the_broker_connection_and_the_result_backend(tmp_pat
     against a TLS server here)."""
     ca = str(tmp_path / "ca.pem")
     app = Celery(
-        "tls", broker="rediss://:pw@redis.internal:6380/0",
-        backend="rediss://:pw@redis.internal:6380/1", set_as_current=False,
-    )  # fmt: skip
+        "tls",
+        broker="rediss://:pw@redis.internal:6380/0",
+        backend="rediss://:pw@redis.internal:6380/1",
+        set_as_current=False,
+    )
     app.conf.update(redis_tls(ca))
     assert app.connection_for_write().as_uri().startswith("rediss://")
     assert app.connection_for_write().ssl == {
@@ -190,17 +192,56 @@ def certificates(tmp_path_factory) -> dict[str, Path]:
     """A throw-away CA, and two certificates it signs: the broker's (127.0.0.1) and another
     internal service's (other.internal), as any holder of a certificate from that CA has."""
     d = tmp_path_factory.mktemp("pki")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=ca",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
-            "keyUsage=critical,keyCertSign", "-keyout", d / "ca.key",
-            "-out", d / "ca.pem")  # fmt: skip
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+        "-keyout",
+        d / "ca.key",
+        "-out",
+        d / "ca.pem",
+    )
     for name, san in [("broker", "IP:127.0.0.1"), ("other", "DNS:other.internal")]:
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-                "-keyout", d / f"{name}.key", "-out", d / f"{name}.csr")  # fmt: skip
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            d / f"{name}.key",
+            "-out",
+            d / f"{name}.csr",
+        )
         (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-        openssl("x509", "-req", "-in", d / f"{name}.csr", "-CA", d / "ca.pem", "-CAkey",
-                d / "ca.key", "-CAcreateserial", "-days", "1", "-extfile", d / f"{name}.ext",
-                "-out", d / f"{name}.pem")  # fmt: skip
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            d / f"{name}.csr",
+            "-CA",
+            d / "ca.pem",
+            "-CAkey",
+            d / "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            d / f"{name}.ext",
+            "-out",
+            d / f"{name}.pem",
+        )
     return {"ca": d / "ca.pem", **{n: d / n for n in ("broker", "other")}}
 
 

@@ -69,8 +69,10 @@ def systemd_root(tmp_path: Path) -> Path:
 def verify(root: Path, unit: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["systemd-analyze", "verify", "--man=no", f"--root={root}", f"/etc/systemd/system/{unit}"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("unit", UNITS)
@@ -150,8 +152,12 @@ def worker_env_for(unit_env: dict[str, str], queue: str) -> dict[str, str]:
     """The unit's environment, with the test's broker, database and a queue of its own."""
     keep = {"DJANGO_SETTINGS_MODULE", "REMAP_SIGTERM"}
     env = prod_env(**{k: v for k, v in unit_env.items() if k in keep})
-    return {**env, "CELERY_QUEUES": queue, "CELERY_CONCURRENCY": "1",
-            "CELERY_SOFT_SHUTDOWN_TIMEOUT": "3"}  # fmt: skip
+    return {
+        **env,
+        "CELERY_QUEUES": queue,
+        "CELERY_CONCURRENCY": "1",
+        "CELERY_SOFT_SHUTDOWN_TIMEOUT": "3",
+    }
 
 
 @pytest.mark.services("broker")
@@ -206,8 +212,10 @@ def test_why_sigterm_to_the_whole_group_kills_the_running_task(run_command, cele
 @pytest.mark.services("broker")
 def test_the_systemd_beat_command_starts_beat(run_command, celery_app, tmp_path):
     """ExecStart of celery-beat.service, with $STATE_DIRECTORY as systemd sets it."""
-    env = {**prod_env(DJANGO_SETTINGS_MODULE=env_file()["DJANGO_SETTINGS_MODULE"]),
-           "STATE_DIRECTORY": str(tmp_path)}  # fmt: skip
+    env = {
+        **prod_env(DJANGO_SETTINGS_MODULE=env_file()["DJANGO_SETTINGS_MODULE"]),
+        "STATE_DIRECTORY": str(tmp_path),
+    }
     beat = run_command(exec_start("celery-beat.service", env), env=env)
     wait_ping(celery_app, f"celerybeat@{HOST}", proc=beat)  # Celery 5.7 beat remote control
     assert list(tmp_path.glob("celerybeat-schedule*"))  # the schedule, in $STATE_DIRECTORY
@@ -221,8 +229,10 @@ def test_the_supervisor_commands_start_a_worker_and_beat(
     programs = supervisor_programs(tmp_path, monkeypatch)
     queue = unique("q-supervisor")
     worker_conf = programs["celery-worker"]
-    argv = [f"--queues={queue}" if a.startswith("--queues=") else a
-            for a in celery_argv(worker_conf.command)]  # fmt: skip
+    argv = [
+        f"--queues={queue}" if a.startswith("--queues=") else a
+        for a in celery_argv(worker_conf.command)
+    ]
     # the conf's environment, its 50 s window shortened so the test's teardown is quick
     worker = run_command(
         argv, env=prod_env(**{**worker_conf.environment, "CELERY_SOFT_SHUTDOWN_TIMEOUT": "2"})

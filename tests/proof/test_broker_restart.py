@@ -81,8 +81,13 @@ class PrivateRabbit:
         (self.dir / "plugins").write_text("[].\n")
 
     def ctl(self, *args: str, timeout: float = 60) -> str:
-        return subprocess.run(["rabbitmqctl", "-n", self.node, *args], check=True,
-                              timeout=timeout, capture_output=True, text=True).stdout  # fmt: skip
+        return subprocess.run(
+            ["rabbitmqctl", "-n", self.node, *args],
+            check=True,
+            timeout=timeout,
+            capture_output=True,
+            text=True,
+        ).stdout
 
     def start(self) -> None:
         env = {
@@ -94,8 +99,13 @@ class PrivateRabbit:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "plugins"),
             "RABBITMQ_CONFIG_FILE": str(self.dir / "none"),
         }
-        subprocess.run(["rabbitmq-server", "-detached"], env={**os.environ, **env}, check=True,
-                       cwd=self.dir, timeout=60)  # fmt: skip
+        subprocess.run(
+            ["rabbitmq-server", "-detached"],
+            env={**os.environ, **env},
+            check=True,
+            cwd=self.dir,
+            timeout=60,
+        )
         # await_startup fails at once until the node has registered with epmd.
         wait_until(self.started, 120, what=f"RabbitMQ node {self.node} started", interval=0.5)
 
@@ -132,8 +142,12 @@ class PrivateRabbit:
         return int(counts.get(queue, 0))
 
     def stop(self) -> None:
-        subprocess.run(["rabbitmqctl", "-n", self.node, "shutdown"], timeout=60,
-                       capture_output=True, check=False)  # fmt: skip
+        subprocess.run(
+            ["rabbitmqctl", "-n", self.node, "shutdown"],
+            timeout=60,
+            capture_output=True,
+            check=False,
+        )
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -195,8 +209,9 @@ class Run:
         if broker_name() == "redis":
             overrides["CELERY_BROKER_TRANSPORT_OPTIONS"] = REDIS_REDELIVERY
         env = {**settings_env(base=module, **overrides), "CELERY_BROKER_URL": server.url}
-        self.start_worker = lambda: worker_process(concurrency=2, env=env, queue=self.queue,
-                                                   ready=False, args=INCLUDE)  # fmt: skip
+        self.start_worker = lambda: worker_process(
+            concurrency=2, env=env, queue=self.queue, ready=False, args=INCLUDE
+        )
         self.wp = self.start_worker()
         self.wp.wait_for_log(" ready.", timeout=SETTLE)
         self.exits: list[int] = []  # exit codes of workers the "supervisor" replaced
@@ -205,8 +220,9 @@ class Run:
         self.app.config_from_object(module, namespace="CELERY")
         # broker_url would yield to the CELERY_BROKER_URL of the test's environment: set the
         # URLs the producer uses.
-        self.app.conf.update(broker_read_url=server.url, broker_write_url=server.url,
-                             task_default_queue=self.queue)  # fmt: skip
+        self.app.conf.update(
+            broker_read_url=server.url, broker_write_url=server.url, task_default_queue=self.queue
+        )
         if broker_name() == "redis":
             self.app.conf.broker_transport_options = REDIS_REDELIVERY
         self.account = Account.objects.create()
@@ -270,9 +286,12 @@ class Run:
         with self.app.connection_for_write() as conn:
             for i in range(TASKS):
                 try:
-                    self.app.send_task(credit_account.name,
-                                       (self.account.pk, 1, f"{self.run}-{i}", PAUSE),
-                                       queue=self.queue, connection=conn)  # fmt: skip
+                    self.app.send_task(
+                        credit_account.name,
+                        (self.account.pk, 1, f"{self.run}-{i}", PAUSE),
+                        queue=self.queue,
+                        connection=conn,
+                    )
                     self.sent.append(i)
                 except Exception as exc:  # the caller's view: the task is gone
                     self.failed.append(f"{i}: {exc!r}")
@@ -282,16 +301,27 @@ class Run:
         """Restart the broker once `threshold` requests are made, the worker has applied a
         credit since it reconnected (`after`: the count then) and a backlog is queued; return
         the seconds until the worker reconnected."""
-        wait_until(lambda: self.supervise() and len(self.sent) >= threshold
-                   and self.applied() > after
-                   and self.server.pending(self.queue) > 0, SETTLE, context=self.wp,
-                   what=f"{threshold} requests, a credit applied since the last reconnection "
-                        "and a backlog queued")  # fmt: skip
+        wait_until(
+            lambda: (
+                self.supervise()
+                and len(self.sent) >= threshold
+                and self.applied() > after
+                and self.server.pending(self.queue) > 0
+            ),
+            SETTLE,
+            context=self.wp,
+            what=f"{threshold} requests, a credit applied since the last reconnection "
+            "and a backlog queued",
+        )
         before = self.connections()
         restarted = time.monotonic()
         self.server.restart()
-        wait_until(lambda: self.connections() > before or not self.supervise(), SETTLE,
-                   context=self.wp, what="the worker reconnected or exited")  # fmt: skip
+        wait_until(
+            lambda: self.connections() > before or not self.supervise(),
+            SETTLE,
+            context=self.wp,
+            what="the worker reconnected or exited",
+        )
         return time.monotonic() - restarted
 
     def until(self, done: Callable[[], bool], what: str) -> None:
@@ -300,19 +330,35 @@ class Run:
         applied for SETTLE s (a stuck worker, a lost credit) fails."""
         while not done():
             seen = self.applied()
-            wait_until(lambda seen=seen: done() or self.applied() > seen, SETTLE, context=self.wp,
-                       what=f"{what}, or one more credit applied ({seen} so far)")  # fmt: skip
+            wait_until(
+                lambda seen=seen: done() or self.applied() > seen,
+                SETTLE,
+                context=self.wp,
+                what=f"{what}, or one more credit applied ({seen} so far)",
+            )
 
     def settled(self) -> bool:
         """Nothing more can be applied: every request is made, every message acknowledged."""
-        return (self.supervise() and len(self.sent) + len(self.failed) == TASKS
-                and self.server.pending(self.queue) == 0)  # fmt: skip
+        return (
+            self.supervise()
+            and len(self.sent) + len(self.failed) == TASKS
+            and self.server.pending(self.queue) == 0
+        )
 
     def row(self, variant: str, seconds: float, expected: str) -> Row:
         self.account.refresh_from_db()
         keys, balance = self.applied(), self.account.balance_cents
-        return Row("Broker restarted mid-run", variant, broker_name(), TASKS, balance,
-                   balance - keys, TASKS - keys, seconds, expected)  # fmt: skip
+        return Row(
+            "Broker restarted mid-run",
+            variant,
+            broker_name(),
+            TASKS,
+            balance,
+            balance - keys,
+            TASKS - keys,
+            seconds,
+            expected,
+        )
 
 
 def variant(redis_label: str, rabbitmq_label: str) -> str:
@@ -343,8 +389,9 @@ def test_broker_restarted_mid_run_loses_nothing(worker_process, private_broker, 
             after = run.applied()
         try:
             requests.join(SETTLE)
-            run.until(lambda: run.supervise() and run.applied() == TASKS,
-                      f"all {TASKS} credits applied")  # fmt: skip
+            run.until(
+                lambda: run.supervise() and run.applied() == TASKS, f"all {TASKS} credits applied"
+            )
         finally:
             run.stopping.set()
         beat.join(SETTLE)
@@ -354,9 +401,16 @@ def test_broker_restarted_mid_run_loses_nothing(worker_process, private_broker, 
         f"{', '.join(f'{s:.1f}' for s in reconnects)} s; worker exits (restarted by the "
         f"supervisor) {run.exits}; sweeper runs that re-sent credits (last worker) {swept}"
     )
-    row = record(run.row(variant("AOF + publish retry + key + outbox sweeper",
-                                 "durable + publish retry + confirms + key + outbox sweeper"),
-                         clock.seconds, "0 duplicates, 0 lost"))  # fmt: skip
+    row = record(
+        run.row(
+            variant(
+                "AOF + publish retry + key + outbox sweeper",
+                "durable + publish retry + confirms + key + outbox sweeper",
+            ),
+            clock.seconds,
+            "0 duplicates, 0 lost",
+        )
+    )
     assert run.failed == []
     assert (row.duplicates, row.lost) == (0, 0)
 
@@ -378,9 +432,16 @@ def test_why_a_broker_restart_loses_transient_messages(worker_process, private_b
         run.thread(run.publish_directly)
         run.restart_when(TASKS // 2, 0)
         run.until(run.settled, "every request made and every message acknowledged")
-    row = record(run.row(variant("no persistence, default retry (anti-pattern)",
-                                 "transient messages, default retry (anti-pattern)"),
-                         clock.seconds, "lost"))  # fmt: skip
+    row = record(
+        run.row(
+            variant(
+                "no persistence, default retry (anti-pattern)",
+                "transient messages, default retry (anti-pattern)",
+            ),
+            clock.seconds,
+            "lost",
+        )
+    )
     assert row.duplicates == 0
     assert row.lost > 0
 

@@ -131,9 +131,19 @@ def test_pool_children_sigkilled_idempotent_tasks_do_everything_once(
         Killer(wp, applied, KILLS).join()
         settle(wp, celery_app, lambda: applied() == TASKS, timeout=120 + TASKS * 0.2)
     keys, balance = applied(), credits(account)
-    row = record(Row("SIGKILL pool children", "acks_late + idempotency key", broker_name(),
-                     TASKS, balance, balance - keys, TASKS - keys, clock.seconds,
-                     "0 duplicates, 0 lost"))  # fmt: skip
+    row = record(
+        Row(
+            "SIGKILL pool children",
+            "acks_late + idempotency key",
+            broker_name(),
+            TASKS,
+            balance,
+            balance - keys,
+            TASKS - keys,
+            clock.seconds,
+            "0 duplicates, 0 lost",
+        )
+    )
     assert landed(wp) >= KILLS  # the faults happened, each to a running task
     assert (row.duplicates, row.lost) == (0, 0)
 
@@ -149,9 +159,19 @@ def test_why_pool_children_sigkilled_without_a_key_credit_twice(worker_process, 
         Killer(wp, lambda: credits(account), KILLS).join()
         settle(wp, celery_app, lambda: False, timeout=120 + TASKS * 0.5)
     balance = credits(account)
-    row = record(Row("SIGKILL pool children", "acks_late, no key (anti-pattern)", broker_name(),
-                     TASKS, balance, max(0, balance - TASKS), max(0, TASKS - balance),
-                     clock.seconds, "duplicates"))  # fmt: skip
+    row = record(
+        Row(
+            "SIGKILL pool children",
+            "acks_late, no key (anti-pattern)",
+            broker_name(),
+            TASKS,
+            balance,
+            max(0, balance - TASKS),
+            max(0, TASKS - balance),
+            clock.seconds,
+            "duplicates",
+        )
+    )
     assert landed(wp) >= KILLS
     assert row.duplicates > 0
 
@@ -168,8 +188,19 @@ def test_why_pool_children_sigkilled_with_early_ack_lose_tasks(worker_process, c
         Killer(wp, paid, KILLS).join()
         settle(wp, celery_app, lambda: False, timeout=120 + TASKS * 0.5)
     captured = Payment.objects.filter(key__startswith=run).count()
-    row = record(Row("SIGKILL pool children", "early ack (anti-pattern)", broker_name(),
-                     TASKS, captured, 0, TASKS - captured, clock.seconds, "lost"))  # fmt: skip
+    row = record(
+        Row(
+            "SIGKILL pool children",
+            "early ack (anti-pattern)",
+            broker_name(),
+            TASKS,
+            captured,
+            0,
+            TASKS - captured,
+            clock.seconds,
+            "lost",
+        )
+    )
     assert landed(wp) >= KILLS
     assert row.lost > 0
 
@@ -230,11 +261,22 @@ def db_chaos(wp, celery_app, task, run: str, account: Account) -> tuple[int, int
 def test_postgres_connections_killed_while_tasks_write(worker_process, celery_app, record):
     wp = worker_process(concurrency=2, args=INCLUDE)
     account = Account.objects.create()
-    keys, balance, seconds = db_chaos(wp, celery_app, credit_surviving_db_loss,
-                                      f"pg-{time.time_ns()}", account)  # fmt: skip
-    row = record(Row("PostgreSQL connections terminated", "retry on DB errors + key",
-                     broker_name(), TASKS, balance, balance - keys, TASKS - keys, seconds,
-                     "0 duplicates, 0 lost"))  # fmt: skip
+    keys, balance, seconds = db_chaos(
+        wp, celery_app, credit_surviving_db_loss, f"pg-{time.time_ns()}", account
+    )
+    row = record(
+        Row(
+            "PostgreSQL connections terminated",
+            "retry on DB errors + key",
+            broker_name(),
+            TASKS,
+            balance,
+            balance - keys,
+            TASKS - keys,
+            seconds,
+            "0 duplicates, 0 lost",
+        )
+    )
     assert (row.duplicates, row.lost) == (0, 0)
 
 
@@ -245,11 +287,22 @@ def test_why_postgres_connections_killed_lose_tasks_that_do_not_retry(
 ):
     wp = worker_process(concurrency=2, args=INCLUDE)
     account = Account.objects.create()
-    keys, balance, seconds = db_chaos(wp, celery_app, credit_without_db_retry,
-                                      f"pgx-{time.time_ns()}", account)  # fmt: skip
-    row = record(Row("PostgreSQL connections terminated", "no retry (anti-pattern)",
-                     broker_name(), TASKS, balance, balance - keys, TASKS - keys, seconds,
-                     "lost"))  # fmt: skip
+    keys, balance, seconds = db_chaos(
+        wp, celery_app, credit_without_db_retry, f"pgx-{time.time_ns()}", account
+    )
+    row = record(
+        Row(
+            "PostgreSQL connections terminated",
+            "no retry (anti-pattern)",
+            broker_name(),
+            TASKS,
+            balance,
+            balance - keys,
+            TASKS - keys,
+            seconds,
+            "lost",
+        )
+    )
     assert row.duplicates == 0
     assert row.lost > 0
 
@@ -284,9 +337,19 @@ def test_sigterm_with_soft_shutdown_requeues_running_tasks(worker_process, celer
         second = worker_process(concurrency=2, args=INCLUDE, env=env, queue=first.queue)
         settle(second, celery_app, lambda: applied() == tasks, timeout=120 + tasks * LONG)
     keys, balance = applied(), credits(account)
-    row = record(Row("SIGTERM during long tasks", "soft shutdown + acks_late + key",
-                     broker_name(), tasks, balance, balance - keys, tasks - keys, clock.seconds,
-                     "0 lost"))  # fmt: skip
+    row = record(
+        Row(
+            "SIGTERM during long tasks",
+            "soft shutdown + acks_late + key",
+            broker_name(),
+            tasks,
+            balance,
+            balance - keys,
+            tasks - keys,
+            clock.seconds,
+            "0 lost",
+        )
+    )
     assert (row.duplicates, row.lost) == (0, 0)
 
 
@@ -312,7 +375,17 @@ def test_why_sigterm_then_sigkill_after_the_grace_period_loses_early_acked_tasks
         second = worker_process(concurrency=2, args=INCLUDE, queue=first.queue)
         settle(second, celery_app, lambda: False, timeout=120 + tasks * LONG * 2)
     captured = paid()
-    row = record(Row("SIGTERM during long tasks", "early ack, SIGKILL after grace (anti-pattern)",
-                     broker_name(), tasks, captured, 0, tasks - captured, clock.seconds,
-                     "lost"))  # fmt: skip
+    row = record(
+        Row(
+            "SIGTERM during long tasks",
+            "early ack, SIGKILL after grace (anti-pattern)",
+            broker_name(),
+            tasks,
+            captured,
+            0,
+            tasks - captured,
+            clock.seconds,
+            "lost",
+        )
+    )
     assert row.lost > 0

@@ -92,9 +92,12 @@ def holding_sku(sku: str) -> Iterator[None]:
     made deterministic) until the block ends and the insert is rolled back."""
     s = connection.settings_dict
     with psycopg.connect(
-        dbname=s["NAME"], user=s["USER"], password=s["PASSWORD"] or None,
-        host=s["HOST"] or None, port=s["PORT"] or None,
-    ) as conn:  # fmt: skip
+        dbname=s["NAME"],
+        user=s["USER"],
+        password=s["PASSWORD"] or None,
+        host=s["HOST"] or None,
+        port=s["PORT"] or None,
+    ) as conn:
         conn.execute(
             "INSERT INTO recipes_product (sku, name, price, verified)"
             " VALUES (%s, 'held', 0, false)",
@@ -130,8 +133,11 @@ def test_import_upserts_rows_and_records_malformed_lines(celery_worker, media, p
     assert (job.total_rows, job.processed_rows, job.imported_rows, job.error_rows) == (7, 7, 4, 3)
     body = progress(job)
     assert (body["status"], body["finished"], body["percent"], body["errors"]) == (
-        "done", True, 100.0, 3,
-    )  # fmt: skip
+        "done",
+        True,
+        100.0,
+        3,
+    )
 
 
 @pytest.mark.services("postgres")
@@ -292,8 +298,11 @@ def test_progress_is_monotonic_while_running_and_final_after(celery_worker, medi
         )
         seen.append(mid["percent"])
         assert (mid["status"], mid["finished"], mid["total"], mid["percent"]) == (
-            "running", False, 1000, 50.0,
-        )  # fmt: skip
+            "running",
+            False,
+            1000,
+            50.0,
+        )
     while not (body := progress(job))["finished"]:
         seen.append(body["percent"])
     seen.append(body["percent"])
@@ -434,8 +443,11 @@ def record(kind: str, *fields) -> bytes:
     batch_size=st.integers(1, 6),
     bom=st.booleans(),
 )
-@example(rows=[("valid", "SKU-1", "Kettle", "1.00"), ("name", "SKU-2", b"caf\xe9", "2.00")],
-         batch_size=1, bom=True)  # fmt: skip
+@example(
+    rows=[("valid", "SKU-1", "Kettle", "1.00"), ("name", "SKU-2", b"caf\xe9", "2.00")],
+    batch_size=1,
+    bom=True,
+)
 def test_property_any_file_imports_every_valid_row_once_and_records_every_bad_one(
     celery_worker, media, rows, batch_size, bom
 ):

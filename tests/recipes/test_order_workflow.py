@@ -343,9 +343,14 @@ def test_the_provider_answers_a_repeated_key_with_the_first_charge(provider):
 # Property-based: order ids the outside world controls (BAD_IDS), sent to every step.
 STEPS = {
     t.name.rsplit(".", 1)[-1]: t
-    for t in (reserve_stock, charge_payment, send_confirmation, handle_order_failure,
-              notify_order_failed)
-}  # fmt: skip
+    for t in (
+        reserve_stock,
+        charge_payment,
+        send_confirmation,
+        handle_order_failure,
+        notify_order_failed,
+    )
+}
 
 
 @settings(
@@ -388,8 +393,10 @@ def test_property_a_bad_order_id_fails_once_with_context_and_touches_nothing(
         assert result.state == "FAILURE"
         [record] = [r for r in caplog.records if getattr(r, "task_id", None) == result.id]
         assert (record.name, record.levelno, record.task_name) == (
-            "snippets.tasks", logging.ERROR, task.name,
-        )  # fmt: skip
+            "snippets.tasks",
+            logging.ERROR,
+            task.name,
+        )
         assert record.task_args.startswith("(")  # the bad id itself, as Celery shows it
     order.refresh_from_db()
     assert (order.status, stock()) == ("reserved", 2)  # the valid order, and only it

