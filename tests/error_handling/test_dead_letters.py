@@ -121,6 +121,10 @@ def rabbit(amqp_url, worker_process) -> Iterator[tuple[Celery, object]]:
 
 
 @pytest.mark.services("rabbitmq")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(snippets.error_handling.dead_letters_settings)",
+    reason="the page's queue settings, whose consumption is under test",
+)
 def test_a_worker_started_without_queues_consumes_the_work_not_the_dead_letters(rabbit):
     app, worker = rabbit
     assert plain_worker_queues(app) == "celery,imports"  # the default queue too
@@ -129,6 +133,10 @@ def test_a_worker_started_without_queues_consumes_the_work_not_the_dead_letters(
 
 
 @pytest.mark.services("rabbitmq")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(snippets.error_handling.dead_letters_settings)",
+    reason="the page's queue settings, whose dead-lettering is under test",
+)
 def test_a_rejected_message_lands_in_the_dead_letter_queue_and_replays_once(rabbit):
     app, worker = rabbit
     row = ImportRow.objects.create(data=MALFORMED)
@@ -161,6 +169,10 @@ def test_a_rejected_message_lands_in_the_dead_letter_queue_and_replays_once(rabb
 
 
 @pytest.mark.services("rabbitmq")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(snippets.error_handling.dead_letters_settings)",
+    reason="the page's settings with the anti-pattern's queue list",
+)
 def test_why_a_worker_that_consumes_the_dead_letter_queue_destroys_the_dead_letters(
     amqp_url, worker_process
 ):
