@@ -42,6 +42,7 @@ SECTION_TITLES = {
     "monitoring": "Monitoring",
     "production": "Production deployment",
     "recipes": "Worked examples",
+    "troubleshooting": "Troubleshooting",
 }
 
 

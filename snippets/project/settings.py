@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "snippets.monitoring",
     "snippets.production",
     "snippets.recipes",
+    "snippets.troubleshooting",
 ]
 MIDDLEWARE: list[str] = [
     # docs/django-integration/request-correlation.md: one id per request, carried into tasks.

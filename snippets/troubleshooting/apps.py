@@ -1,0 +1,6 @@
+from snippets.project import apps
+
+
+class TroubleshootingConfig(apps.SnippetsAppConfig):
+    name = "snippets.troubleshooting"
+    label = "troubleshooting"
