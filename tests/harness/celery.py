@@ -119,9 +119,8 @@ def running_worker(
 
     `env` is what the proof changes (None unsets a variable); every difference from the
     recommended deployment must be named in `deviations` (the test's `deviation` marks).
-    On exit: SIGTERM (as systemd and Kubernetes stop it), a second SIGTERM after 2 s (ends a
-    soft shutdown: Celery sleeps the whole window when a request is active), SIGKILL after
-    `stop_timeout`, and its queue deleted.
+    On exit: SIGTERM (as systemd and Kubernetes stop it), then `TEARDOWN`'s escalation, SIGKILL
+    after `stop_timeout`, and its queue deleted.
     """
     name = name or f"wp-{uuid.uuid4().hex[:8]}"
     queue = queue or f"q-{name}"
@@ -152,10 +151,20 @@ def running_worker(
         yield wp
     finally:
         stopping = time.monotonic()
-        wp.stop(signal.SIGTERM, timeout=stop_timeout, again_after=2)
+        wp.stop(signal.SIGTERM, timeout=stop_timeout, escalate=TEARDOWN)
         TIMINGS.append(("worker stop", time.monotonic() - stopping))
         delete_queues(app, queue)
 
+
+TEARDOWN = ((2.0, signal.SIGQUIT), (1.0, signal.SIGQUIT), (1.0, signal.SIGQUIT))
+"""After a proof, its worker has nothing left to show: end its shutdown as "hitting Ctrl+C
+again" does, instead of sleeping out the 50 s soft-shutdown window of an active request (the
+SIGKILL at `stop_timeout` that cost ~22 s per such teardown). With REMAP_SIGTERM=SIGQUIT the
+SIGTERM starts the cold shutdown and its soft wait, the first SIGQUIT cancels the active
+requests (`during_soft_shutdown`, which keeps sleeping out the window), the second is the hard
+shutdown (`on_hard_shutdown`: WorkerTerminate, a SystemExit, so coverage still saves). Without
+the remap (a declared deviation) SIGTERM is the warm shutdown and needs one SIGQUIT more.
+Source: celery/apps/worker.py, `on_cold_shutdown` and `during_soft_shutdown`."""
 
 TIMINGS: list[tuple[str, float]] = []
 """(what, seconds) of every worker start and stop in this session (the bench summary reads it)."""

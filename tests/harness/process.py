@@ -98,25 +98,26 @@ class Process:
         timeout: float = 30,
         *,
         group: bool = False,
-        again_after: float | None = None,
+        escalate: Sequence[tuple[float, int]] = (),
     ) -> int:
         """Send `sig`, wait up to `timeout`, SIGKILL the group, sweep orphans; the exit status.
 
         `sig` goes to the main process (what systemd's KillMode=mixed and `docker stop` do), or
-        to the whole group with `group=True` (a shell and what it started). With
-        `again_after`, `sig` is sent a second time after that many seconds (Celery's "hitting
-        Ctrl+C again": end a soft shutdown now; a teardown has nothing left to wait for).
+        to the whole group with `group=True` (a shell and what it started). `escalate` is a
+        list of (seconds, signal): while the process lives, wait that long, then send that
+        signal (a teardown's "hit Ctrl+C again": see `tests.harness.celery.TEARDOWN`).
         """
         if self.proc.poll() is None:
             send = partial(os.killpg, self.proc.pid) if group else self.proc.send_signal
             with contextlib.suppress(ProcessLookupError):
                 send(sig)
-            if again_after is not None:
+            for delay, then in escalate:
                 try:
-                    self.proc.wait(again_after)
+                    self.proc.wait(delay)
+                    break
                 except subprocess.TimeoutExpired:
                     with contextlib.suppress(ProcessLookupError):
-                        send(sig)
+                        send(then)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
