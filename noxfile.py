@@ -38,13 +38,22 @@ def tests(session: nox.Session) -> None:
     strict = os.environ.get("SNIPPETS_REQUIRE_SERVICES") == "1"
     if "--cov-append" not in session.posargs:  # .ci/run's re-run of a flaky test adds to the data
         session.run("coverage", "erase")
+    # Python 3.12+ measures through sys.monitoring (PEP 669): the worker subprocesses inherit it
+    # and spend ~20 % less CPU than under the C tracer (closing note of #18); 3.11 has no
+    # sys.monitoring, coverage's default core then.
+    core = {"COVERAGE_CORE": "sysmon"} if _version(session.python) >= (3, 12) else {}
     session.run(
         "pytest",
         "--cov",
         "--cov-report=term-missing:skip-covered",
         *(["--cov-fail-under=100"] if strict else []),
         *session.posargs,
+        env=core,
     )
+
+
+def _version(python: object) -> tuple[int, ...]:
+    return tuple(int(part) for part in str(python).split("."))
 
 
 @nox.session(python="3.11")
