@@ -18,8 +18,6 @@ from urllib.parse import urlparse, urlsplit
 
 import pytest
 
-from tests.harness.net import free_port
-
 # The browser tests run in `nox -s browser`; the tests session has no Playwright to import.
 collect_ignore = [] if importlib.util.find_spec("playwright") else ["test_browser.py"]
 
@@ -46,29 +44,38 @@ PREFIX = "/django-celery-expert/"
 
 
 @pytest.fixture(scope="session")
-def site_port() -> int:
-    return free_port()
+def site_server(tmp_path_factory) -> Iterator[http.server.ThreadingHTTPServer]:
+    """The server, listening before the site is built: the build needs its address."""
+    directory = tmp_path_factory.mktemp("site")
+    handler = functools.partial(SubPathHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.directory, server.outside = directory, []
+    server.url = f"http://127.0.0.1:{server.server_port}{PREFIX}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
 
 
 @pytest.fixture(scope="session")
-def site_url(site_port) -> str:
-    """The site's address: http://127.0.0.1:<port>/django-celery-expert/."""
-    return f"http://127.0.0.1:{site_port}{PREFIX}"
-
-
-@pytest.fixture(scope="session")
-def built_site(tmp_path_factory, site_url) -> Path:
-    out = tmp_path_factory.mktemp("site")
+def built_site(site_server) -> Path:
+    out = site_server.directory
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "SITE_URL": site_url},
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "SITE_URL": site_server.url},
     )
     assert result.returncode == 0, result.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def site_url(built_site, site_server) -> str:
+    """The built site's address: http://127.0.0.1:<port>/django-celery-expert/."""
+    return site_server.url
 
 
 class SubPathHandler(http.server.SimpleHTTPRequestHandler):
@@ -113,17 +120,6 @@ class SubPathHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         return io.BytesIO(body)
-
-
-@pytest.fixture(scope="session")
-def site_server(built_site, site_port) -> Iterator[http.server.ThreadingHTTPServer]:
-    handler = functools.partial(SubPathHandler, directory=str(built_site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", site_port), handler)
-    server.outside = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
 
 
 @pytest.fixture(scope="session")
