@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import markdown
@@ -157,6 +159,24 @@ def test_a_missing_page_gets_the_site_404_page_styled_and_linked_under_the_sub_p
     page.locator("a.md-header__button.md-logo").click()
     expect(page).to_have_url(site_url)
     expect(page.locator("#dce-request")).to_be_visible()
+
+
+def test_a_request_outside_the_sub_path_is_caught_by_the_browser_and_the_server(
+    watched, site_url, site_server
+):
+    """The guard that every browser test runs under can fail: a root-relative fetch (what a
+    site built for the wrong base makes) is recorded, and the server refuses the root."""
+    root = site_url.removesuffix("/django-celery-expert/")
+    watched.page.goto("./")
+    watched.page.evaluate("fetch('/sitemap.xml').catch(() => null)")
+    assert watched.outside == [f"{root}/sitemap.xml"]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{root}/index.html")
+    assert refused.value.code == 404
+    assert site_server.outside == ["/index.html"]
+    watched.outside.clear()
+    site_server.outside.clear()
+    watched.console_errors.clear()  # the aborted fetch's
 
 
 def test_landing_page_weight_with_all_assets(browser, site_url, site_server, record_property):
