@@ -98,9 +98,8 @@ def zensical(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def browser(session: nox.Session) -> None:
-    """The built site in Debian's Chromium (/usr/bin/chromium), served under a sub-path as
-    GitHub Pages serves a project site: tree, nav, request box, search, 404 page, copy button,
-    palette, mermaid, accessibility (axe-core), landing-page weight."""
+    """The built site in Debian's Chromium (/usr/bin/chromium): tree, request box, search,
+    copy button, palette, mermaid, accessibility (axe-core), landing-page weight."""
     sync(session, "browser")
     session.run("npm", "ci", "--silent", "--prefix", "tests/site/js", external=True)
     session.run("pytest", "-m", "browser", "-p", "no:cov", "tests/site", *session.posargs)
