@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import markdown
@@ -39,8 +41,10 @@ def test_every_section_and_the_checklist_is_a_click_away_on_the_tree(watched, sl
 @pytest.mark.parametrize(
     ("request_text", "expected"),
     [
-        ("Send welcome emails in the background after user registration",
-         ["Django integration", "Task design"]),
+        (
+            "Send welcome emails in the background after user registration",
+            ["Django integration", "Task design"],
+        ),
         ("Run a cleanup every night at 2am Berlin time", ["Periodic tasks"]),
         ("Deploy workers on Kubernetes with graceful shutdown", ["Production deployment"]),
     ],
@@ -73,7 +77,8 @@ def test_search_finds_a_pattern_by_the_words_a_user_types_and_opens_it(watched, 
     result = page.locator(".md-search-result__item", has_text=page_title).first
     expect(result).to_be_visible(timeout=15_000)
     result.locator("a").first.click()
-    expect(page.locator("h1").first).to_contain_text(page_title)
+    # The page's own h1: instant navigation keeps the search results (an h1 each) in the DOM.
+    expect(page.locator(".md-content h1")).to_contain_text(page_title)
 
 
 def snippet_section(path: str, section: str) -> str:
@@ -104,7 +109,7 @@ def test_the_palette_toggle_switches_between_light_and_dark(watched):
     expect(body).to_have_attribute("data-md-color-scheme", before)
 
 
-def test_mermaid_diagrams_render_from_the_site_itself(watched):
+def test_mermaid_diagrams_render_from_the_site_itself(watched, site_url):
     page = watched.page
     loaded: list[str] = []
     page.on("response", lambda r: "mermaid" in r.url and loaded.append(r.url))
@@ -113,10 +118,68 @@ def test_mermaid_diagrams_render_from_the_site_itself(watched):
     expect(diagram).to_be_visible(timeout=20_000)
     expect(page.locator("pre.mermaid")).to_have_count(0)
     assert diagram.bounding_box()["height"] > 100
-    assert any(u.endswith("/assets/vendor/mermaid/mermaid.min.js") for u in loaded), loaded
+    assert f"{site_url}assets/vendor/mermaid/mermaid.min.js" in loaded, loaded
 
 
-def test_landing_page_weight_with_all_assets(browser, site_url, record_property):
+def test_the_nav_tabs_and_sidebar_lead_to_a_page_without_leaving_the_sub_path(watched, site_url):
+    """Material's instant navigation matches links against sitemap.xml, whose URLs carry
+    site_url: a base that does not match the sub-path shows as a full reload or a wrong URL."""
+    page = watched.page
+    page.goto("./")
+    page.evaluate("window.dceLoaded = true")
+    page.locator(".md-tabs__link", has_text="Task design").click()
+    expect(page).to_have_url(f"{site_url}task-design/")
+    page.locator(".md-sidebar--primary a", has_text="Idempotent tasks").click()
+    expect(page).to_have_url(f"{site_url}task-design/idempotency/")
+    expect(page.locator(".md-content h1")).to_contain_text("Idempotent tasks")
+    assert page.evaluate("window.dceLoaded") is True, "instant navigation fell back to a reload"
+    page.locator("a.md-header__button.md-logo").click()
+    expect(page).to_have_url(site_url)
+
+
+def test_a_missing_page_gets_the_site_404_page_styled_and_linked_under_the_sub_path(
+    watched, site_url
+):
+    """The 404 page is the one page Material renders with absolute URLs (from site_url): built
+    for the wrong base its stylesheet, scripts and links would point at the server root."""
+    page = watched.page
+    response = page.goto("./no-such-page/")
+    assert response.status == 404
+    assert watched.console_errors == [
+        "Failed to load resource: the server responded with a status of 404 (Not Found)"
+    ]  # the page's own status; anything else it loads must succeed
+    watched.console_errors.clear()
+    expect(page.locator("h1").first).to_contain_text("404")
+    expect(page.locator(".md-header")).to_have_css("position", "sticky")  # the theme's CSS loaded
+    page.locator("input.md-search__input").click()
+    page.locator("input.md-search__input").press_sequentially("delay_on_commit", delay=20)
+    result = page.locator(".md-search-result__item", has_text="Enqueue after commit").first
+    expect(result).to_be_visible(timeout=15_000)
+    page.keyboard.press("Escape")
+    page.locator("a.md-header__button.md-logo").click()
+    expect(page).to_have_url(site_url)
+    expect(page.locator("#dce-request")).to_be_visible()
+
+
+def test_a_request_outside_the_sub_path_is_caught_by_the_browser_and_the_server(
+    watched, site_url, site_server
+):
+    """The guard that every browser test runs under can fail: a root-relative fetch (what a
+    site built for the wrong base makes) is recorded, and the server refuses the root."""
+    root = site_url.removesuffix("/django-celery-expert/")
+    watched.page.goto("./")
+    watched.page.evaluate("fetch('/sitemap.xml').catch(() => null)")
+    assert watched.outside == [f"{root}/sitemap.xml"]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{root}/index.html")
+    assert refused.value.code == 404
+    assert site_server.outside == ["/index.html"]
+    watched.outside.clear()
+    site_server.outside.clear()
+    watched.console_errors.clear()  # the aborted fetch's
+
+
+def test_landing_page_weight_with_all_assets(browser, site_url, site_server, record_property):
     """Everything the landing page transfers on a cold load, gzip as a static host serves it."""
     context = browser.new_context()
     page = context.new_page()
@@ -135,6 +198,7 @@ def test_landing_page_weight_with_all_assets(browser, site_url, record_property)
         f"\nlanding page: {len(sizes)} requests, {total} bytes transferred (limit {WEIGHT_LIMIT})"
     )
     context.close()
+    assert site_server.outside == []
     assert 0 < total < WEIGHT_LIMIT
 
 
