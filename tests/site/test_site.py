@@ -42,7 +42,9 @@ def search(built_site):
         for d in data["docs"]
     ]
     index = lunr(
-        ref="id", fields=[{"field_name": "title", "boost": 10}, "text"], documents=docs,
+        ref="id",
+        fields=[{"field_name": "title", "boost": 10}, "text"],
+        documents=docs,
     )
 
     def top(query: str, n: int = 5) -> list[str]:
@@ -77,8 +79,16 @@ def test_the_decision_tree_svg_is_drawn_from_the_current_source():
     svg = (ASSETS / "decision-tree.svg").read_text()
     digest = hashlib.sha256((ASSETS / "decision-tree.mmd").read_bytes()).hexdigest()
     assert f"sha256:{digest}" in svg, "run `nox -s diagrams` after editing decision-tree.mmd"
-    for slug in ("django-integration", "task-design", "configuration", "error-handling",
-                 "periodic-tasks", "monitoring", "production", "checklist"):
+    for slug in (
+        "django-integration",
+        "task-design",
+        "configuration",
+        "error-handling",
+        "periodic-tasks",
+        "monitoring",
+        "production",
+        "checklist",
+    ):
         assert f'xlink:href="{slug}/"' in svg
 
 
