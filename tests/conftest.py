@@ -122,6 +122,21 @@ def published() -> Iterator[list[dict]]:
         yield sent
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist process hands its worker timings to the controller, which prints the sum."""
+    from tests.harness.celery import TIMINGS
+
+    if (output := getattr(session.config, "workeroutput", None)) is not None:
+        output["harness_timings"] = [list(timing) for timing in TIMINGS]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    from tests.harness.celery import TIMINGS
+
+    TIMINGS.extend(tuple(t) for t in getattr(node, "workeroutput", {}).get("harness_timings", []))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """How long worker subprocesses took to start and stop (CI time goes there)."""
     from tests.harness.celery import TIMINGS
