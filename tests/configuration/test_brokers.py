@@ -4,6 +4,7 @@ timeout, RabbitMQ quorum queues — on real worker subprocesses and real brokers
 from __future__ import annotations
 
 import contextlib
+import logging
 import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
@@ -273,7 +274,16 @@ def test_why_on_a_direct_exchange_the_countdown_waits_in_the_worker(
     }
     wp = quorum_worker(worker_process, amqp_url, **direct)
     delete_amqp_queues.append(wp.queue)
-    result = send(module, amqp_url, wp.queue, "countdown", 0.0, countdown=60, **direct)
+    # Celery logs the warning on `celery.app.base`, a child of the `celery` logger, whose level
+    # and propagation depend on what set up logging earlier in this process (flaky through the
+    # root handler): the test's handler listens on that logger itself, at WARNING.
+    base = logging.getLogger("celery.app.base")
+    with caplog.at_level(logging.WARNING, logger=base.name):
+        base.addHandler(caplog.handler)
+        try:
+            result = send(module, amqp_url, wp.queue, "countdown", 0.0, countdown=60, **direct)
+        finally:
+            base.removeHandler(caplog.handler)
     assert "Direct exchanges are not supported with native delayed delivery" in caplog.text
     app = publisher_app(module, amqp_url, **direct)
     wait_until(
