@@ -4,6 +4,7 @@ import io
 import logging
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -109,14 +110,16 @@ def test_the_worker_does_not_leak_an_id_into_the_next_task(celery_worker):
     page's runs after it): without clear_correlation_id it would still be the task's id, and
     anything the worker logs or publishes between tasks would carry it."""
     after_task: list[str | None] = []
+    first = uuid.uuid4().hex  # the shared worker may run a stray task of an earlier test meanwhile
 
-    def record(**_: object) -> None:
-        after_task.append(correlation_id.get())
+    def record(task_id: str, **_: object) -> None:
+        if task_id == first:
+            after_task.append(correlation_id.get())
 
     task_postrun.connect(record, weak=False)
     token = correlation_id.set("first-request")
     try:
-        assert record_step.delay("a").get(timeout=20) == "first-request"
+        assert record_step.apply_async(("a",), task_id=first).get(timeout=20) == "first-request"
         wait_until(lambda: after_task, what="task_postrun after the task")  # sent after SUCCESS
     finally:
         correlation_id.reset(token)
