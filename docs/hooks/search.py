@@ -26,8 +26,31 @@ INDEX_LIKE = {"index.md", "patterns.md", "onboarding.md", "reference/settings.md
 # below the page that answers.
 SUMMARY = {"reference/glossary.md", "proof.md", "checklist.md", "versions.md"}
 SUMMARY_BOOST = 0.3
+# The worked examples combine several patterns each, so they hold every pattern's words.
+RECIPE_BOOST = 0.5
 DESCRIPTIONS: dict[str, str] = {}
-CODE_BLOCK = re.compile(r'<div class="(language-\w+ )?highlight"')
+# Material appends a wildcard to every word typed and lunr then skips its stop-word filter, so
+# "a" searched for every word starting with "a" and "of", "at", "in" nearly as many: a long
+# question matched the page with the most words, not the one that answers. These words are
+# made separators, on the query and on the text alike: lunr's English stop words (which the
+# index drops anyway) and "celery", which every page of this site contains.
+STOP_WORDS = (
+    "a able about across after all almost also am among an and any are as at be because been "
+    "but by can cannot could dear did do does either else ever every for from get got had has "
+    "have he her hers him his how however i if in into is it its just least let like likely may "
+    "me might most must my neither no nor not of off often on only or other our own rather said "
+    "say says she should since so some than that the their them then there these they this tis "
+    "to too twas us wants was we were what when where which while who whom why will with would "
+    "yet you your"
+).split() + ["celery"]
+CODE_BLOCK = re.compile(r'<div class="(language-\w+ )?highlight"|<pre class="mermaid"')
+
+
+def with_stop_words(separator: str) -> str:
+    """The site's separator, plus every stop word as a whole word in any case."""
+    words = sorted(STOP_WORDS, key=lambda w: (-len(w), w))
+    anycase = "|".join("".join(f"[{c}{c.upper()}]" for c in word) for word in words)
+    return rf"{separator}|\b(?:{anycase})\b"
 
 
 def index_like(src_path: str) -> bool:
@@ -40,6 +63,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         search["exclude"] = True
     elif page.file.src_uri in SUMMARY:
         search.setdefault("boost", SUMMARY_BOOST)
+    elif page.file.src_uri.startswith("recipes/"):
+        search.setdefault("boost", RECIPE_BOOST)
     page.meta["search"] = search
     if page.meta.get("description"):
         DESCRIPTIONS[page.url] = page.meta["description"]
@@ -51,6 +76,7 @@ def on_post_build(config) -> None:
     own entry, which Material ranks above the page's sections."""
     path = Path(config["site_dir"]) / "search" / "search_index.json"
     index = json.loads(path.read_text())
+    index["config"]["separator"] = with_stop_words(index["config"]["separator"])
     problems = {d["location"].split("#")[0]: d["text"] for d in index["docs"] if d["location"].endswith("#problem")}
     for doc in index["docs"]:
         description = DESCRIPTIONS.get(doc["location"])
