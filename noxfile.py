@@ -119,8 +119,17 @@ def search_compare(session: nox.Session) -> None:
     site = f"{session.create_tmp()}/site"
     session.run("mkdocs", "build", "--strict", "--site-dir", site, env=DOCS_ENV)
     session.run(
-        "python", "-m", "pagefind", "--site", site, "--root-selector", "article.md-content__inner",
-        "--exclude-selectors", ".highlight", "--exclude-selectors", "pre.mermaid",
+        "python",
+        "-m",
+        "pagefind",
+        "--site",
+        site,
+        "--root-selector",
+        "article.md-content__inner",
+        "--exclude-selectors",
+        ".highlight",
+        "--exclude-selectors",
+        "pre.mermaid",
     )
     env = {"SEARCH_RESULTS": "docs/assets/data/search-results.txt"}
     session.run("python", "-m", "tests.site.pagefind_compare", site, env=env)
