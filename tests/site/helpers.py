@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -19,7 +20,7 @@ GOAL = 0.9
 TOP = 5
 HEADER = (
     "| Search | Requests with an existing answer | Right page in top 5 | Share "
-    "| Rows waiting for a planned page |\n|---|---:|---:|---:|---:|"
+    "| Rows waiting for a planned page | Run |\n|---|---:|---:|---:|---:|---|"
 )
 
 
@@ -48,9 +49,14 @@ class Score:
     def share(self) -> float:
         return self.hits / self.measured
 
+    def summary(self) -> str:
+        return f"{self.hits}/{self.measured} in the top {TOP}, {self.planned} rows wait for a page"
+
     def row(self, name: str) -> str:
+        when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         return (
-            f"| {name} | {self.measured} | {self.hits} | {self.share:.0%} | {self.planned} |"
+            f"| {name} | {self.measured} | {self.hits} | {self.share:.0%} | {self.planned} "
+            f"| {when} |"
         )
 
 

@@ -41,9 +41,11 @@ def measure(site_dir: str) -> None:
         left = []
         page.route(
             "**/*",
-            lambda route: route.continue_()
-            if urlparse(route.request.url).hostname == "127.0.0.1"
-            else (left.append(route.request.url), route.abort()),
+            lambda route: (
+                route.continue_()
+                if urlparse(route.request.url).hostname == "127.0.0.1"
+                else (left.append(route.request.url), route.abort())
+            ),
         )
         page.goto(site_url)
         page.evaluate(
@@ -53,7 +55,8 @@ def measure(site_dir: str) -> None:
             urls = page.evaluate(
                 f"""async q => {{
                     const found = await pf.search(q);
-                    const pages = await Promise.all(found.results.slice(0, {TOP}).map(r => r.data()));
+                    const first = found.results.slice(0, {TOP});
+                    const pages = await Promise.all(first.map(r => r.data()));
                     return pages.map(p => new URL(p.url, location.href).href);
                 }}""",
                 request["q"],
@@ -64,7 +67,7 @@ def measure(site_dir: str) -> None:
     assert left == [], f"requests left 127.0.0.1: {left}"
     result = score(found)
     record(NAME, result)
-    print(f"{NAME}: {result.hits}/{result.measured} in the top {TOP}", *result.misses, sep="\n")
+    print(f"{NAME}: {result.summary()}", *result.misses, sep="\n")
 
 
 if __name__ == "__main__":

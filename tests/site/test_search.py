@@ -40,7 +40,7 @@ def test_the_search_box_lists_the_answering_page_in_its_top_5(watched, site_url)
         found.append([page_of(h, site_url) for h in hrefs])
     result = score(found)
     record("Search box (Material, tuned)", result)
-    print(f"\nsearch box: {result.hits}/{result.measured} in the top {TOP}", *result.misses, sep="\n")
+    print(f"\nsearch box: {result.summary()}", *result.misses, sep="\n")
     assert result.share >= GOAL, result.misses
 
 
@@ -60,5 +60,5 @@ def test_the_request_box_suggests_the_answering_page_first_five(watched, site_ur
         found.append([page_of(h, site_url) for h in hrefs])
     result = score(found)
     record("Landing request box", result)
-    print(f"\nrequest box: {result.hits}/{result.measured} in the top {TOP}", *result.misses, sep="\n")
+    print(f"\nrequest box: {result.summary()}", *result.misses, sep="\n")
     assert result.share >= GOAL, result.misses
