@@ -8,8 +8,9 @@ figures: docs/assets/data/search-results.txt, on docs/proof.md; the choice: docs
   question matched the page with the most words. The stop words, and "celery" (on every page of
   this site), become separators of the index and of the query alike (``with_stop_words``).
 * Pages that list other pages (the home page, Patterns A-Z, the section indexes, the onboarding
-  path, the settings reference) are left out of the index; pages that summarise every other page
-  and the worked examples, which combine several patterns each, rank lower (``search: boost``).
+  path, the settings reference, the error-message index) are left out of the index; pages that
+  summarise every other page and the worked examples, which combine several patterns each, rank
+  lower (``search: boost``).
 * Each page's own entry carries its front-matter description and its Problem section, the
   problem in the words users type; Material ranks a page's own entry above its sections.
 * Code blocks and the generated Proof lists are not indexed (``data-search-exclude``, which
@@ -24,7 +25,14 @@ import json
 import re
 from pathlib import Path
 
-INDEX_LIKE = {"index.md", "patterns.md", "onboarding.md", "reference/settings.md"}
+# reference/errors.md: the error-message index of issue #19 (every message, linked to its entry)
+INDEX_LIKE = {
+    "index.md",
+    "patterns.md",
+    "onboarding.md",
+    "reference/settings.md",
+    "reference/errors.md",
+}
 SUMMARY = {"reference/glossary.md", "proof.md", "checklist.md", "versions.md"}
 SUMMARY_BOOST = 0.3
 RECIPE_BOOST = 0.5
