@@ -108,10 +108,40 @@ def zensical(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def browser(session: nox.Session) -> None:
     """The built site in Debian's Chromium (/usr/bin/chromium): tree, request box, search,
-    copy button, palette, mermaid, accessibility (axe-core), landing-page weight."""
+    copy button, palette, mermaid, accessibility (axe-core), landing-page weight; the request
+    list's top-5 shares of the search box and the request box go to
+    docs/assets/data/search-results.txt (shown on docs/proof.md)."""
     sync(session, "browser")
     session.run("npm", "ci", "--silent", "--prefix", "tests/site/js", external=True)
-    session.run("pytest", "-m", "browser", "-p", "no:cov", "tests/site", *session.posargs)
+    env = {"SEARCH_RESULTS": "docs/assets/data/search-results.txt"}
+    session.run("pytest", "-m", "browser", "-p", "no:cov", "tests/site", *session.posargs, env=env)
+
+
+@nox.session(python="3.11")
+def search_compare(session: nox.Session) -> None:
+    """Pagefind side by side with the site's search: the built site indexed by Pagefind (code
+    blocks left out, as for the site's search), the request list of `nox -s browser` sent to
+    Pagefind's search API in Debian's Chromium; its top-5 share is written beside the site's
+    in docs/assets/data/search-results.txt (docs/versions.md records the choice)."""
+    sync(session, "browser")
+    session.install("pagefind[bin]==1.5.2")
+    site = f"{session.create_tmp()}/site"
+    session.run("mkdocs", "build", "--strict", "--site-dir", site, env=DOCS_ENV)
+    session.run(
+        "python",
+        "-m",
+        "pagefind",
+        "--site",
+        site,
+        "--root-selector",
+        "article.md-content__inner",
+        "--exclude-selectors",
+        ".highlight",
+        "--exclude-selectors",
+        "pre.mermaid",
+    )
+    env = {"SEARCH_RESULTS": "docs/assets/data/search-results.txt"}
+    session.run("python", "-m", "tests.site.pagefind_compare", site, env=env)
 
 
 @nox.session(python="3.11")

@@ -1,5 +1,6 @@
 """The landing page's "describe your request" box, run under Node with the page's own script
-(docs/assets/javascripts/classifier.js) and keyword table (docs/assets/data/classifier.json)."""
+(docs/assets/javascripts/classifier.js) and keyword table (docs/assets/data/classifier.json).
+Its page ranking is measured on the whole request list in Chromium: tests/site/test_search.py."""
 
 import json
 import shutil
@@ -19,6 +20,7 @@ SECTIONS = {
     "periodic-tasks",
     "monitoring",
     "production",
+    "troubleshooting",
 }
 
 
@@ -36,7 +38,7 @@ def classify(*requests: str) -> list[list[str]]:
     return json.loads(out.stdout)
 
 
-def test_the_table_covers_the_seven_sections_and_their_index_pages_exist():
+def test_the_table_covers_every_section_and_their_index_pages_exist():
     table = json.loads(TABLE.read_text())
     assert {s["slug"] for s in table["sections"]} == SECTIONS
     for section in table["sections"]:
@@ -74,5 +76,73 @@ def test_requests_are_classified_into_their_sections(request_text, expected):
     assert set(found) <= SECTIONS
 
 
+def test_a_pasted_error_message_suggests_troubleshooting():
+    [found] = classify("Received unregistered task of type 'demoapp.tasks.add'")
+    assert "troubleshooting" in found
+
+
 def test_an_unrelated_request_suggests_nothing():
     assert classify("What is the capital of France?") == [[]]
+
+
+# A search index as docs/hooks/search.py writes it: each page's own entry (no "#") holds its
+# title, description and problem statement; sections are other entries.
+INDEX = {
+    "config": {
+        "separator": r"[\s\-_.,:!=\[\]()\"/]+|\b(?:[cC][eE][lL][eE][rR][yY]|[tT][hH][eE])\b"
+    },
+    "docs": [
+        {
+            "location": "task-design/locking/",
+            "title": "One run at a time (locking)",
+            "text": "<p>Stop two runs of the same job overlapping with a Redis lock.</p>",
+        },
+        {
+            "location": "task-design/locking/#notes",
+            "title": "Notes",
+            "text": "<p>serializable serializable serializable</p>",
+        },
+        {
+            "location": "django-integration/orm-patterns/",
+            "title": "The ORM in tasks",
+            "text": "<p>Pass primary keys, not model instances: not JSON serializable.</p>",
+        },
+        {
+            "location": "periodic-tasks/beat/",
+            "title": "Celery beat",
+            "text": "<p>My periodic task runs twice.</p>",
+        },
+    ],
+}
+
+
+def rank(*requests: str) -> list[list[str]]:
+    node = shutil.which("node") or pytest.fail("node is needed to run the page's classifier")
+    program = (
+        f"const {{rankPages}} = require({json.dumps(str(SCRIPT))});"
+        "const [requests, index] = JSON.parse(process.argv[1]);"
+        "const pages = r => rankPages(r, index, 5).map(p => p.location);"
+        "console.log(JSON.stringify(requests.map(pages)));"
+    )
+    out = subprocess.run(
+        [node, "-e", program, json.dumps([requests, INDEX])],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_the_request_box_ranks_pages_by_their_own_entry_best_first():
+    [serializable, overlap, twice] = rank(
+        "EncodeError: Object of type Event is not JSON serializable",
+        "prevent two runs overlapping",
+        "celery beat runs the task twice",
+    )
+    assert serializable == ["django-integration/orm-patterns/"]  # a section's words do not count
+    assert overlap[0] == "task-design/locking/"
+    assert twice[0] == "periodic-tasks/beat/"
+
+
+def test_stop_words_and_the_index_separator_words_rank_nothing():
+    assert rank("the celery of a", "") == [[], []]

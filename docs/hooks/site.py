@@ -7,8 +7,9 @@
 * ``<!-- bench: NAME -->`` becomes the row ``NAME`` of ``assets/data/bench-results.txt`` (the
   file ``nox -s bench`` writes) as a one-row table with its stamp; ``<!-- bench: NAME | COLUMN -->``
   becomes one cell of it (``ratio``, ``baseline result``, ...). ``<!-- chaos: SCENARIO / VARIANT /
-  BROKER -->`` does the same with ``chaos-results.txt`` (``nox -s chaos``). A name that matches
-  no row fails the build: a measured figure is never typed on a page.
+  BROKER -->`` does the same with ``chaos-results.txt`` (``nox -s chaos``), ``<!-- search: NAME
+  -->`` with ``search-results.txt`` (``nox -s browser``, ``nox -s search_compare``). A name that
+  matches no row fails the build: a measured figure is never typed on a page.
 * ``<!-- default: NAME -->`` becomes the default of Celery setting NAME (or of the kombu Redis
   transport option NAME) in the installed version; ``<!-- version: PACKAGE -->`` its version.
 * ``<!-- settings-reference -->`` becomes the table of docs/reference/settings.md: every Celery
@@ -108,8 +109,11 @@ DATA = Path(__file__).resolve().parents[1] / "assets" / "data"
 RESULTS = {
     "bench": ("bench-results.txt", "nox -s bench"),
     "chaos": ("chaos-results.txt", "nox -s chaos"),
+    "search": ("search-results.txt", "nox -s browser and nox -s search_compare"),
 }
-FIGURE = re.compile(r"<!-- (?P<kind>bench|chaos): (?P<name>[^|>]+?)(?: \| (?P<column>[^>]+?))? -->")
+FIGURE = re.compile(
+    r"<!-- (?P<kind>bench|chaos|search): (?P<name>[^|>]+?)(?: \| (?P<column>[^>]+?))? -->"
+)
 
 
 def cells(line: str) -> list[str]:

@@ -29,7 +29,10 @@ SECTIONS = {
 WEIGHT_LIMIT = 400_000
 
 
-@pytest.mark.parametrize(("slug", "title"), [*SECTIONS.items(), ("checklist", "checklist")])
+@pytest.mark.parametrize(
+    ("slug", "title"),
+    [*SECTIONS.items(), ("troubleshooting", "Troubleshooting"), ("checklist", "checklist")],
+)
 def test_every_section_and_the_checklist_is_a_click_away_on_the_tree(watched, slug, title):
     page = watched.page
     page.goto("./")
