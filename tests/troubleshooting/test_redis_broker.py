@@ -126,3 +126,26 @@ def test_a_full_client_table_refuses_a_publish_until_maxclients_is_raised(redis_
     client.config_set("maxclients", 10000)  # the page's redis.conf value
     publish(app, 1)
     assert client.llen(QUEUE) == 1
+
+
+def results_app(client: redis.Redis, **conf: object) -> Celery:
+    """An app configured as the project's, storing results on this server."""
+    app = Celery("snippets", set_as_current=False)
+    app.config_from_object("snippets.project.settings", namespace="CELERY")
+    app.conf.update(result_backend=url_of(client), **conf)
+    port = app.backend.client.connection_pool.connection_kwargs["port"]
+    assert port == client.connection_pool.connection_kwargs["port"]
+    return app
+
+
+def test_results_without_expiry_stay_in_redis_for_ever(redis_server, monkeypatch):
+    """a result stored with `result_expires = None`: its key `celery-task-meta-<id>` has no TTL
+    and stays until deleted by hand; stored with the project's setting, Redis expires it."""
+    monkeypatch.delenv("CELERY_RESULT_BACKEND")  # read before any setting: the run's backend
+    client = redis_server()
+    results_app(client, result_expires=None).backend.store_result("kept", 1, "SUCCESS")
+    app = results_app(client)
+    app.backend.store_result("expiring", 1, "SUCCESS")
+    assert client.ttl("celery-task-meta-kept") == -1  # -1: no expiry
+    ttl = client.ttl("celery-task-meta-expiring")
+    assert 0 < ttl <= app.conf.result_expires.total_seconds()
