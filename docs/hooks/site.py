@@ -180,6 +180,7 @@ READERS: dict[str, tuple[str, str]] = {
     "broker_connection_max_retries": (WORKER, "celery/worker/consumer/consumer.py"),
     "broker_pool_limit": (CONNECTS, "celery/app/base.py"),
     "imports": (f"{WORKER}, {BEAT}", "celery/loaders/base.py"),
+    "include": (f"{WORKER}, {BEAT}", "celery/loaders/base.py"),
     "task_acks_on_failure": (WORKER, "celery/app/task.py"),
     "task_acks_on_timeout": (WORKER, "celery/app/task.py"),
     "task_create_missing_queue_exchange_type": (f"{PUBLISHER}, {WORKER}", "celery/app/amqp.py"),

@@ -35,3 +35,21 @@ def email_invoice(invoice_id: int) -> str:
 
 
 # --8<-- [end:rename_alias]
+
+
+# --8<-- [start:beat_check]
+from celery import Celery
+
+
+def unknown_beat_tasks(app: Celery) -> list[str]:
+    """Schedule entries whose task this app does not register: run it with the worker's code
+    (a deploy step, a Django system check), before a beat that would send them starts."""
+    app.loader.import_default_modules()  # (1)!
+    return sorted(
+        f"{name}: {entry['task']}"
+        for name, entry in app.conf.beat_schedule.items()
+        if entry["task"] not in app.tasks
+    )
+
+
+# --8<-- [end:beat_check]

@@ -7,8 +7,10 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
+from celery.beat import ScheduleEntry, Scheduler
 from celery.exceptions import NotRegistered
 
 from snippets.troubleshooting import unregistered_jobs
@@ -17,6 +19,7 @@ from snippets.troubleshooting.unregistered_tasks import (
     build_report,
     email_invoice,
     send_invoice,
+    unknown_beat_tasks,
 )
 from tests.harness.celery import WorkerProcess, queue_length, running_worker
 from tests.harness.process import ROOT
@@ -122,3 +125,29 @@ def test_the_old_name_kept_as_an_alias_still_runs(shared_prefork_worker, celery_
     redelivered = send_invoice.apply_async((9,), queue=worker.queue, task_id=new.id)
     assert redelivered.get(timeout=30) == "invoice 9 sent"
     assert unregistered(OLD_NAME) not in worker.log()
+
+
+def test_beat_sends_an_entry_whose_task_no_process_has(shared_prefork_worker, celery_app):
+    """a schedule entry naming a task that exists nowhere (a typo, a renamed task): beat
+    publishes it by name without a word, and the worker discards it as unregistered."""
+    worker = shared_prefork_worker
+    missing = "reports.tasks.nightly_report"
+    entry = ScheduleEntry(
+        name="nightly-report",
+        task=missing,
+        schedule=timedelta(hours=1),
+        options={"queue": worker.queue},
+        app=celery_app,
+    )
+    scheduler = Scheduler(celery_app, lazy=True)  # beat's scheduler, without its loop
+    result = scheduler.apply_async(entry)  # what beat does when the entry is due
+    worker.wait_for_log(unregistered(missing))
+    with pytest.raises(NotRegistered):
+        result.get(timeout=30)
+    assert unknown_beat_tasks(celery_app) == []  # the project's own schedule: every task known
+    original = celery_app.conf.beat_schedule
+    celery_app.conf.beat_schedule = {**original, "nightly-report": {"task": missing}}
+    try:  # the page's check, on a schedule that names the missing task
+        assert unknown_beat_tasks(celery_app) == [f"nightly-report: {missing}"]
+    finally:
+        celery_app.conf.beat_schedule = original
