@@ -15,6 +15,9 @@
 * ``<!-- settings-reference -->`` becomes the table of docs/reference/settings.md: every Celery
   setting a page or snippet names, its default, the process that reads it (READERS, checked
   against the Celery source by tests/test_facts.py) and the pages that discuss it.
+* ``<!-- error-index -->`` becomes the index of docs/reference/errors.md: every error string
+  quoted in backticks in an H2 of a troubleshooting page, linked to its entry (the anchor
+  Python-Markdown's toc gives that heading).
 * ``site/llms.txt`` lists every page with its description, for tools that read the site.
 """
 
@@ -179,7 +182,9 @@ READERS: dict[str, tuple[str, str]] = {
     "broker_transport_options": (CONNECTS, "celery/app/base.py"),
     "broker_connection_timeout": (CONNECTS, "celery/app/base.py"),
     "broker_connection_max_retries": (WORKER, "celery/worker/consumer/consumer.py"),
+    "broker_pool_limit": (CONNECTS, "celery/app/base.py"),
     "imports": (f"{WORKER}, {BEAT}", "celery/loaders/base.py"),
+    "include": (f"{WORKER}, {BEAT}", "celery/loaders/base.py"),
     "task_acks_on_failure": (WORKER, "celery/app/task.py"),
     "task_acks_on_timeout": (WORKER, "celery/app/task.py"),
     "task_create_missing_queue_exchange_type": (f"{PUBLISHER}, {WORKER}", "celery/app/amqp.py"),
@@ -430,11 +435,62 @@ def expand_generated(markdown: str, page_dir: str) -> str:
     return markdown
 
 
+H2 = re.compile(r"^## (?P<title>.+?)\s*$", re.MULTILINE)
+BACKTICKED = re.compile(r"`([^`]+)`")
+
+
+def error_entries(docs_dir: Path) -> list[tuple[str, str, str, str, list[str]]]:
+    """(page path under docs/, page title, entry title, anchor, backticked strings) of every
+    entry (H2) of the troubleshooting pages, in page order."""
+    import markdown as md_lib
+
+    found = []
+    for path in sorted((docs_dir / "troubleshooting").glob("*.md")):
+        if path.name == "index.md":
+            continue
+        _, body = front_matter(path)
+        body = re.sub(r"^```.*?^```", "", body, flags=re.MULTILINE | re.DOTALL)  # no code
+        md = md_lib.Markdown(extensions=["toc"])
+        md.convert(body)  # the anchors the page gets, duplicates numbered as on the page
+        anchors = [t["id"] for t in flat_toc(md.toc_tokens) if t["level"] == 2]
+        titles = H2.findall(body)
+        assert len(anchors) == len(titles), f"{path}: H2 headings {titles} vs toc {anchors}"
+        for title, anchor in zip(titles, anchors, strict=True):
+            strings = BACKTICKED.findall(title)
+            heading = re.search(r"^# (.+)$", body, re.MULTILINE)
+            page = heading[1] if heading else path.stem
+            found.append((f"troubleshooting/{path.name}", page, title, anchor, strings))
+    return found
+
+
+def flat_toc(tokens: list[dict]) -> list[dict]:
+    return [t for token in tokens for t in (token, *flat_toc(token["children"]))]
+
+
+def error_index(docs_dir: Path, page_dir: str) -> str:
+    """The table of docs/reference/errors.md: one row per error string, A-Z."""
+    prefix = "../" * len(Path(page_dir).parts) if page_dir else ""
+    rows = []
+    for rel, page, title, anchor, strings in error_entries(docs_dir):
+        for text in strings:
+            entry = BACKTICKED.sub(r"\1", title).replace("|", "\\|")
+            link = f"{prefix}{rel}"
+            rows.append(
+                (text.lower(), f"| `{text}` | [{entry}]({link}#{anchor}) | [{page}]({link}) |")
+            )
+    head = "| Message | Entry | Page |\n|---|---|---|\n"
+    return head + "\n".join(row for _, row in sorted(rows))
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
     page_dir = str(Path(page.file.src_uri).parent).strip(".")
     markdown = expand_generated(markdown, page_dir)
     if "<!-- tested-versions -->" in markdown:
         markdown = markdown.replace("<!-- tested-versions -->", versions_table())
+    if "<!-- error-index -->" in markdown:
+        markdown = markdown.replace(
+            "<!-- error-index -->", error_index(Path(config["docs_dir"]), page_dir)
+        )
     if "<!-- patterns-a-z -->" in markdown:
         markdown = markdown.replace(
             "<!-- patterns-a-z -->", patterns_index(Path(config["docs_dir"]), page_dir)

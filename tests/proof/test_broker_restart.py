@@ -16,8 +16,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -25,13 +23,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-import psutil
 import pytest
 import redis
 from celery import Celery
 from django.db import connection
 from django.utils import timezone
-from kombu import Connection
 from kombu.exceptions import OperationalError
 
 from snippets.django_integration.models import OutboxMessage
@@ -40,7 +36,7 @@ from snippets.proof.reconcile import send_durably, sweep_unapplied_credits
 from snippets.task_design.idempotency import credit_account
 from snippets.task_design.models import Account, ProcessedKey
 from tests.configuration.helpers import PrivateRedis, settings_env
-from tests.harness.net import free_port
+from tests.harness.brokers import PrivateRabbit
 from tests.harness.wait import wait_until
 from tests.proof.helpers import TASKS, Clock, Row, broker_name
 
@@ -66,89 +62,6 @@ TICK = 1.0  # the test's beat: relay and sweeper every second (every few seconds
 SETTLE = int(
     os.environ.get("DBG_SETTLE", "120")
 )  # generous deadline of an event on a loaded 2-core machine; a timeout is a failure
-
-
-class PrivateRabbit:
-    """A RabbitMQ node of this test's own (its own port, data directory and node name)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.node = f"chaos{self.port}@localhost"
-        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
-        # Not under pytest's tmp_path: the node runs as the rabbitmq user, who must reach it.
-        self.dir = Path(tempfile.mkdtemp(prefix="chaos-rabbit-"))
-        self.dir.chmod(0o777)
-        (self.dir / "plugins").write_text("[].\n")
-
-    def ctl(self, *args: str, timeout: float = 60) -> str:
-        return subprocess.run(
-            ["rabbitmqctl", "-n", self.node, *args],
-            check=True,
-            timeout=timeout,
-            capture_output=True,
-            text=True,
-        ).stdout
-
-    def start(self) -> None:
-        env = {
-            "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(free_port()),
-            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "plugins"),
-            "RABBITMQ_CONFIG_FILE": str(self.dir / "none"),
-        }
-        subprocess.run(
-            ["rabbitmq-server", "-detached"],
-            env={**os.environ, **env},
-            check=True,
-            cwd=self.dir,
-            timeout=60,
-        )
-        # await_startup fails at once until the node has registered with epmd.
-        wait_until(self.started, 120, what=f"RabbitMQ node {self.node} started", interval=0.5)
-
-    def started(self) -> bool:
-        try:
-            self.ctl("await_startup", "--timeout", "60", timeout=70)
-        except subprocess.CalledProcessError:
-            return False
-        return True
-
-    def restart(self) -> None:
-        """Killed like a crash (SIGKILL of the node's Erlang VM, at once: `rabbitmqctl stop_app`
-        takes seconds to start, long enough for the worker to drain the backlog), then started
-        on the same data directory."""
-        [pid_file] = (self.dir / "mnesia").glob("*.pid")
-        node = psutil.Process(int(pid_file.read_text()))
-        node.send_signal(signal.SIGKILL)
-        node.wait(60)
-        self.start()
-
-    def pending(self, queue: str) -> int:
-        """Messages of `queue` not yet acknowledged: ready ones (a passive declare), else
-        ready plus delivered from the node (rabbitmqctl, slower: only when none is ready)."""
-        conn = Connection(self.url, connect_timeout=10)
-        try:
-            with conn:
-                ready = conn.default_channel.queue_declare(queue, passive=True).message_count
-        except (*conn.connection_errors, *conn.channel_errors, OSError):
-            return -1  # the node is still starting: no answer yet
-        if ready:
-            return ready
-        out = self.ctl("list_queues", "-q", "--no-table-headers", "name", "messages")
-        counts = dict(line.split() for line in out.splitlines() if line.strip())
-        return int(counts.get(queue, 0))
-
-    def stop(self) -> None:
-        subprocess.run(
-            ["rabbitmqctl", "-n", self.node, "shutdown"],
-            timeout=60,
-            capture_output=True,
-            check=False,
-        )
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class RestartingRedis(PrivateRedis):
