@@ -36,7 +36,9 @@ def prefork_worker(celery_app, django_db_setup, django_db_blocker, tmp_path_fact
     require_services("broker")
     with django_db_blocker.unblock():
         log_dir = tmp_path_factory.mktemp("ts-results")
-        with running_worker(celery_app, log_dir, concurrency=2, name="ts-results") as wp:
+        with running_worker(
+            celery_app, log_dir, concurrency=2, name=f"ts-results-{uuid.uuid4().hex[:6]}"
+        ) as wp:
             yield wp
 
 
