@@ -51,3 +51,19 @@ RESULT_BACKEND = "redis://127.0.0.1:6379/1"
 # The name Celery reads: the namespace, an underscore, the setting's name in capitals.
 CELERY_RESULT_BACKEND = "redis://127.0.0.1:6379/1"
 # --8<-- [end:misnamed-setting]
+
+
+# --8<-- [start:chord-errback]
+from celery import chord
+from celery.result import AsyncResult  # noqa: F811
+
+from snippets.task_design.canvas import check_positive, record_failure, total
+
+
+def total_of_positives(numbers: list[int]) -> AsyncResult:
+    """Sum in parallel; if a part fails the body never runs, and the errback records it."""
+    header = [check_positive.s(n) for n in numbers]
+    return chord(header)(total.s().on_error(record_failure.s()))  # (1)!
+
+
+# --8<-- [end:chord-errback]

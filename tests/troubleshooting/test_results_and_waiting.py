@@ -10,14 +10,16 @@ import types
 import uuid
 
 import pytest
-from celery import Celery
+from celery import Celery, chord
+from celery.exceptions import ChordError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 from django.test import RequestFactory
 
 from snippets.configuration.models import TaskRun
 from snippets.configuration.result_backends import build_export, export_status, record_event
-from snippets.task_design.canvas import squares_total, total_by_waiting
+from snippets.task_design.canvas import check_positive, squares_total, total, total_by_waiting
+from snippets.task_design.models import ChainFailure
 from snippets.troubleshooting import results_and_waiting as rw
 from tests.harness.celery import delete_queues, running_worker
 from tests.harness.services import require_services
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 WOULD_BLOCK = "Never call result.get() within a task!"
 TIMED_OUT = "The operation timed out."
 NO_BACKEND = "No result backend is configured."
+DEPENDENCY_RAISED = "Dependency {} raised ValueError('expected a positive number, got -1')"
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +135,31 @@ def test_pending_forever_three_ways_and_a_status_that_tells_them_apart(celery_ap
         assert export_status(str(uuid.uuid4())) == "unknown or expired"
     finally:
         delete_queues(celery_app, nobody)
+
+
+def failed_part(result) -> str:
+    """The id of the chord's header task that failed."""
+    [failed] = [r.id for r in result.parent.results if r.state == "FAILURE"]
+    return failed
+
+
+def test_why_a_chord_whose_part_fails_never_runs_its_body_unless_an_errback_says_so(
+    celery_worker,
+):
+    """One part raises: the body never runs and stores `ChordError: Dependency … raised …`,
+    and nothing else tells anyone. With an errback on the body, the failure is recorded."""
+    silent = chord([check_positive.s(1), check_positive.s(-1)])(total.s())
+    wait_until(lambda: silent.state == "FAILURE", timeout=30, what="the body's FAILURE")
+    assert isinstance(silent.result, ChordError)
+    assert str(silent.result) == DEPENDENCY_RAISED.format(failed_part(silent))
+    assert not ChainFailure.objects.exists()  # no one was told
+
+    recorded = rw.total_of_positives([1, -1])
+    wait_until(
+        lambda: ChainFailure.objects.filter(task_id=recorded.id).exists(),
+        timeout=30,
+        what="the errback's record",
+    )
+    wait_until(lambda: recorded.state == "FAILURE", timeout=30, what="the body's FAILURE")
+    assert str(recorded.result) == DEPENDENCY_RAISED.format(failed_part(recorded))
+    assert rw.total_of_positives([1, 2]).get(timeout=30) == 3  # no failure: the body runs
