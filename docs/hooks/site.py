@@ -210,6 +210,7 @@ READERS: dict[str, tuple[str, str]] = {
     "result_serializer": (WORKER, "celery/backends/base.py"),
     "task_acks_late": (WORKER, "celery/app/task.py"),
     "task_acks_on_failure_or_timeout": (WORKER, "celery/app/task.py"),
+    "task_annotations": (f"{PUBLISHER}, {WORKER}", "celery/app/base.py"),
     "task_always_eager": (f"{PUBLISHER} (runs the task in the caller)", "celery/app/task.py"),
     "task_create_missing_queue_type": (f"{PUBLISHER}, {WORKER}", "celery/app/amqp.py"),
     "task_create_missing_queues": (f"{PUBLISHER}, {WORKER}", "celery/app/amqp.py"),
