@@ -18,7 +18,7 @@ from __future__ import annotations
 import gc
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -107,16 +107,24 @@ class Variants:
         return f"{times.show('s', 2)}; peak RSS {Spread(tuple(self.rss[name])).show('MB', 0)}"
 
 
+@pytest.fixture
+def place(settings, tmp_path) -> Iterator[str]:
+    """Uploads in this test's directory; a column default for the bare COPY; the workload's
+    place (PostgreSQL's major version, the worker)."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    sql(f"ALTER TABLE {TABLE} ALTER COLUMN verified SET DEFAULT false")  # the model's, in SQL
+    major = connection.cursor().connection.info.server_version // 10000
+    yield f"into PostgreSQL {major}, in-thread worker"
+    sql(f"ALTER TABLE {TABLE} ALTER COLUMN verified DROP DEFAULT")
+
+
+ORM, COPY = f"batches of {BATCH_SIZES['orm']}", f"batches of {BATCH_SIZES['copy']}"
+
+
 @pytest.mark.timeout(7200)
 def test_bench_csv_import_naive_orm_copy_and_the_copy_floor(
-    celery_worker, tmp_path, settings, bench_record
+    celery_worker, tmp_path, place, bench_record
 ):
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    sql(f"ALTER TABLE {TABLE} ALTER COLUMN verified SET DEFAULT false")  # for the bare COPY
-    server = connection.cursor().connection.info.server_version // 10000
-    where = f"into PostgreSQL {server}, in-thread worker"
-    batches = f"batches of {BATCH_SIZES['orm']}", f"batches of {BATCH_SIZES['copy']}"
-
     small, path = Variants(), write_csv(tmp_path / "small.csv", SMALL)
     t = alternating(
         {
@@ -127,14 +135,15 @@ def test_bench_csv_import_naive_orm_copy_and_the_copy_floor(
         }
     )
     assert next(iter(small.digests))[0] == SMALL  # every variant left the same rows, all of them
-    rows = f"{SMALL:,} rows {where}"
+    rows = f"{SMALL:,} rows {place}"
+    naive_result = small.result(t["naive"], "naive")
     bench_record(
         BenchRow(
             "CSV import",
             "naive: one create() per row",
-            f"recipe, ORM upsert in {batches[0]}",
+            f"recipe, ORM upsert in {ORM}",
             rows,
-            small.result(t["naive"], "naive"),
+            naive_result,
             small.result(t["orm"], "orm"),
             ratios(t["naive"], t["orm"]),
         )
@@ -143,9 +152,9 @@ def test_bench_csv_import_naive_orm_copy_and_the_copy_floor(
         BenchRow(
             "CSV import, COPY",
             "naive: one create() per row",
-            f"recipe, COPY + upsert in {batches[1]}",
+            f"recipe, COPY + upsert in {COPY}",
             rows,
-            small.result(t["naive"], "naive"),
+            naive_result,
             small.result(t["copy"], "copy"),
             ratios(t["naive"], t["copy"]),
         )
@@ -153,7 +162,7 @@ def test_bench_csv_import_naive_orm_copy_and_the_copy_floor(
     bench_record(
         BenchRow(
             "CSV import, COPY floor",
-            f"recipe, COPY + upsert in {batches[1]}",
+            f"recipe, COPY + upsert in {COPY}",
             "bare COPY of the file (the floor: no validation, progress or checkpoint)",
             rows,
             small.result(t["copy"], "copy"),
@@ -161,49 +170,55 @@ def test_bench_csv_import_naive_orm_copy_and_the_copy_floor(
             ratios(t["copy"], t["bare"]),
         )
     )
-    path.unlink()
 
+
+@pytest.mark.timeout(7200)
+def test_bench_csv_import_a_million_rows_and_memory(celery_worker, tmp_path, place, bench_record):
+    """The ORM and COPY loaders and the floor on the large file, and the COPY recipe's peak RSS
+    on the large file against the small one, alternating."""
     large, path = Variants(), write_csv(tmp_path / "large.csv", LARGE)
-    t_large = alternating(
+    small, small_path = Variants(), write_csv(tmp_path / "small.csv", SMALL)
+    t = alternating(
         {
             "orm": large.variant("orm", recipe(path, LARGE, "orm")),
             "copy": large.variant("copy", recipe(path, LARGE, "copy")),
             "bare": large.variant("bare", lambda: bare_copy(path)),
+            "copy_small": small.variant("copy", recipe(small_path, SMALL, "copy")),
         }
     )
-    rows = f"{LARGE:,} rows {where}"
+    assert next(iter(large.digests))[0] == LARGE
+    rows = f"{LARGE:,} rows {place}"
     bench_record(
         BenchRow(
             "CSV import, 1M rows",
-            f"recipe, ORM upsert in {batches[0]}",
-            f"recipe, COPY + upsert in {batches[1]}",
+            f"recipe, ORM upsert in {ORM}",
+            f"recipe, COPY + upsert in {COPY}",
             rows,
-            large.result(t_large["orm"], "orm"),
-            large.result(t_large["copy"], "copy"),
-            ratios(t_large["orm"], t_large["copy"]),
+            large.result(t["orm"], "orm"),
+            large.result(t["copy"], "copy"),
+            ratios(t["orm"], t["copy"]),
         )
     )
     bench_record(
         BenchRow(
             "CSV import, COPY floor, 1M rows",
-            f"recipe, COPY + upsert in {batches[1]}",
+            f"recipe, COPY + upsert in {COPY}",
             "bare COPY of the file (the floor)",
             rows,
-            large.result(t_large["copy"], "copy"),
-            large.result(t_large["bare"], "bare"),
-            ratios(t_large["copy"], t_large["bare"]),
+            large.result(t["copy"], "copy"),
+            large.result(t["bare"], "bare"),
+            ratios(t["copy"], t["bare"]),
         )
     )
-    rss_small, rss_large = Spread(tuple(small.rss["copy"])), Spread(tuple(large.rss["copy"]))
+    rss_large, rss_small = Spread(tuple(large.rss["copy"])), Spread(tuple(small.rss["copy"]))
     bench_record(
         BenchRow(
             "CSV import, COPY memory",
             f"COPY recipe, {LARGE:,} rows",
             f"COPY recipe, {SMALL:,} rows",
-            "peak RSS of the in-thread worker's process (the file is streamed)",
+            "peak RSS of the in-thread worker's process (the file is streamed), alternating",
             rss_large.show("MB", 0),
             rss_small.show("MB", 0),
             ratios(rss_large, rss_small),
         )
     )
-    sql(f"ALTER TABLE {TABLE} ALTER COLUMN verified DROP DEFAULT")
