@@ -17,7 +17,6 @@ from snippets.recipes.models import ImportJob, Product
 
 logger = logging.getLogger("snippets.recipes.csv_import")
 BATCH_SIZES = {"orm": 500, "copy": 5000}  # rows per transaction, by loader
-BATCH_SIZE = BATCH_SIZES["orm"]
 KEPT_ERRORS = 100  # row errors stored on the job; the rest are counted
 
 
