@@ -175,12 +175,14 @@ def chaos(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Every benchmark of the site (tests/**/bench_*.py), each a ratio measured in one run: CSV
-    import naive vs recipe, one task per item vs batches, a short task's wait behind a long one
-    by prefetch setting, tiny-task throughput on Redis and RabbitMQ at Celery's defaults vs
-    tuned. Prints the table and writes it to docs/assets/data/bench-results.txt (shown on
-    docs/proof.md). Needs PostgreSQL, Redis, RabbitMQ and a network broker in the environment,
-    as for the services tests; BENCH_SCALE (default 1) scales every workload."""
+    """Every benchmark of the site (tests/**/bench_*.py), each a ratio of variants run at least 5
+    times, alternating, in one session (median and min-max spread, tests/bench.py): CSV import
+    naive vs the recipe's ORM and COPY loaders vs a bare COPY, one task per item vs batches, a
+    short task's wait behind a long one by prefetch setting, tiny-task throughput on Redis and
+    RabbitMQ at Celery's defaults vs tuned. Prints the table and writes it to
+    docs/assets/data/bench-results.txt (shown on docs/proof.md). Needs PostgreSQL, Redis,
+    RabbitMQ and a network broker in the environment, as for the services tests; BENCH_SCALE
+    (default 1) scales every workload."""
     sync(session, "test")
     benches = sorted(str(p) for p in __import__("pathlib").Path("tests").rglob("bench_*.py"))
     env = {"BENCH_RESULTS": "docs/assets/data/bench-results.txt"}

@@ -19,15 +19,15 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-PACKAGES = ("celery", "kombu", "django")
+PACKAGES = ("celery", "kombu", "django", "psycopg")
 
 
-def stamp() -> str:
-    """When, on what machine and with which versions the figures were measured."""
+def stamp(note: str = "") -> str:
+    """When, on what machine and with which versions the figures were measured (and `note`)."""
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     versions = ", ".join(f"{p} {version(p)}" for p in PACKAGES)
-    return f"Last run: {when}; {machine}; {versions}."
+    return f"Last run: {when}; {machine}; {versions}.{' ' + note if note else ''}"
 
 
 def table_rows(path: Path) -> list[str]:
@@ -37,10 +37,10 @@ def table_rows(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines()[4:] if line.startswith("|")]
 
 
-def write_results(path: Path, header: str, rows: list[str]) -> None:
+def write_results(path: Path, header: str, rows: list[str], note: str = "") -> None:
     """Write the stamp line, a blank line, the table header (two lines) and the rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join([stamp(), "", *header.splitlines(), *rows]) + "\n")
+    path.write_text("\n".join([stamp(note), "", *header.splitlines(), *rows]) + "\n")
 
 
 def report(
@@ -51,6 +51,7 @@ def report(
     target: str | None,
     kept: Callable[[str], bool],
     order: Callable[[str], tuple] | None = None,
+    note: str = "",
 ) -> None:
     """Print the rows as a table under `title`; with a `target` file, rewrite it with the rows
     of this run after the existing rows `kept(line)` says to keep (sorted by `order`, if any,
@@ -64,4 +65,4 @@ def report(
     if target:
         path = Path(target)
         table = [*filter(kept, table_rows(path)), *rows]
-        write_results(path, header, sorted(table, key=order) if order else table)
+        write_results(path, header, sorted(table, key=order) if order else table, note)

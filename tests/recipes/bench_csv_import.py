@@ -1,8 +1,13 @@
 """Benchmark for docs/recipes/csv-import.md (not a timed test: run it on purpose).
 
-50,000 rows (times BENCH_SCALE) into PostgreSQL through the real in-thread worker: the naive
-per-row create() task, then the recipe's batched upsert, on the same file; both must leave the
-same rows. The row goes to ``bench_record`` (the table of ``nox -s bench``).
+The same file into PostgreSQL, on 50,000 and on 1,000,000 rows (times BENCH_SCALE), through
+the real in-thread worker: the naive per-row create() task (50,000 rows only: one commit per
+row), the recipe with the portable ORM upsert, the recipe with COPY, and a bare ``COPY`` of the
+file into the same table as the floor (no validation, no progress, no checkpoint). Every
+variant starts from an empty table and must leave the same rows; each is timed and its peak
+RSS taken (the in-thread worker is this process: the high-water mark is reset before each run
+through /proc/self/clear_refs). Variants alternate, ``BENCH_RUNS`` (5) rounds. The rows go to
+``bench_record`` (the table of ``nox -s bench``).
 
     DATABASE_URL=postgres://... CELERY_BROKER_URL=redis://... CELERY_RESULT_BACKEND=redis://... \\
       .venv/bin/pytest tests/recipes/bench_csv_import.py -p no:cov -s
@@ -10,54 +15,210 @@ same rows. The row goes to ``bench_record`` (the table of ``nox -s bench``).
 
 from __future__ import annotations
 
+import gc
+import re
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from django.core.files.base import ContentFile
+from django.core.files import File
+from django.db import connection, transaction
 
-from snippets.recipes.csv_import import BATCH_SIZE, import_products
+from snippets.recipes.csv_import import BATCH_SIZES, import_products
 from snippets.recipes.csv_import_naive import import_csv_naive
 from snippets.recipes.models import ImportJob, Product
-from tests.bench import BenchRow, scaled
+from tests.bench import BenchRow, Spread, alternating, ratios, scaled
 
-ROWS = scaled(50_000)
+SMALL, LARGE = scaled(50_000), scaled(1_000_000)
+TABLE = Product._meta.db_table
+DIGEST = f"""SELECT count(*), md5(string_agg(concat_ws('|', sku, name, price, verified), ','
+    ORDER BY sku)) FROM {TABLE}"""
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("postgres")]
 
 
-def rows_snapshot() -> list[tuple]:
-    return list(Product.objects.order_by("sku").values_list("sku", "name", "price", "verified"))
+def write_csv(path: Path, rows: int) -> Path:
+    with path.open("w", newline="") as out:
+        out.write("sku,name,price\r\n")
+        out.writelines(f"SKU-{i:07},Product {i},{i % 997}.99\r\n" for i in range(rows))
+    return path
 
 
-@pytest.mark.timeout(1800)
-def test_bench_naive_create_vs_batched_upsert(celery_worker, tmp_path, settings, bench_record):
+def peak_rss_mb() -> float:
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status)[1]) / 1024
+
+
+def sql(statement: str) -> tuple:
+    with connection.cursor() as cursor:
+        cursor.execute(statement)
+        return cursor.fetchone() if cursor.description else ()
+
+
+def bare_copy(path: Path) -> None:
+    """The floor: the file's bytes straight into the table, PostgreSQL parsing the CSV."""
+    with transaction.atomic(), connection.cursor() as cursor, path.open("rb") as f:
+        statement = f"COPY {TABLE} (sku, name, price) FROM STDIN (FORMAT csv, HEADER)"
+        with cursor.cursor.copy(statement) as copy:
+            while chunk := f.read(1 << 16):
+                copy.write(chunk)
+
+
+def naive(path: Path, rows: int) -> None:
+    assert import_csv_naive.delay(str(path), rows).get(timeout=3600)["processed"] == rows
+
+
+def recipe(path: Path, rows: int, loader: str) -> Callable[[], float]:
+    def run() -> float:
+        with path.open("rb") as f:
+            job = ImportJob.objects.create(file=File(f, name="products.csv"))
+        started = time.perf_counter()
+        result = import_products.delay(job.pk, loader=loader).get(timeout=3600)
+        assert result == {"processed": rows, "imported": rows}
+        return started
+
+    return run
+
+
+class Variants:
+    """Each variant from an empty table; its time, its peak RSS, and the rows it left."""
+
+    def __init__(self) -> None:
+        self.rss: dict[str, list[float]] = {}
+        self.digests: set[tuple] = set()
+
+    def variant(self, name: str, run: Callable[[], float | None]) -> Callable[[], float]:
+        def timed() -> float:
+            sql(f"TRUNCATE {TABLE}")
+            gc.collect()
+            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+            started = time.perf_counter()
+            started = run() or started  # a recipe starts its clock once its job is stored
+            seconds = time.perf_counter() - started
+            self.rss.setdefault(name, []).append(peak_rss_mb())
+            self.digests.add(sql(DIGEST))
+            assert len(self.digests) == 1, f"{name} left other rows: {self.digests}"
+            return seconds
+
+        return timed
+
+    def result(self, times: Spread, name: str) -> str:
+        return f"{times.show('s', 2)}; peak RSS {Spread(tuple(self.rss[name])).show('MB', 0)}"
+
+
+@pytest.fixture
+def place(settings, tmp_path) -> Iterator[str]:
+    """Uploads in this test's directory; a column default for the bare COPY; the workload's
+    place (PostgreSQL's major version, the worker)."""
     settings.MEDIA_ROOT = str(tmp_path / "media")
-    lines = ["sku,name,price", *(f"SKU-{i:06},Product {i},{i % 997}.99" for i in range(ROWS))]
-    content = ("\r\n".join(lines) + "\r\n").encode()
-    path = tmp_path / "products.csv"
-    path.write_bytes(content)
+    sql(f"ALTER TABLE {TABLE} ALTER COLUMN verified SET DEFAULT false")  # the model's, in SQL
+    major = connection.cursor().connection.info.server_version // 10000
+    yield f"into PostgreSQL {major}, in-thread worker"
+    sql(f"ALTER TABLE {TABLE} ALTER COLUMN verified DROP DEFAULT")
 
-    started = time.perf_counter()
-    import_csv_naive.delay(str(path), ROWS).get(timeout=1800)
-    naive = time.perf_counter() - started
-    naive_rows = rows_snapshot()
-    Product.objects.all().delete()
 
-    job = ImportJob.objects.create(file=ContentFile(content, name="products.csv"))
-    started = time.perf_counter()
-    assert import_products.delay(job.pk).get(timeout=1800) == {"processed": ROWS, "imported": ROWS}
-    recipe = time.perf_counter() - started
+ORM, COPY = f"batches of {BATCH_SIZES['orm']}", f"batches of {BATCH_SIZES['copy']}"
 
-    assert rows_snapshot() == naive_rows  # the same resulting rows
-    assert len(naive_rows) == ROWS
+
+@pytest.mark.timeout(7200)
+def test_bench_csv_import_naive_orm_copy_and_the_copy_floor(
+    celery_worker, tmp_path, place, bench_record
+):
+    small, path = Variants(), write_csv(tmp_path / "small.csv", SMALL)
+    t = alternating(
+        {
+            "naive": small.variant("naive", lambda: naive(path, SMALL)),
+            "orm": small.variant("orm", recipe(path, SMALL, "orm")),
+            "copy": small.variant("copy", recipe(path, SMALL, "copy")),
+            "bare": small.variant("bare", lambda: bare_copy(path)),
+        }
+    )
+    assert next(iter(small.digests))[0] == SMALL  # every variant left the same rows, all of them
+    rows = f"{SMALL:,} rows {place}"
+    naive_result = small.result(t["naive"], "naive")
     bench_record(
         BenchRow(
             "CSV import",
             "naive: one create() per row",
-            f"recipe: upserts in batches of {BATCH_SIZE}",
-            f"{ROWS:,} rows into PostgreSQL, in-thread worker",
-            f"{naive:.1f} s",
-            f"{recipe:.1f} s",
-            naive / recipe,
+            f"recipe, ORM upsert in {ORM}",
+            rows,
+            naive_result,
+            small.result(t["orm"], "orm"),
+            ratios(t["naive"], t["orm"]),
+        )
+    )
+    bench_record(
+        BenchRow(
+            "CSV import, COPY",
+            "naive: one create() per row",
+            f"recipe, COPY + upsert in {COPY}",
+            rows,
+            naive_result,
+            small.result(t["copy"], "copy"),
+            ratios(t["naive"], t["copy"]),
+        )
+    )
+    bench_record(
+        BenchRow(
+            "CSV import, COPY floor",
+            f"recipe, COPY + upsert in {COPY}",
+            "bare COPY of the file (the floor: no validation, progress or checkpoint)",
+            rows,
+            small.result(t["copy"], "copy"),
+            small.result(t["bare"], "bare"),
+            ratios(t["copy"], t["bare"]),
+        )
+    )
+
+
+@pytest.mark.timeout(7200)
+def test_bench_csv_import_a_million_rows_and_memory(celery_worker, tmp_path, place, bench_record):
+    """The ORM and COPY loaders and the floor on the large file, and the COPY recipe's peak RSS
+    on the large file against the small one, alternating."""
+    large, path = Variants(), write_csv(tmp_path / "large.csv", LARGE)
+    small, small_path = Variants(), write_csv(tmp_path / "small.csv", SMALL)
+    t = alternating(
+        {
+            "orm": large.variant("orm", recipe(path, LARGE, "orm")),
+            "copy": large.variant("copy", recipe(path, LARGE, "copy")),
+            "bare": large.variant("bare", lambda: bare_copy(path)),
+            "copy_small": small.variant("copy", recipe(small_path, SMALL, "copy")),
+        }
+    )
+    assert next(iter(large.digests))[0] == LARGE
+    rows = f"{LARGE:,} rows {place}"
+    bench_record(
+        BenchRow(
+            "CSV import, 1M rows",
+            f"recipe, ORM upsert in {ORM}",
+            f"recipe, COPY + upsert in {COPY}",
+            rows,
+            large.result(t["orm"], "orm"),
+            large.result(t["copy"], "copy"),
+            ratios(t["orm"], t["copy"]),
+        )
+    )
+    bench_record(
+        BenchRow(
+            "CSV import, COPY floor, 1M rows",
+            f"recipe, COPY + upsert in {COPY}",
+            "bare COPY of the file (the floor)",
+            rows,
+            large.result(t["copy"], "copy"),
+            large.result(t["bare"], "bare"),
+            ratios(t["copy"], t["bare"]),
+        )
+    )
+    rss_large, rss_small = Spread(tuple(large.rss["copy"])), Spread(tuple(small.rss["copy"]))
+    bench_record(
+        BenchRow(
+            "CSV import, COPY memory",
+            f"COPY recipe, {LARGE:,} rows",
+            f"COPY recipe, {SMALL:,} rows",
+            "peak RSS of the in-thread worker's process (the file is streamed), alternating",
+            rss_large.show("MB", 0),
+            rss_small.show("MB", 0),
+            ratios(rss_large, rss_small),
         )
     )

@@ -23,6 +23,7 @@ from django.db import IntegrityError, ProgrammingError, connection, transaction
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from snippets.recipes import csv_import
 from snippets.recipes.csv_import import (
     import_batch,
     import_products,
@@ -74,6 +75,25 @@ def media(settings, tmp_path):
     return settings.MEDIA_ROOT
 
 
+@pytest.fixture(params=["orm", pytest.param("copy", marks=pytest.mark.services("postgres"))])
+def loader(request, monkeypatch) -> str:
+    """The proofs that take it run on both loaders: the portable ORM upsert and PostgreSQL's
+    COPY (what start_import() picks is patched for the in-thread worker; a worker subprocess
+    gets the loader in the task's arguments)."""
+    monkeypatch.setattr(csv_import, "default_loader", lambda: request.param)
+    return request.param
+
+
+def waiting_on_locks() -> int:
+    """Sessions of the test database waiting on a lock (a row another transaction holds)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
 @pytest.fixture
 def progress(client, settings) -> Callable[[ImportJob], dict]:
     settings.ROOT_URLCONF = "snippets.recipes.urls"
@@ -109,7 +129,7 @@ def holding_sku(sku: str) -> Iterator[None]:
             conn.rollback()
 
 
-def test_import_upserts_rows_and_records_malformed_lines(celery_worker, media, progress):
+def test_import_upserts_rows_and_records_malformed_lines(celery_worker, media, progress, loader):
     """quoted commas, bad prices, a missing sku and a sku repeated in one batch: the good rows
     import (the last of the repeated sku wins), the bad ones are recorded at lines 4, 6 and 7."""
     content = csv_bytes(
@@ -209,7 +229,7 @@ def test_why_naive_crashes_on_an_unknown_column(celery_worker, tmp_path):
         import_csv_naive.delay(str(path), 1).get(timeout=30)
 
 
-def test_running_a_job_again_changes_nothing_and_a_new_upload_updates(celery_worker, media):
+def test_running_a_job_again_changes_nothing_and_a_new_upload_updates(celery_worker, media, loader):
     """Running a job again changes nothing; a new upload of changed rows updates them."""
     job = finished(start_import(ContentFile(products_csv(30), name="products.csv")))
     assert import_products.delay(job.pk).get(timeout=30) == {"processed": 30, "imported": 30}
@@ -221,13 +241,13 @@ def test_running_a_job_again_changes_nothing_and_a_new_upload_updates(celery_wor
     assert set(Product.objects.values_list("price", flat=True)) == {Decimal("5.00")}
 
 
-def test_a_second_run_of_a_job_stops_at_the_checkpoint_and_counts_nothing_twice(media):
+def test_a_second_run_of_a_job_stops_at_the_checkpoint_and_counts_nothing_twice(media, loader):
     """Two runs read the same checkpoint (a re-published pending job, or a redelivery while the
     first still works): the batch the first committed is refused to the second."""
     job = ImportJob.objects.create(file=ContentFile(products_csv(4), name="products.csv"))
     batch = list(numbered_rows(job))[:2]
-    assert import_batch(job.pk, batch, offset=0) is True  # the first run
-    assert import_batch(job.pk, batch, offset=0) is False  # the second, one batch behind
+    assert import_batch(job.pk, batch, offset=0, loader=loader) is True  # the first run
+    assert import_batch(job.pk, batch, offset=0, loader=loader) is False  # one batch behind
     job.refresh_from_db()
     assert (job.processed_rows, job.imported_rows) == (2, 2)
 
@@ -287,7 +307,9 @@ def test_why_naive_rerun_fails_on_the_rows_it_already_made(celery_worker, tmp_pa
 
 
 @pytest.mark.services("postgres")
-def test_progress_is_monotonic_while_running_and_final_after(celery_worker, media, progress):
+def test_progress_is_monotonic_while_running_and_final_after(
+    celery_worker, media, progress, loader
+):
     """The view is polled while the import runs (held at row 550 of 1000) and after."""
     job = job_for(products_csv(1000))
     seen = []
@@ -348,13 +370,13 @@ def test_without_a_result_backend_progress_is_written_nowhere():
 
 @pytest.mark.services("postgres", "broker")
 @pytest.mark.proves_idempotent(task=import_products)
-def test_worker_killed_mid_file_resumes_without_duplicates(worker_process, media):
+def test_worker_killed_mid_file_resumes_without_duplicates(worker_process, media, loader):
     """SIGKILL the pool child while batch 3 is in flight: the message is redelivered, the
     import resumes at the checkpoint (200), and every counter ends exact."""
     wp = worker_process(env={"DJANGO_MEDIA_ROOT": media})
     job = job_for(products_csv(500))
     with holding_sku("SKU-00250"):
-        import_products.apply_async((job.pk, 100), queue=wp.queue)
+        import_products.apply_async((job.pk, 100, loader), queue=wp.queue)
         wait_until(lambda: job_state(job).processed_rows == 200, what="the checkpoint at 200")
         [child] = wp.pool_pids()
         os.kill(child, signal.SIGKILL)
@@ -368,14 +390,16 @@ def test_worker_killed_mid_file_resumes_without_duplicates(worker_process, media
 
 
 @pytest.mark.services("postgres", "broker")
-def test_soft_time_limit_leaves_a_checkpoint_and_the_import_continues(worker_process, media):
+def test_soft_time_limit_leaves_a_checkpoint_and_the_import_continues(
+    worker_process, media, loader
+):
     """The soft limit fires in batch 3: its transaction rolls back, the checkpoint stays at
     200, and the task continues from there. Continuations are bounded by max_retries."""
     wp = worker_process(env={"DJANGO_MEDIA_ROOT": media})
     job = job_for(products_csv(500))
     limits = {"soft_time_limit": 2, "time_limit": 30, "queue": wp.queue}
     with holding_sku("SKU-00250"):
-        import_products.apply_async((job.pk, 100), **limits)
+        import_products.apply_async((job.pk, 100, loader), **limits)
         wp.wait_for_log("paused by its soft time limit", timeout=60)
         assert (job_state(job).status, job.processed_rows) == ("running", 200)
     job = finished(job)
@@ -385,11 +409,35 @@ def test_soft_time_limit_leaves_a_checkpoint_and_the_import_continues(worker_pro
     # The last continuation allowed: the limit fires again, and the job is marked failed.
     stuck = job_for(products_csv(600))
     with holding_sku("SKU-00550"):
-        import_products.apply_async((stuck.pk, 100), retries=import_products.max_retries, **limits)
+        import_products.apply_async(
+            (stuck.pk, 100, loader), retries=import_products.max_retries, **limits
+        )
         stuck = finished(stuck)
     assert stuck.status == "failed"
     assert "SoftTimeLimitExceeded" in stuck.error
     assert stuck.processed_rows == 500  # still a valid checkpoint to resume from
+
+
+@pytest.mark.services("postgres", "broker")
+def test_two_runs_of_one_job_at_once_the_second_stops_and_counts_nothing(worker_process, media):
+    """Two runs of one job at once (a re-published pending job while the first still works),
+    on the default loader: the second starts at the checkpoint (200) and waits on the first
+    one's uncommitted rows; when the first commits the batch, the second finds the checkpoint
+    moved, rolls back and stops, and every counter ends exact."""
+    wp = worker_process(concurrency=2, env={"DJANGO_MEDIA_ROOT": media})
+    job = job_for(products_csv(500))
+    with holding_sku("SKU-00250"):
+        first = import_products.apply_async((job.pk, 100), queue=wp.queue)
+        wait_until(lambda: job_state(job).processed_rows == 200, what="the checkpoint at 200")
+        second = import_products.apply_async((job.pk, 100), queue=wp.queue)
+        wait_until(lambda: waiting_on_locks() == 2, what="both runs waiting in batch 3")
+
+    assert first.get(timeout=60) == {"processed": 500, "imported": 500}
+    assert second.get(timeout=60) == {"processed": 200, "imported": None}
+    job = job_state(job)
+    assert (job.status, job.processed_rows, job.imported_rows) == ("done", 500, 500)
+    assert Product.objects.count() == 500
+    assert "another run is ahead of this one; stopping" in wp.log()
 
 
 # Property-based: files the outside world controls, valid and malformed rows mixed.
@@ -449,7 +497,7 @@ def record(kind: str, *fields) -> bytes:
     bom=True,
 )
 def test_property_any_file_imports_every_valid_row_once_and_records_every_bad_one(
-    celery_worker, media, rows, batch_size, bom
+    celery_worker, media, loader, rows, batch_size, bom
 ):
     """Hypothesis, 30 generated files, batch sizes 1 to 6: valid rows mixed with bad prices, empty
     or oversized skus and names, NUL characters, bytes that are not UTF-8, short rows, blank lines,
