@@ -1,0 +1,86 @@
+"""What the audit reads (the project) and what it reports (findings), and acknowledgements."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from celery import Celery
+
+from .deployment import Deployment
+
+ERROR, WARNING = "error", "warning"
+
+
+# --8<-- [start:finding]
+@dataclass(frozen=True)
+class Finding:
+    """One trap: which check, how bad, the object it concerns, why, and the page with the fix."""
+
+    check: str  # a slug: "redelivery-window", "crontab-minute", ...
+    severity: str  # "error" fails the run (exit 1), "warning" is reported
+    object: str  # "setting:CELERY_X", "task:<name>", "schedule:<entry>", "route:<pattern>"
+    why: str  # one sentence
+    page: str  # the site page that explains and proves the fix
+    acknowledged: str | None = None  # the project's reason, when it acknowledged the finding
+
+    @property
+    def key(self) -> str:
+        return f"{self.check} {self.object}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def acknowledge(findings: Iterable[Finding], acknowledged: dict[str, str]) -> list[Finding]:
+    """Mark each finding whose "<check> <object>" matches a key (a glob) with that key's reason.
+
+    AUDIT_ACKNOWLEDGED = {"idempotency task:billing.*": "upserts by invoice number"}
+    """
+    out = []
+    for finding in findings:
+        reason = next(
+            (why for key, why in acknowledged.items() if fnmatch.fnmatchcase(finding.key, key)),
+            None,
+        )
+        out.append(Finding(**{**finding.as_dict(), "acknowledged": reason}))
+    return out
+
+
+# --8<-- [end:finding]
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """A beat entry: from the beat_schedule setting or a django-celery-beat row."""
+
+    name: str
+    task: str
+    schedule: object  # a celery schedule: crontab, schedule(timedelta), solar
+    options: dict[str, Any] = field(default_factory=dict)
+    source: str = "beat_schedule"
+
+
+@dataclass
+class Project:
+    """Everything a check may read: the real Celery app, Django settings, beat, deployment."""
+
+    app: Celery
+    debug: bool
+    periodic: list[Periodic]
+    deployment: Deployment
+    consumer_timeout: int  # RabbitMQ's consumer_timeout, in seconds
+    environ: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def conf(self) -> Any:
+        return self.app.conf
+
+    def user_tasks(self) -> list[Any]:
+        """The project's registered tasks, without Celery's own (celery.*)."""
+        return [t for name, t in sorted(self.app.tasks.items()) if not name.startswith("celery.")]
+
+
+Check = Callable[[Project], Iterator[Finding]]
