@@ -7,11 +7,13 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from celery.signals import task_failure
@@ -62,16 +64,17 @@ def no_env_urls(monkeypatch):
     monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
 
 
-def test_manage_py_celery_audit_exits_0_on_the_recommended_project():
-    """`python -m django celery_audit` under snippets.production.settings, with the deployment
-    files: exit 0, and every finding left is one the settings acknowledge with a reason."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "snippets.production.settings",
-        "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "memory://"),
-        "CELERY_RESULT_BACKEND": os.environ.get("CELERY_RESULT_BACKEND", "cache+memory://"),
-    }
-    argv = [sys.executable, "-m", "django", "celery_audit", "--format=json", "--no-db"]
+def workflow_step() -> dict:
+    workflow = yaml.safe_load((ROOT / "snippets/production/audit-workflow.yml").read_text())
+    return next(s for s in workflow["jobs"]["audit"]["steps"] if "celery_audit" in s.get("run", ""))
+
+
+def test_the_github_actions_step_exits_0_on_the_recommended_project():
+    """The workflow step's own command and environment (snippets.production.settings, the
+    deployment files it names): exit 0, every finding left acknowledged with a reason."""
+    step = workflow_step()
+    argv = [*shlex.split(step["run"].replace("uv run python", sys.executable)), "--format=json"]
+    env = {**os.environ, **step["env"]}
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)["findings"]
@@ -198,11 +201,16 @@ def test_beat_rows_in_the_database_are_audited_like_settings():
 
 def test_an_acknowledgement_turns_an_error_into_a_reason_and_exit_0(no_env_urls):
     """`AUDIT_ACKNOWLEDGED` keys are "<check> <object>" globs; a matched error no longer fails."""
-    acks = {"* *": "adopting the audit on the shop: every finding is a ticket"}
+    acks = {"* *": "adopting the audit on the shop: every finding is a ticket",
+            "serializer task:shop.tasks.gone": "fixed since"}  # fmt: skip
     with override_settings(AUDIT_ACKNOWLEDGED=acks, AUDIT_SITE_URL="https://example.org/"):
         found, failed, rows = audit("--app", SHOP, "--no-db", "--deployment", PROCFILE)
-    assert (found, failed) == (set(), False)
-    assert {r["acknowledged"] for r in rows} == {acks["* *"]}
+    # a key that matches nothing is a warning of its own (the first key matches everything)
+    assert (found, failed) == (
+        {("stale-acknowledgement", "acknowledged:serializer task:shop.tasks.gone")},
+        False,
+    )
+    assert {r["acknowledged"] for r in rows} == {acks["* *"], None}
     assert all(r["page"].startswith("https://example.org/") for r in rows)
 
 

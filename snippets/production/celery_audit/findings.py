@@ -46,6 +46,11 @@ def acknowledge(findings: Iterable[Finding], acknowledged: dict[str, str]) -> li
             None,
         )
         out.append(Finding(**{**finding.as_dict(), "acknowledged": reason}))
+    used = {key for key in acknowledged for f in out if fnmatch.fnmatchcase(f.key, key)}
+    for key in sorted(set(acknowledged) - used):  # the trap is gone, or the key is mistyped
+        why = "This acknowledgement matches no finding: remove it, or fix its key."
+        out.append(Finding("stale-acknowledgement", WARNING, f"acknowledged:{key}", why,
+                           "production/audit/"))  # fmt: skip
     return out
 
 
