@@ -17,6 +17,7 @@ import yaml
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from celery.signals import task_failure
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
@@ -37,11 +38,11 @@ RECOMMENDED = {"AUDIT_DEPLOYMENT": production.AUDIT_DEPLOYMENT,
                "AUDIT_ACKNOWLEDGED": production.AUDIT_ACKNOWLEDGED}  # fmt: skip
 
 
-def audit(*args: str) -> tuple[set[tuple[str, str]], bool, list[dict]]:
+def audit(*args: str, **options: object) -> tuple[set[tuple[str, str]], bool, list[dict]]:
     """Run the command in-process: ({(check, object)} not acknowledged, failed, all rows)."""
     out = io.StringIO()
     try:
-        call_command("celery_audit", "--format=json", *args, stdout=out)
+        call_command("celery_audit", "--format=json", *args, stdout=out, **options)
         failed = False
     except CommandError as error:
         failed = error.returncode == 1
@@ -157,6 +158,10 @@ def test_a_chord_without_a_result_backend_and_no_failure_receiver(monkeypatch):
     found = shop_findings()
     assert ("result-backend", "setting:CELERY_RESULT_BACKEND") in found
     assert ("failure-logging", "signal:task_failure") in found
+    # a LOGGING config that routes Celery's failure lines (celery.app.trace) counts (Saleor)
+    routed = {"version": 1, "loggers": {"celery.app.trace": {"level": "ERROR"}}}
+    with override_settings(LOGGING=routed):
+        assert ("failure-logging", "signal:task_failure") not in shop_findings()
 
 
 def test_the_system_checks_findings_are_reported_with_their_objects():
@@ -165,9 +170,21 @@ def test_the_system_checks_findings_are_reported_with_their_objects():
     from snippets.configuration import production_settings
 
     bad = {k: v for k, v in vars(production_settings).items() if k.startswith("CELERY_")}
-    with override_settings(**bad, CELERY_ALWAYS_EAGER=False):
-        found, failed, _rows = audit("--app", "snippets.project", "--no-db")
+    own = {"CELERY_RESTRICT_WRITER_METHOD": "shop.db.log"}  # a project's own (Saleor's)
+    with override_settings(**bad, **own, CELERY_ALWAYS_EAGER=False):
+        del settings.CELERY_RESULT_ACCEPT_CONTENT  # Celery's default: None, "as accept_content"
+        found, failed, rows = audit("--app", "snippets.project", "--no-db")
     assert failed
+    unknown = {
+        r["object"]: (r["severity"], r["why"]) for r in rows if r["check"] == "unknown-setting"
+    }
+    typo, mine = (
+        unknown["setting:CELERY_TASK_ACK_LATE"],
+        unknown["setting:CELERY_RESTRICT_WRITER_METHOD"],
+    )
+    assert typo[0] == "error"
+    assert typo[1].endswith("Did you mean CELERY_TASK_ACKS_LATE?")
+    assert mine[0] == "warning"  # like no Celery setting: not a typo, the project's own
     assert found >= {
         ("unknown-setting", "setting:CELERY_TASK_ACK_LATE"),
         ("old-setting-name", "setting:CELERY_ALWAYS_EAGER"),

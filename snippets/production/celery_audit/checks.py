@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import inspect
 import re
@@ -14,7 +15,7 @@ from celery.schedules import crontab, schedule
 from celery.signals import task_failure
 
 from .findings import ERROR, WARNING, Finding, Project
-from .system_check import check_celery_settings, redelivery_window
+from .system_check import KNOWN_SETTINGS, check_celery_settings, redelivery_window
 
 # The system check's messages, as findings: (check, object or None for "the setting named
 # first in the message", page).
@@ -42,7 +43,16 @@ def settings(project: Project) -> Iterator[Finding]:
         check, obj, page = SYSTEM_CHECK[message.id]
         severity = ERROR if message.is_serious() else WARNING
         obj = obj or f"setting:{message.msg.split()[0]}"
-        yield Finding(check, severity, obj, WHY[message.id].format(msg=message.msg), page)
+        why = WHY[message.id].format(msg=message.msg)
+        if message.id == "celery.E001":
+            name = obj.removeprefix("setting:")
+            if close := difflib.get_close_matches(name, KNOWN_SETTINGS, n=1, cutoff=0.85):
+                why += f" Did you mean {close[0]}?"
+            else:  # nothing like it: the project's own setting under Celery's prefix
+                severity = WARNING
+                why = f"{name} is no Celery setting and looks like none: if it is your own, "
+                why += "acknowledge it; if it was meant for Celery, Celery never reads it."
+        yield Finding(check, severity, obj, why, page)
 
 
 # --8<-- [start:task_checks]
@@ -105,8 +115,12 @@ def connection_loss(project: Project) -> Iterator[Finding]:
 
 
 def failure_logging(project: Project) -> Iterator[Finding]:
+    """A task_failure receiver, on_failure on every task, or a LOGGING config that routes the
+    logger Celery reports failures on (celery.app.trace) somewhere of the project's choosing."""
     overridden = [t for t in project.user_tasks() if type(t).on_failure is not Task.on_failure]
-    if not task_failure.receivers and len(overridden) < len(project.user_tasks()):
+    loggers = set(project.logging.get("loggers", {}))
+    routed = bool(loggers & {"celery", "celery.app.trace"})
+    if not (task_failure.receivers or routed) and len(overridden) < len(project.user_tasks()):
         why = "No task_failure receiver: a failed task leaves no line with its id, name and args."
         yield Finding(
             "failure-logging",

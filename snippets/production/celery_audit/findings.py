@@ -1,20 +1,14 @@
 """What the audit reads (the project) and what it reports (findings), and acknowledgements."""
 
-from __future__ import annotations
-
+# --8<-- [start:finding]
 import fnmatch
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from typing import Any
-
-from celery import Celery
-
-from .deployment import Deployment
 
 ERROR, WARNING = "error", "warning"
 
 
-# --8<-- [start:finding]
 @dataclass(frozen=True)
 class Finding:
     """One trap: which check, how bad, the object it concerns, why, and the page with the fix."""
@@ -56,6 +50,13 @@ def acknowledge(findings: Iterable[Finding], acknowledged: dict[str, str]) -> li
 
 # --8<-- [end:finding]
 
+from collections.abc import Callable, Iterator
+from dataclasses import field
+
+from celery import Celery
+
+from .deployment import Deployment
+
 
 @dataclass(frozen=True)
 class Periodic:
@@ -78,6 +79,7 @@ class Project:
     deployment: Deployment
     consumer_timeout: int  # RabbitMQ's consumer_timeout, in seconds
     environ: dict[str, str] = field(default_factory=dict)
+    logging: dict[str, Any] = field(default_factory=dict)  # Django's LOGGING
 
     @property
     def conf(self) -> Any:

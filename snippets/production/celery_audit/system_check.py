@@ -40,7 +40,7 @@ def check_celery_settings(app_configs: object = None, **kwargs: object) -> list[
         else:
             problems.append(Error(f"{name} is not a Celery setting", id="celery.E001"))
     serializers = {conf.task_serializer, conf.result_serializer}
-    accepted = {*conf.accept_content, *conf.result_accept_content}
+    accepted = {*conf.accept_content, *(conf.result_accept_content or ())}  # None: the same
     if serializers | accepted != {"json"}:  # (2)!
         problems.append(Error(f"JSON only, got {sorted(serializers | accepted)}", id="celery.E002"))
     soft, hard = conf.task_soft_time_limit, conf.task_time_limit

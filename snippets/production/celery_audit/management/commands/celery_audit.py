@@ -39,6 +39,7 @@ def periodic_entries(app: Any, with_db: bool) -> list[Periodic]:
 # --8<-- [start:command]
 class Command(BaseCommand):
     help = "Audit the project's Celery app, settings, tasks, beat and routes against the site."
+    requires_system_checks = []  # report the system check's errors as findings, not abort
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--app", help="the Celery app, as for celery -A (default: current)")
@@ -68,6 +69,7 @@ class Command(BaseCommand):
     def handle(self, *_args: Any, **options: Any) -> None:
         app = find_app(options["app"]) if options["app"] else current_app
         app.loader.import_default_modules()  # autodiscover_tasks(): what a worker registers
+        app.finalize(auto=True)  # on_after_finalize receivers add their periodic tasks
         files = options["deployment"]
         if files is None:
             files = [Path(p) for p in getattr(settings, "AUDIT_DEPLOYMENT", [])]
@@ -78,6 +80,7 @@ class Command(BaseCommand):
             deployment=read_deployment(files, options["queues"]),
             consumer_timeout=options["consumer_timeout"],
             environ=dict(os.environ),
+            logging=getattr(settings, "LOGGING", None) or {},
         )
         checks = (*CHECKS, live) if options["live"] else CHECKS
         found = [f for check in checks for f in check(project)]
