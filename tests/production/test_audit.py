@@ -191,6 +191,10 @@ def test_the_system_checks_findings_are_reported_with_their_objects():
         ("serializer", "setting:CELERY_ACCEPT_CONTENT"),
         ("time-limits", "setting:CELERY_TASK_TIME_LIMIT"),
     }
+    with override_settings(CELERY_ACCEPT_CONTENT=["application/json"]):  # JSON by content type
+        assert not {
+            f for f in audit("--app", "snippets.project", "--no-db")[0] if f[0] == "serializer"
+        }
     with override_settings(CELERY_TASK_RETRY_ON_WORKER_LOST=False):
         found, _failed, _rows = audit("--app", "snippets.project", "--no-db")
     assert ("worker-lost", "setting:CELERY_TASK_ACKS_LATE") in found

@@ -62,12 +62,13 @@ def tasks(project: Project) -> Iterator[Finding]:
     what, window = redelivery_window(conf, project.consumer_timeout)
     for task in project.user_tasks():
         obj = f"task:{task.name}"
-        soft, hard = task.soft_time_limit, task.time_limit
+        soft = task.soft_time_limit or conf.task_soft_time_limit  # None: the worker's default
+        hard = task.time_limit or conf.task_time_limit
         if (soft, hard) != (conf.task_soft_time_limit, conf.task_time_limit):  # (1)!
             if not (soft and hard and soft < hard):
                 why = f"soft {soft} / hard {hard}: it needs a soft limit to clean up, then a hard."
                 yield Finding("time-limits", ERROR, obj, why, "error-handling/timeouts/")
-            elif hard >= window:
+            elif hard >= window and task.acks_late:
                 why = f"Its hard limit {hard} s is not below the {what} ({window} s): run twice."
                 yield Finding("redelivery-window", ERROR, obj, why, "error-handling/timeouts/")
         backoff = getattr(task, "retry_backoff", False)  # set by autoretry_for
@@ -75,7 +76,7 @@ def tasks(project: Project) -> Iterator[Finding]:
         if countdown and countdown >= window:  # (2)!
             why = f"A retry waits up to {countdown} s unacked, past the {what} ({window} s)."
             yield Finding("redelivery-window", ERROR, obj, why, "error-handling/retries/")
-        if task.serializer != "json":
+        if task.serializer not in {"json", conf.task_serializer}:  # the global: system check
             why = f"It sends its arguments as {task.serializer}; only JSON is safe to accept."
             yield Finding("serializer", ERROR, obj, why, "production/security/")
         retrying = bool(getattr(task, "autoretry_for", ())) or ".retry(" in source(task)
@@ -149,7 +150,8 @@ def beat(project: Project) -> Iterator[Finding]:
             )
         if isinstance(s, schedule) and entry.source == "beat_schedule" and file_scheduler:
             for process in project.deployment.beats():
-                if process.option("-S", "--scheduler") or process.schedule_is_persistent():
+                default = project.conf.beat_schedule_filename  # without --schedule
+                if process.option("-S", "--scheduler") or process.schedule_is_persistent(default):
                     continue
                 why = f"Beat's schedule file in {process.source} is lost on restart, and the "
                 why += "interval starts again from zero: a restart loop never runs it."

@@ -17,7 +17,7 @@ import yaml
 
 VARIABLE = re.compile(r"\$\{(\w+)\}|\$\((\w+)\)|\$(\w+)")
 PREFIX = re.compile(r"^(ExecStart=|[\w-]+:\s+)")
-EPHEMERAL = ("/tmp", "/run", "/var/tmp", "/dev/shm")  # paths we judge, never write to
+EPHEMERAL = ("/tmp", "/run", "/var/run", "/var/tmp", "/dev/shm")  # paths we judge, never write to
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class CeleryProcess:
         value = self.option("-Q", "--queues")
         return None if value is None else {q for q in value.split(",") if q}
 
-    def schedule_is_persistent(self) -> bool:
-        path = self.option("-s", "--schedule") or "celerybeat-schedule"
+    def schedule_is_persistent(self, default: str = "celerybeat-schedule") -> bool:
+        path = self.option("-s", "--schedule") or default
         if any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.persistent):
             return True
         if self.container or not path.startswith("/"):

@@ -39,10 +39,10 @@ def check_celery_settings(app_configs: object = None, **kwargs: object) -> list[
             problems.append(Warning(f"{name} is the old name of {new}", id="celery.W002"))
         else:
             problems.append(Error(f"{name} is not a Celery setting", id="celery.E001"))
-    serializers = {conf.task_serializer, conf.result_serializer}
     accepted = {*conf.accept_content, *(conf.result_accept_content or ())}  # None: the same
-    if serializers | accepted != {"json"}:  # (2)!
-        problems.append(Error(f"JSON only, got {sorted(serializers | accepted)}", id="celery.E002"))
+    kinds = {conf.task_serializer, conf.result_serializer, *accepted} - {"application/json"}
+    if kinds != {"json"}:  # (2)!
+        problems.append(Error(f"JSON only, got {sorted(kinds)}", id="celery.E002"))
     soft, hard = conf.task_soft_time_limit, conf.task_time_limit
     redelivery = redelivery_window(conf)  # (3)!
     if not (soft and hard and soft < hard < redelivery[1]):
