@@ -13,8 +13,8 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from snippets.configuration import production_settings
-from snippets.production.celery_audit.system_check import check_celery_settings
 from snippets.configuration.worker_settings import record_run
+from snippets.production.celery_audit.system_check import check_celery_settings
 from tests.configuration.helpers import settings_env
 from tests.harness.wait import wait_until
 
