@@ -10,6 +10,7 @@ import re
 import shlex
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from kombu import Connection
 
 from snippets.production import audit as antipattern
 from snippets.production import settings as production
@@ -328,3 +330,24 @@ def test_live_asks_the_broker_and_the_workers(tmp_path, monkeypatch):
         assert not {f for f in found if f[0] in {"no-worker", "no-consumer", "redis-eviction"}}
     finally:
         redis.stop()
+
+
+@pytest.mark.services("rabbitmq")
+def test_live_on_rabbitmq_reads_queue_depths_without_consuming(amqp_url, monkeypatch):
+    """On RabbitMQ, a passive declare gives a queue's depth: a queue of this test's own with a
+    message and no consumer is found; a routed queue that does not exist (a 404 that closes
+    the channel) is skipped, and the next queue is still read."""
+    queue = f"queue-audit-{uuid.uuid4().hex[:8]}"  # read after "emails" (sorted)
+    monkeypatch.setitem(antipattern.shop.conf, "broker_url", amqp_url)
+    monkeypatch.setenv("CELERY_BROKER_URL", amqp_url)
+    monkeypatch.setitem(antipattern.shop.conf, "task_default_queue", queue)
+    with Connection(amqp_url) as connection:
+        simple = connection.SimpleQueue(queue)
+        simple.put({"waiting": True})
+        try:
+            found = shop_findings("--live")
+        finally:
+            simple.queue.delete()
+            simple.close()
+    assert ("no-consumer", f"queue:{queue}") in found
+    assert ("no-consumer", "queue:emails") not in found  # no such queue on this vhost
