@@ -152,7 +152,7 @@ def test_the_environment_and_debug_silence_the_fallback_and_a_worker_line_the_qu
 
 @pytest.mark.antipattern("snippets/production/audit.py:antipattern")
 def test_a_chord_without_a_result_backend_and_no_failure_receiver(monkeypatch):
-    """The shop's close_month is a chord: without a result backend its callback never runs.
+    """The shop's month_end is a chord: without a result backend its callback never runs.
     Without any task_failure receiver, a failure leaves no line with the task's context."""
     monkeypatch.setenv("CELERY_RESULT_BACKEND", "")
     monkeypatch.setitem(antipattern.shop.conf, "result_backend", None)
