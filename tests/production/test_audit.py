@@ -300,8 +300,19 @@ def test_deployment_files_say_where_beat_keeps_its_schedule(tmp_path):
     assert d.workers()[0].queues() == {"${QUEUES}"}
 
 
+@pytest.fixture
+def shop_connections():
+    """The shop's connection pool and its control's producer pool are cached on the app: drop
+    them around a test that points the app at a broker of its own."""
+    antipattern.shop._after_fork()  # what a forked child does: no pool, no producer pool
+    vars(antipattern.shop).pop("control", None)  # a cached_property holding the old producers
+    yield
+    antipattern.shop._after_fork()
+    vars(antipattern.shop).pop("control", None)
+
+
 @pytest.mark.services("redis")
-def test_live_asks_the_broker_and_the_workers(tmp_path, monkeypatch):
+def test_live_asks_the_broker_and_the_workers(tmp_path, monkeypatch, shop_connections):
     """`--live` on a Redis of the test's own: no worker answers, an evicting maxmemory-policy,
     and a queue with a message and no consumer are found; with a worker consuming it, the
     default policy and an empty queue, nothing is."""
@@ -333,7 +344,9 @@ def test_live_asks_the_broker_and_the_workers(tmp_path, monkeypatch):
 
 
 @pytest.mark.services("rabbitmq")
-def test_live_on_rabbitmq_reads_queue_depths_without_consuming(amqp_url, monkeypatch):
+def test_live_on_rabbitmq_reads_queue_depths_without_consuming(
+    amqp_url, monkeypatch, shop_connections
+):
     """On RabbitMQ, a passive declare gives a queue's depth: a queue of this test's own with a
     message and no consumer is found; a routed queue that does not exist (a 404 that closes
     the channel) is skipped, and the next queue is still read."""

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 VARIABLE = re.compile(r"\$\{(\w+)\}|\$\((\w+)\)|\$(\w+)")
 PREFIX = re.compile(r"^(ExecStart=|[\w-]+:\s+)")
 EPHEMERAL = ("/tmp", "/run", "/var/run", "/var/tmp", "/dev/shm")  # paths we judge, never write to
@@ -107,6 +105,8 @@ def systemd_persistent(path: Path) -> tuple[str, ...]:
 
 def from_yaml(path: Path, env: dict[str, str]) -> list[CeleryProcess]:
     """Compose services and Kubernetes containers (command/entrypoint/args, volumes)."""
+    import yaml  # PyYAML: needed only when YAML files are named
+
     found = []
     for doc in yaml.safe_load_all(substitute(path.read_text(), env)):
         if not isinstance(doc, dict):
