@@ -507,6 +507,7 @@ def on_post_build(config) -> None:
         ("Landing page and decision tree", ""),
         ("Checklist", "checklist/"),
         ("Onboarding path", "onboarding/"),
+        ("Audit your project (manage.py celery_audit)", "production/audit/"),
     ):
         lines.append(f"- [{name}]({site_url}{url})")
     lines += ["", "## Patterns", ""]

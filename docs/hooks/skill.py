@@ -108,6 +108,10 @@ Apply the patterns from the reference file(s).
 Before presenting the solution, verify:
 
 {items}
+
+On an existing project, run the audit (`python manage.py celery_audit`, page "Audit your
+project" in `references/production.md`): it checks these items, and the known traps of beat,
+routes and deployment files, over the project's real Celery app, and exits 1 on an error.
 """
 
 

@@ -48,3 +48,26 @@ CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(os.environ.get("CELERY_SOFT_SHUTDOWN
 # Celery 5.7+: beat answers `celery inspect ping -d celerybeat@$HOSTNAME` (liveness probe).
 CELERY_BEAT_ENABLE_REMOTE_CONTROL = True
 # --8<-- [end:beat]
+
+# --8<-- [start:audit]
+# docs/production/audit.md: what `manage.py celery_audit` reads besides the app, and the
+# findings this project keeps on purpose, each with its reason ("<check> <object>", globs).
+AUDIT_DEPLOYMENT = [
+    "snippets/production/systemd/celery-worker.service",
+    "snippets/production/systemd/celery-beat.service",
+    "snippets/production/systemd/celery.env",
+    "snippets/production/compose.yaml",
+    "snippets/production/k8s/worker.yaml",
+    "snippets/production/k8s/beat.yaml",
+    "snippets/production/scaling.sh",
+]
+AUDIT_ACKNOWLEDGED = {
+    "idempotency task:snippets.*": "a test kills or redelivers each one (tests/test_checklist.py)",
+    "poison-loop task:snippets.error_handling.worker_loss.capture_payment_requeue": (
+        "the anti-pattern docs/error-handling/worker-loss.md shows looping"
+    ),
+    "poison-loop task:snippets.task_design.idempotency.credit_account*": (
+        "requeue at once is what the idempotency proof needs; the page names the loop"
+    ),
+}
+# --8<-- [end:audit]

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "snippets.periodic_tasks",
     "snippets.monitoring",
     "snippets.production",
+    "snippets.production.celery_audit",  # docs/production/audit.md: manage.py celery_audit
     "snippets.recipes",
     "snippets.troubleshooting",
 ]

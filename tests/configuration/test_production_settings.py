@@ -13,8 +13,8 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from snippets.configuration import production_settings
-from snippets.configuration.production_settings import check_celery_settings
 from snippets.configuration.worker_settings import record_run
+from snippets.production.celery_audit.system_check import check_celery_settings
 from tests.configuration.helpers import settings_env
 from tests.harness.wait import wait_until
 
@@ -94,7 +94,7 @@ def test_acks_late_without_a_worker_lost_policy_warns():
 
 def test_an_old_setting_name_still_works_and_is_named_as_old():
     """Celery 5.7 still reads pre-4.0 names under the namespace: not a typo, a rename."""
-    from snippets.configuration.production_settings import effective_celery_conf
+    from snippets.production.celery_audit.system_check import effective_celery_conf
 
     with override_settings(CELERY_ALWAYS_EAGER=True):
         assert effective_celery_conf().task_always_eager is True  # live, not ignored
@@ -121,7 +121,7 @@ def test_the_hard_limit_is_checked_against_the_brokers_redelivery(monkeypatch):
 
 def test_the_timezone_follows_djangos_time_zone():
     """With namespace="CELERY" and no CELERY_TIMEZONE, Celery uses TIME_ZONE (app/utils.py)."""
-    from snippets.configuration.production_settings import effective_celery_conf
+    from snippets.production.celery_audit.system_check import effective_celery_conf
 
     with override_settings(TIME_ZONE="Europe/Paris"):
         del settings.CELERY_TIMEZONE

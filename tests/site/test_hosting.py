@@ -37,6 +37,11 @@ def test_the_workflows_pass_actionlint():
     assert actionlint(*WORKFLOWS) == []
 
 
+def test_the_audit_workflow_snippet_passes_actionlint():
+    """The GitHub Actions step docs/production/audit.md shows, in its workflow."""
+    assert actionlint(ROOT / "snippets" / "production" / "audit-workflow.yml") == []
+
+
 def test_actionlint_catches_a_broken_workflow(tmp_path):
     broken = tmp_path / "broken.yml"
     broken.write_text(
