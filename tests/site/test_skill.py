@@ -55,4 +55,4 @@ def test_skill_md_carries_the_procedure_and_the_checklist(bundle):
     for step in ("Classify", "Read", "Implement", "Verify"):
         assert f": {step}" in skill
     assert "pass IDs, not model instances" in skill
-    assert skill.count("| `references/") == 7
+    assert skill.count("| `references/") == 8  # the seven sections and Troubleshooting
