@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import uuid
@@ -18,7 +19,6 @@ from pathlib import Path
 import pytest
 import yaml
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from celery.signals import task_failure
 from django.conf import settings
 from django.core.management import call_command
@@ -32,6 +32,8 @@ from snippets.production import settings as production
 from snippets.production.celery_audit import checks
 from snippets.production.celery_audit.deployment import read_deployment
 from tests.configuration.helpers import PrivateRedis
+from tests.harness.celery import CELERY, wait_ping
+from tests.harness.process import Process
 from tests.harness.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,21 +61,6 @@ def shop_findings(*args: str) -> set[tuple[str, str]]:
     found, failed, _rows = audit("--app", SHOP, "--no-db", "--deployment", PROCFILE, *args)
     assert failed
     return {(c, o) for c, o in found if not o.startswith("task:") or o.startswith("task:shop.")}
-
-
-@contextlib.contextmanager
-def keeping_the_current_app() -> Iterator[None]:
-    """`start_worker` makes its app the process's current and default app for good
-    (celery/contrib/testing/worker.py): every shared task's `.delay()` in a later test would
-    publish through the shop. Put the project's app back."""
-    from celery import _state
-
-    current, default = _state.get_current_app(), _state.default_app
-    try:
-        yield
-    finally:
-        _state._set_current_app(current)
-        _state.set_default_app(default)
 
 
 @contextlib.contextmanager
@@ -377,9 +364,19 @@ def test_live_asks_the_broker_and_the_workers(tmp_path, monkeypatch, shop_connec
         monkeypatch.setitem(
             antipattern.shop.conf, "broker_transport_options", {"polling_interval": 0.05}
         )
-        with keeping_the_current_app(), start_worker(antipattern.shop, pool="solo",
-                perform_ping_check=False, shutdown_timeout=30, loglevel="WARNING"):  # fmt: skip
+        # A worker subprocess of the shop, not an in-thread one: two in-thread workers in one
+        # process share celery.worker.state, and a stopping one can stop the session's worker.
+        name = f"shop-{uuid.uuid4().hex[:8]}"
+        argv = [*CELERY, "-A", "snippets.production.audit:shop", "worker", "--pool=solo",
+                "--queues=emails,audit-default", f"--hostname={name}@%h", "--without-gossip",
+                "--without-mingle", "--loglevel=WARNING"]  # fmt: skip
+        env = {**os.environ, "CELERY_BROKER_URL": redis.url, "CELERY_RESULT_BACKEND": redis.url}
+        worker = Process.spawn(argv, log_path=tmp_path / f"{name}.log", env=env, name=name)
+        try:
+            wait_ping(antipattern.shop, f"{name}@{socket.gethostname()}", proc=worker)
             found = shop_findings("--live")
+        finally:
+            worker.stop()
         assert not {f for f in found if f[0] in {"no-worker", "no-consumer", "redis-eviction"}}
     finally:
         redis.stop()
