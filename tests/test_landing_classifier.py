@@ -9,19 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from docs.hooks.site import SECTION_TITLES
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "docs/assets/javascripts/classifier.js"
 TABLE = ROOT / "docs/assets/data/classifier.json"
-SECTIONS = {
-    "django-integration",
-    "task-design",
-    "configuration",
-    "error-handling",
-    "periodic-tasks",
-    "monitoring",
-    "production",
-    "troubleshooting",
-}
+SECTIONS = set(SECTION_TITLES) - {"recipes"}  # the branches of the landing page
 
 
 def classify(*requests: str) -> list[list[str]]:
