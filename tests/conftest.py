@@ -27,7 +27,7 @@ from tests.harness.celery import WorkerProcess, running_worker
 from tests.harness.publishes import recording_publishes
 from tests.harness.services import SERVICE_URLS, require_services
 
-pytest_plugins = ["tests.bench"]
+pytest_plugins = ["tests.bench", "tests.harness.order"]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

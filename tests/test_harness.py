@@ -80,3 +80,25 @@ def test_only_the_harness_starts_processes_and_writes_deadline_loops(what):
         if BANNED[what].search(line)
     ]
     assert found == [], f"{what} outside tests/harness/: use tests.harness"
+
+
+def test_modules_are_queued_longest_first_and_unknown_ones_as_the_median():
+    from tests.harness.order import longest_first
+
+    durations = {"a.py": 10.0, "b.py": 300.0, "c.py": 40.0}
+    # new.py is unknown: it counts as the median (40 s) and keeps its place among equals.
+    assert longest_first(["a.py", "new.py", "c.py", "b.py"], durations) == [
+        "b.py",
+        "new.py",
+        "c.py",
+        "a.py",
+    ]
+    assert longest_first(["x.py", "y.py"], {}) == ["x.py", "y.py"]
+
+
+def test_the_committed_durations_name_only_modules_that_exist():
+    from tests.harness.order import known_durations
+
+    root = TESTS.parent
+    assert known_durations(), "tests/harness/durations.json orders the CI run (.ci/run)"
+    assert [module for module in known_durations() if not (root / module).exists()] == []
