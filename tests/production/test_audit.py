@@ -179,6 +179,8 @@ def test_the_environment_and_debug_silence_the_fallback_and_a_worker_line_the_qu
         assert not {f for f in shop_findings() if f[0] == "fallback-url"}
     monkeypatch.setitem(antipattern.shop.conf, "broker_url", None)  # Celery's own default
     assert ("fallback-url", "setting:CELERY_BROKER_URL") in shop_findings()
+    monkeypatch.setitem(antipattern.shop.conf, "broker_url", "memory://")
+    assert ("fallback-url", "setting:CELERY_BROKER_URL") in shop_findings()
 
 
 @pytest.mark.antipattern("snippets/production/audit.py:antipattern")
@@ -521,16 +523,17 @@ def test_live_reads_rabbitmqs_consumer_timeout_from_the_node(tmp_path, monkeypat
 
 
 def test_chords_are_read_from_the_code_that_builds_them(tmp_path, monkeypatch):
-    """`chord(header, body)` and `group(...) | body` (a chord too) are found, their header
-    parts resolved by name or dotted name; a bare group waits for nothing, and a part the
-    code picks at run time (here an index) is not guessed at."""
+    """`chord(header, body)`, `chord(header=...)` and `group(...) | body` (a chord too) are
+    found, their header parts resolved by name or dotted name, a header list followed to what
+    its function appends; a bare group waits for nothing, and a part the code picks at run
+    time (an index, a list the caller passes) is not guessed at."""
     (tmp_path / "canvas_audit.py").write_text(
         "import celery\n"
         "from celery import Celery, group\n"
         "app = Celery('canvas', set_as_current=False, backend='redis://h/1')\n"
         "def part() -> int:\n"
         "    return 1\n"
-        "for name in ('quiet', 'dotted', 'alone', 'picked'):\n"
+        "for name in ('quiet', 'dotted', 'alone', 'picked', 'appended'):\n"
         "    globals()[name] = app.task(shared=False, name=f'canvas.{name}',\n"
         "                               ignore_result=True)(part)\n"
         "loud = app.task(shared=False, name='canvas.loud')(part)\n"
@@ -539,9 +542,49 @@ def test_chords_are_read_from_the_code_that_builds_them(tmp_path, monkeypatch):
         "flow = group(quiet.s(), loud.s()) | loud.s()\n"
         "other = celery.chord([ns.dotted.si(), [picked][0].s(), loud.s()], loud.s())\n"
         "plain = group(alone.s(), loud.s())\n"
+        "def split(n: int) -> None:\n"
+        "    parts = [loud.s()]\n"
+        "    for i in range(n):\n"
+        "        parts.append(appended.s(i))\n"
+        "    celery.chord(header=parts, body=loud.si()).delay()\n"
+        "def given(parts: list) -> None:\n"
+        "    celery.chord(parts)(loud.s())  # built by the caller: not followed\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     module = __import__("canvas_audit")
     project = checks.Project(module.app, False, [], read_deployment([]), 1800)
     found = {(f.object, f.severity) for f in checks.chord_ignore_result(project)}
-    assert found == {("task:canvas.quiet", "warning"), ("task:canvas.dotted", "warning")}
+    assert found == {
+        ("task:canvas.quiet", "warning"),
+        ("task:canvas.dotted", "warning"),
+        ("task:canvas.appended", "warning"),  # appended to the list the chord's header is
+    }
+
+
+def test_a_delivery_limit_on_the_queue_bounds_the_poison_loop():
+    """reject_on_worker_lost requeues a message that kills its worker; a queue with
+    x-delivery-limit ends that (no finding), a quorum queue without one only on RabbitMQ 4
+    (a warning), a classic queue never (an error)."""
+    from kombu import Queue
+
+    app = Celery("loop", set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_queues=[
+            Queue("classic"),
+            Queue("quorum", queue_arguments={"x-queue-type": "quorum"}),
+            Queue("limited", queue_arguments={"x-queue-type": "quorum", "x-delivery-limit": 5}),
+        ],
+        task_routes={f"loop.{q}": {"queue": q} for q in ("classic", "quorum", "limited")},
+    )
+
+    def part() -> None:
+        """Harmless to run twice."""
+
+    for queue in ("classic", "quorum", "limited"):
+        app.task(shared=False, name=f"loop.{queue}")(part)
+    project = checks.Project(app, False, [], read_deployment([]), 1800)
+    found = {(f.object, f.severity) for f in checks.tasks(project) if f.check == "poison-loop"}
+    mine = {(o, s) for o, s in found if o.startswith("task:loop.")}  # not the shared tasks
+    assert mine == {("task:loop.classic", "error"), ("task:loop.quorum", "warning")}

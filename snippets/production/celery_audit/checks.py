@@ -85,9 +85,15 @@ def tasks(project: Project) -> Iterator[Finding]:
             why = "It can run twice (late ack or retry) and its docstring says nothing of how "
             why += "a second run is harmless."
             yield Finding("idempotency", WARNING, obj, why, "task-design/idempotency/")
-        if task.acks_late and task.reject_on_worker_lost and not delivery_limit(project, task):
-            why = "A message that kills its worker is requeued forever: a poison-message loop."
-            yield Finding("poison-loop", ERROR, obj, why, "error-handling/worker-loss/")
+        if task.acks_late and task.reject_on_worker_lost:
+            limit = delivery_limit(project, task)
+            if limit == "quorum":
+                why = "Its quorum queue sets no x-delivery-limit: RabbitMQ 4 ends the loop at its "
+                why += "default limit, RabbitMQ 3 requeues a message that kills its worker forever."
+                yield Finding("poison-loop", WARNING, obj, why, "error-handling/worker-loss/")
+            elif not limit:
+                why = "A message that kills its worker is requeued forever: a poison-message loop."
+                yield Finding("poison-loop", ERROR, obj, why, "error-handling/worker-loss/")
 
 
 # --8<-- [end:task_checks]
@@ -100,11 +106,14 @@ def source(task: Task) -> str:
         return ""
 
 
-def delivery_limit(project: Project, task: Task) -> bool:
-    """Whether the task's queue bounds redeliveries (a RabbitMQ quorum queue: delivery-limit)."""
+def delivery_limit(project: Project, task: Task) -> str:
+    """What bounds redeliveries on the task's queue: "x-delivery-limit" (RabbitMQ), "quorum"
+    (a quorum queue: RabbitMQ 4's default limit, none on RabbitMQ 3), or "" (nothing)."""
     queue = project.app.amqp.router.route({}, task.name)["queue"]
     arguments = queue.queue_arguments or {}
-    return "x-delivery-limit" in arguments or arguments.get("x-queue-type") == "quorum"
+    if "x-delivery-limit" in arguments:
+        return "x-delivery-limit"
+    return "quorum" if arguments.get("x-queue-type") == "quorum" else ""
 
 
 def connection_loss(project: Project) -> Iterator[Finding]:
@@ -223,15 +232,44 @@ SIGNATURE = {"s", "si", "signature", "subtask"}  # task.s(...): a signature of t
 
 def chords(project: Project) -> Iterator[tuple[Any, ast.expr]]:
     """(module, header) of each chord the modules of the project's tasks build:
-    `chord(header, ...)`, and `group(...) | callback` (a group chained to a task is a chord)."""
+    `chord(header, ...)` or `chord(header=...)`, and `group(...) | callback` (a group chained
+    to a task is a chord). A header held in a variable is followed to what the same function
+    assigns or appends to it."""
     modules = {inspect.getmodule(t.run) for t in project.user_tasks()} - {None}
     for module in sorted(modules, key=lambda m: m.__name__):
-        for node in ast.walk(ast.parse(inspect.getsource(module))):
-            if isinstance(node, ast.Call) and called(node.func) == "chord" and node.args:
-                yield module, node.args[0]
+        tree = ast.parse(inspect.getsource(module))
+        scopes = {}  # node -> the function (or module) it is in
+        for scope in [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef))]:
+            scopes |= {node: scope for node in ast.walk(scope)}
+        for node in ast.walk(tree):
+            header = None
+            if isinstance(node, ast.Call) and called(node.func) == "chord":
+                keywords = [k.value for k in node.keywords if k.arg == "header"]
+                header = (node.args or keywords or [None])[0]
             elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):  # noqa: SIM102
                 if isinstance(node.left, ast.Call) and called(node.left.func) == "group":
-                    yield module, node.left
+                    header = node.left
+            if header is not None:
+                yield module, header
+            if isinstance(header, ast.Name):
+                yield from ((module, v) for v in filled(scopes[node], header.id))
+
+
+def filled(scope: ast.AST, name: str) -> Iterator[ast.expr]:
+    """What a function assigns to `name` (`x = [...]`) or adds (`x.append(...)`)."""
+    for node in ast.walk(scope):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            yield node.value
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in {"append", "extend", "insert"}
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == name
+        ):
+            yield from node.args
 
 
 def chord_ignore_result(project: Project) -> Iterator[Finding]:
