@@ -438,7 +438,6 @@ def test_why_a_chord_header_that_ignores_its_result_never_calls_back(
     The same chord with the part storing its result calls back on the same worker, and the
     audit finds the first (an error on this backend, a warning on Redis) and not the second."""
     redis = PrivateRedis(tmp_path)
-    redis.start()
     backend = f"file://{tmp_path / 'results'}"
     (tmp_path / "results").mkdir()
     env = {"CELERY_BROKER_URL": redis.url, "CELERY_RESULT_BACKEND": backend}
@@ -448,6 +447,7 @@ def test_why_a_chord_header_that_ignores_its_result_never_calls_back(
     monkeypatch.setitem(antipattern.shop.conf, "result_backend", backend)
     monkeypatch.setattr(antipattern.shop, "_backend_cache", None)  # built again, on the files
     monkeypatch.setattr(antipattern.shop, "_local", threading.local())
+    redis.start()
     try:
         _found, _failed, rows = audit("--app", SHOP, "--no-db", "--deployment", PROCFILE)
         [row] = [r for r in rows if r["check"] == "chord-ignore-result"]

@@ -255,23 +255,6 @@ def chords(project: Project) -> Iterator[tuple[Any, ast.expr]]:
                 yield from ((module, v) for v in filled(scopes[node], header.id))
 
 
-def filled(scope: ast.AST, name: str) -> Iterator[ast.expr]:
-    """What a function assigns to `name` (`x = [...]`) or adds (`x.append(...)`)."""
-    for node in ast.walk(scope):
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == name for t in node.targets
-        ):
-            yield node.value
-        elif (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr in {"append", "extend", "insert"}
-            and isinstance(node.func.value, ast.Name)
-            and node.func.value.id == name
-        ):
-            yield from node.args
-
-
 def chord_ignore_result(project: Project) -> Iterator[Finding]:
     """A header task that ignores its result (its own ignore_result, or the setting's)."""
     redis = str(project.conf.result_backend).startswith(("redis", "rediss", "sentinel"))
@@ -296,6 +279,23 @@ def chord_ignore_result(project: Project) -> Iterator[Finding]:
 
 
 # --8<-- [end:chords]
+
+
+def filled(scope: ast.AST, name: str) -> Iterator[ast.expr]:
+    """What a function assigns to `name` (`x = [...]`) or adds (`x.append(...)`)."""
+    for node in ast.walk(scope):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            yield node.value
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in {"append", "extend", "insert"}
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == name
+        ):
+            yield from node.args
 
 
 def called(func: ast.expr) -> str:

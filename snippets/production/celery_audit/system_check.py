@@ -25,13 +25,8 @@ def redelivery_window(conf: object, consumer_timeout: float = RABBITMQ_CONSUMER_
 
 
 @register("celery")
-def check_celery_settings(
-    app_configs: object = None,
-    consumer_timeout: float = RABBITMQ_CONSUMER_TIMEOUT,
-    **kwargs: object,
-) -> list[CheckMessage]:
-    """Fail `manage.py check` (and so the deploy) on settings that silently do nothing
-    (`consumer_timeout`: the audit's, given or read from the broker)."""
+def check_celery_settings(app_configs: object = None, **kwargs: object) -> list[CheckMessage]:
+    """Fail `manage.py check` (and so the deploy) on settings that silently do nothing."""
     from django.conf import settings
 
     conf = effective_celery_conf()
@@ -49,6 +44,7 @@ def check_celery_settings(
     if kinds != {"json"}:  # (2)!
         problems.append(Error(f"JSON only, got {sorted(kinds)}", id="celery.E002"))
     soft, hard = conf.task_soft_time_limit, conf.task_time_limit
+    consumer_timeout = kwargs.get("consumer_timeout", RABBITMQ_CONSUMER_TIMEOUT)  # the audit's
     redelivery = redelivery_window(conf, consumer_timeout)  # (3)!
     if not (soft and hard and soft < hard < redelivery[1]):
         problems.append(

@@ -62,11 +62,7 @@ class Command(BaseCommand):
             default=RABBITMQ_CONSUMER_TIMEOUT,
             help="RabbitMQ's consumer_timeout in seconds, if you changed it (--live reads it)",
         )
-        parser.add_argument(
-            "--rabbitmq-node",
-            help="the node rabbitmq-diagnostics asks for consumer_timeout with --live "
-            "(default: its own default, rabbit@<this host>)",
-        )
+        parser.add_argument("--rabbitmq-node", help="--live: whose consumer_timeout to read")
         parser.add_argument("--format", choices=["text", "json"], default="text")
         parser.add_argument("--live", action="store_true", help="also ask the broker and workers")
         parser.add_argument("--no-db", action="store_true", help="skip django-celery-beat rows")
