@@ -12,6 +12,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from snippets.production import settings as production
 from snippets.production.celery_audit import checks
 from snippets.production.celery_audit.deployment import read_deployment
 from tests.configuration.helpers import PrivateRedis
+from tests.harness.brokers import PrivateRabbit
 from tests.harness.celery import CELERY, wait_ping
 from tests.harness.process import Process
 from tests.harness.wait import wait_until
@@ -152,6 +154,8 @@ def test_why_every_trap_of_the_shop_is_found(no_env_urls):
         ("redelivery-window", "task:shop.tasks.sync_stock"),  # backoff up to 7200 s
         ("time-limits", "task:shop.tasks.send_invoice"),  # soft 240 > hard 60
         ("serializer", "task:shop.tasks.send_invoice"),
+        ("chord-ignore-result", "task:shop.tasks.order_total"),  # a chord header part
+        ("poison-loop", "task:shop.tasks.order_total"),  # its docstring says why twice is fine
         *{(c, f"task:shop.tasks.{t}") for c in ("idempotency", "poison-loop")
           for t in ("report", "sync_stock", "send_invoice")},
     }  # fmt: skip
@@ -174,6 +178,8 @@ def test_the_environment_and_debug_silence_the_fallback_and_a_worker_line_the_qu
     with override_settings(DEBUG=True):
         assert not {f for f in shop_findings() if f[0] == "fallback-url"}
     monkeypatch.setitem(antipattern.shop.conf, "broker_url", None)  # Celery's own default
+    assert ("fallback-url", "setting:CELERY_BROKER_URL") in shop_findings()
+    monkeypatch.setitem(antipattern.shop.conf, "broker_url", "memory://")
     assert ("fallback-url", "setting:CELERY_BROKER_URL") in shop_findings()
 
 
@@ -403,3 +409,182 @@ def test_live_on_rabbitmq_reads_queue_depths_without_consuming(
             simple.close()
     assert ("no-consumer", f"queue:{queue}") in found
     assert ("no-consumer", "queue:emails") not in found  # no such queue on this vhost
+
+
+def shop_worker(tmp_path: Path, env: dict[str, str], queues: str = "celery") -> Process:
+    """A worker subprocess of the shop (never in-thread: see the live test above)."""
+    name = f"shop-{uuid.uuid4().hex[:8]}"
+    argv = [*CELERY, "-A", SHOP, "worker", "--pool=solo", f"--queues={queues}",
+            f"--hostname={name}@%h", "--without-gossip", "--without-mingle",
+            "--loglevel=INFO"]  # fmt: skip
+    worker = Process.spawn(argv, log_path=tmp_path / f"{name}.log", env={**os.environ, **env},
+                           name=name)  # fmt: skip
+    try:
+        wait_ping(antipattern.shop, f"{name}@{socket.gethostname()}", proc=worker)
+    except BaseException:
+        worker.stop()
+        raise
+    return worker
+
+
+@pytest.mark.antipattern("snippets/production/audit.py:antipattern")
+@pytest.mark.services("redis")
+def test_why_a_chord_header_that_ignores_its_result_never_calls_back(
+    tmp_path, monkeypatch, shop_connections
+):
+    """On a result backend that joins a chord by reading each part's stored result (the
+    filesystem backend here; Redis passes return values on, see result-backends), a header
+    part with ignore_result ran, and the callback never does: chord_unlock polls forever.
+    The same chord with the part storing its result calls back on the same worker, and the
+    audit finds the first (an error on this backend, a warning on Redis) and not the second."""
+    redis = PrivateRedis(tmp_path)
+    backend = f"file://{tmp_path / 'results'}"
+    (tmp_path / "results").mkdir()
+    env = {"CELERY_BROKER_URL": redis.url, "CELERY_RESULT_BACKEND": backend}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setitem(antipattern.shop.conf, "broker_url", redis.url)
+    monkeypatch.setitem(antipattern.shop.conf, "result_backend", backend)
+    monkeypatch.setattr(antipattern.shop, "_backend_cache", None)  # built again, on the files
+    monkeypatch.setattr(antipattern.shop, "_local", threading.local())
+    redis.start()
+    try:
+        _found, _failed, rows = audit("--app", SHOP, "--no-db", "--deployment", PROCFILE)
+        [row] = [r for r in rows if r["check"] == "chord-ignore-result"]
+        assert (row["object"], row["severity"]) == ("task:shop.tasks.order_total", "error")
+        worker = shop_worker(tmp_path, env)
+        try:
+            # What the recommended part does: its result is stored (the publisher's task
+            # options go in the message, so the worker follows them), and the chord calls back.
+            with monkeypatch.context() as m:
+                m.setattr(antipattern.order_total, "ignore_result", False)
+                assert ("chord-ignore-result", "task:shop.tasks.order_total") not in shop_findings()
+                assert antipattern.month_end.apply_async().get(timeout=60) is None  # report ran
+            callback = antipattern.month_end.apply_async()
+            log = worker.log_path
+
+            def header_done_and_unlock_still_polling() -> bool:
+                text = log.read_text()
+                parts = len(re.findall(r"shop\.tasks\.order_total\[[-\w]+\] succeeded", text))
+                polls = len(re.findall(r"celery\.chord_unlock\[[-\w]+\] retry", text))
+                return parts >= 4 and polls >= 5  # both chords' parts; the second polling
+
+            wait_until(header_done_and_unlock_still_polling, 60, what="chord_unlock polling")
+            assert callback.state == "PENDING"  # every part ran; the report never did
+        finally:
+            worker.stop()
+    finally:
+        redis.stop()
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", "redis://127.0.0.1:6379/1")  # as on Redis
+    monkeypatch.setitem(antipattern.shop.conf, "result_backend", "redis://127.0.0.1:6379/1")
+    _found, _failed, rows = audit("--app", SHOP, "--no-db", "--deployment", PROCFILE)
+    assert [r["severity"] for r in rows if r["check"] == "chord-ignore-result"] == ["warning"]
+
+
+@pytest.mark.services("rabbitmq")
+def test_live_reads_rabbitmqs_consumer_timeout_from_the_node(tmp_path, monkeypatch):
+    """`--live` asks the node itself (rabbitmq-diagnostics environment): a node whose
+    consumer_timeout is 60 s makes the project's hard limit (300 s) a redelivery the default
+    (30 min) hides; a node without one silences the shop's two-hour windows; a node the CLI
+    cannot reach, or no CLI at all, is said (info), and the checks keep --consumer-timeout."""
+    rabbit = PrivateRabbit("[{rabbit, [{consumer_timeout, 60000}]}].\n")
+    rabbit.start()
+    try:
+        monkeypatch.setenv("CELERY_BROKER_URL", rabbit.url)
+        monkeypatch.setitem(antipattern.shop.conf, "broker_url", rabbit.url)
+        node = ("--rabbitmq-node", rabbit.node)
+        with override_settings(CELERY_BROKER_URL=rabbit.url):
+            static = shop_findings()
+            assert ("time-limits", "setting:CELERY_TASK_TIME_LIMIT") not in static
+            _found, _failed, rows = audit("--app", SHOP, "--no-db", "--deployment", PROCFILE,
+                                          "--live", *node)  # fmt: skip
+            limit = next(r for r in rows if r["object"] == "setting:CELERY_TASK_TIME_LIMIT")
+            assert limit["why"].endswith("< hard 300 < RabbitMQ consumer_timeout 60).")
+            assert not [r for r in rows if r["check"] == "consumer-timeout"]
+            rabbit.ctl("eval", "application:set_env(rabbit, consumer_timeout, undefined).")
+            found = shop_findings("--live", *node)
+            assert not {f for f in found if f[0] == "redelivery-window"}  # no timeout at all
+            assert ("time-limits", "setting:CELERY_TASK_TIME_LIMIT") not in found
+            assert {f for f in static if f[0] == "redelivery-window"}  # the default's two
+            nowhere = ("--live", "--rabbitmq-node", "nosuch@localhost")
+            _found, _failed, rows = audit("--app", SHOP, "--no-db", "--deployment", PROCFILE,
+                                          *nowhere)  # fmt: skip
+            [unread] = [r for r in rows if r["check"] == "consumer-timeout"]
+            assert unread["severity"] == "info"
+            assert "nosuch@localhost" in unread["why"]
+            assert unread["why"].endswith("assumed 1800 s (--consumer-timeout).")
+            with monkeypatch.context() as m:
+                m.setenv("PATH", str(tmp_path))  # a host without RabbitMQ's CLI
+                found = shop_findings("--live", "--consumer-timeout", "60")
+            assert ("consumer-timeout", "broker") in found
+            assert ("time-limits", "setting:CELERY_TASK_TIME_LIMIT") in found  # as given
+    finally:
+        rabbit.stop()
+
+
+def test_chords_are_read_from_the_code_that_builds_them(tmp_path, monkeypatch):
+    """`chord(header, body)`, `chord(header=...)` and `group(...) | body` (a chord too) are
+    found, their header parts resolved by name or dotted name, a header list followed to what
+    its function appends; a bare group waits for nothing, and a part the code picks at run
+    time (an index, a list the caller passes) is not guessed at."""
+    (tmp_path / "canvas_audit.py").write_text(
+        "import celery\n"
+        "from celery import Celery, group\n"
+        "app = Celery('canvas', set_as_current=False, backend='redis://h/1')\n"
+        "def part() -> int:\n"
+        "    return 1\n"
+        "for name in ('quiet', 'dotted', 'alone', 'picked', 'appended'):\n"
+        "    globals()[name] = app.task(shared=False, name=f'canvas.{name}',\n"
+        "                               ignore_result=True)(part)\n"
+        "loud = app.task(shared=False, name='canvas.loud')(part)\n"
+        "class ns:\n"
+        "    dotted = dotted\n"
+        "flow = group(quiet.s(), loud.s()) | loud.s()\n"
+        "other = celery.chord([ns.dotted.si(), [picked][0].s(), loud.s()], loud.s())\n"
+        "plain = group(alone.s(), loud.s())\n"
+        "def split(n: int) -> None:\n"
+        "    parts = [loud.s()]\n"
+        "    for i in range(n):\n"
+        "        parts.append(appended.s(i))\n"
+        "    celery.chord(header=parts, body=loud.si()).delay()\n"
+        "def given(parts: list) -> None:\n"
+        "    celery.chord(parts)(loud.s())  # built by the caller: not followed\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = __import__("canvas_audit")
+    project = checks.Project(module.app, False, [], read_deployment([]), 1800)
+    found = {(f.object, f.severity) for f in checks.chord_ignore_result(project)}
+    assert found == {
+        ("task:canvas.quiet", "warning"),
+        ("task:canvas.dotted", "warning"),
+        ("task:canvas.appended", "warning"),  # appended to the list the chord's header is
+    }
+
+
+def test_a_delivery_limit_on_the_queue_bounds_the_poison_loop():
+    """reject_on_worker_lost requeues a message that kills its worker; a queue with
+    x-delivery-limit ends that (no finding), a quorum queue without one only on RabbitMQ 4
+    (a warning), a classic queue never (an error)."""
+    from kombu import Queue
+
+    app = Celery("loop", set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_queues=[
+            Queue("classic"),
+            Queue("quorum", queue_arguments={"x-queue-type": "quorum"}),
+            Queue("limited", queue_arguments={"x-queue-type": "quorum", "x-delivery-limit": 5}),
+        ],
+        task_routes={f"loop.{q}": {"queue": q} for q in ("classic", "quorum", "limited")},
+    )
+
+    def part() -> None:
+        """Harmless to run twice."""
+
+    for queue in ("classic", "quorum", "limited"):
+        app.task(shared=False, name=f"loop.{queue}")(part)
+    project = checks.Project(app, False, [], read_deployment([]), 1800)
+    found = {(f.object, f.severity) for f in checks.tasks(project) if f.check == "poison-loop"}
+    mine = {(o, s) for o, s in found if o.startswith("task:loop.")}  # not the shared tasks
+    assert mine == {("task:loop.classic", "error"), ("task:loop.quorum", "warning")}

@@ -55,4 +55,5 @@ def test_skill_md_carries_the_procedure_and_the_checklist(bundle):
     for step in ("Classify", "Read", "Implement", "Verify"):
         assert f": {step}" in skill
     assert "pass IDs, not model instances" in skill
+    assert "python manage.py celery_audit" in skill  # issue 20: the audit, on an existing project
     assert skill.count("| `references/") == 8  # the seven sections and Troubleshooting

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
 import fnmatch
 import inspect
@@ -39,7 +40,7 @@ IDEMPOTENT = re.compile(r"idempot|twice|at most once|exactly once|run again", re
 
 def settings(project: Project) -> Iterator[Finding]:
     """The Django system check (unknown and old names, JSON only, global limits, worker loss)."""
-    for message in check_celery_settings():
+    for message in check_celery_settings(consumer_timeout=project.consumer_timeout):
         check, obj, page = SYSTEM_CHECK[message.id]
         severity = ERROR if message.is_serious() else WARNING
         obj = obj or f"setting:{message.msg.split()[0]}"
@@ -84,9 +85,15 @@ def tasks(project: Project) -> Iterator[Finding]:
             why = "It can run twice (late ack or retry) and its docstring says nothing of how "
             why += "a second run is harmless."
             yield Finding("idempotency", WARNING, obj, why, "task-design/idempotency/")
-        if task.acks_late and task.reject_on_worker_lost and not delivery_limit(project, task):
-            why = "A message that kills its worker is requeued forever: a poison-message loop."
-            yield Finding("poison-loop", ERROR, obj, why, "error-handling/worker-loss/")
+        if task.acks_late and task.reject_on_worker_lost:
+            limit = delivery_limit(project, task)
+            if limit == "quorum":
+                why = "Its quorum queue sets no x-delivery-limit: RabbitMQ 4 ends the loop at its "
+                why += "default limit, RabbitMQ 3 requeues a message that kills its worker forever."
+                yield Finding("poison-loop", WARNING, obj, why, "error-handling/worker-loss/")
+            elif not limit:
+                why = "A message that kills its worker is requeued forever: a poison-message loop."
+                yield Finding("poison-loop", ERROR, obj, why, "error-handling/worker-loss/")
 
 
 # --8<-- [end:task_checks]
@@ -99,11 +106,14 @@ def source(task: Task) -> str:
         return ""
 
 
-def delivery_limit(project: Project, task: Task) -> bool:
-    """Whether the task's queue bounds redeliveries (a RabbitMQ quorum queue: delivery-limit)."""
+def delivery_limit(project: Project, task: Task) -> str:
+    """What bounds redeliveries on the task's queue: "x-delivery-limit" (RabbitMQ), "quorum"
+    (a quorum queue: RabbitMQ 4's default limit, none on RabbitMQ 3), or "" (nothing)."""
     queue = project.app.amqp.router.route({}, task.name)["queue"]
     arguments = queue.queue_arguments or {}
-    return "x-delivery-limit" in arguments or arguments.get("x-queue-type") == "quorum"
+    if "x-delivery-limit" in arguments:
+        return "x-delivery-limit"
+    return "quorum" if arguments.get("x-queue-type") == "quorum" else ""
 
 
 def connection_loss(project: Project) -> Iterator[Finding]:
@@ -198,14 +208,14 @@ def results(project: Project) -> Iterator[Finding]:
     conf = project.conf
     backend = conf.result_backend
     if not backend or backend == "disabled":
-        modules = {inspect.getmodule(t.run) for t in project.user_tasks()}
-        if any("chord(" in inspect.getsource(m) for m in modules if m):
+        if any(chords(project)):
             why = (
                 "A chord's callback waits for its header's results: no result backend, no callback."
             )
             yield Finding("result-backend", ERROR, "setting:CELERY_RESULT_BACKEND", why,
                           "task-design/canvas/")  # fmt: skip
         return
+    yield from chord_ignore_result(project)
     if not conf.result_expires:
         why = "Results never expire: the backend grows until Redis evicts or the disk fills."
         obj = "setting:CELERY_RESULT_EXPIRES"
@@ -214,6 +224,92 @@ def results(project: Project) -> Iterator[Finding]:
         why = "Broker and results share one Redis DB: a FLUSHDB or an eviction hits both."
         obj = "setting:CELERY_RESULT_BACKEND"
         yield Finding("shared-redis-db", WARNING, obj, why, "configuration/result-backends/")
+
+
+# --8<-- [start:chords]
+SIGNATURE = {"s", "si", "signature", "subtask"}  # task.s(...): a signature of that task
+
+
+def chords(project: Project) -> Iterator[tuple[Any, ast.expr]]:
+    """(module, header) of each chord the modules of the project's tasks build:
+    `chord(header, ...)` or `chord(header=...)`, and `group(...) | callback` (a group chained
+    to a task is a chord). A header held in a variable is followed to what the same function
+    assigns or appends to it."""
+    modules = {inspect.getmodule(t.run) for t in project.user_tasks()} - {None}
+    for module in sorted(modules, key=lambda m: m.__name__):
+        tree = ast.parse(inspect.getsource(module))
+        scopes = {}  # node -> the function (or module) it is in
+        for scope in [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef))]:
+            scopes |= {node: scope for node in ast.walk(scope)}
+        for node in ast.walk(tree):
+            header = None
+            if isinstance(node, ast.Call) and called(node.func) == "chord":
+                keywords = [k.value for k in node.keywords if k.arg == "header"]
+                header = (node.args or keywords or [None])[0]
+            elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):  # noqa: SIM102
+                if isinstance(node.left, ast.Call) and called(node.left.func) == "group":
+                    header = node.left
+            if header is not None:
+                yield module, header
+            if isinstance(header, ast.Name):
+                yield from ((module, v) for v in filled(scopes[node], header.id))
+
+
+def chord_ignore_result(project: Project) -> Iterator[Finding]:
+    """A header task that ignores its result (its own ignore_result, or the setting's)."""
+    redis = str(project.conf.result_backend).startswith(("redis", "rediss", "sentinel"))
+    seen = set()
+    for module, header in chords(project):
+        for part in ast.walk(header):
+            if not (isinstance(part, ast.Call) and isinstance(part.func, ast.Attribute)):
+                continue
+            task = resolve(part.func.value, vars(module)) if part.func.attr in SIGNATURE else None
+            if not isinstance(task, Task) or not task.ignore_result or task.name in seen:
+                continue
+            seen.add(task.name)
+            where = f"{module.__name__}, line {part.lineno}"
+            if redis:  # (1)!
+                why = f"A chord header part ({where}) with ignore_result: only Redis passes its "
+                why += "return value on; any other result backend never runs the callback."
+            else:
+                why = f"A chord header part ({where}) with ignore_result: this backend never sees "
+                why += "its result, so the chord's callback never runs."
+            yield Finding("chord-ignore-result", WARNING if redis else ERROR, f"task:{task.name}",
+                          why, "configuration/result-backends/")  # fmt: skip
+
+
+# --8<-- [end:chords]
+
+
+def filled(scope: ast.AST, name: str) -> Iterator[ast.expr]:
+    """What a function assigns to `name` (`x = [...]`) or adds (`x.append(...)`)."""
+    for node in ast.walk(scope):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            yield node.value
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in {"append", "extend", "insert"}
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == name
+        ):
+            yield from node.args
+
+
+def called(func: ast.expr) -> str:
+    """The name a call is made by: `chord(...)`, `celery.chord(...)`."""
+    return func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+
+
+def resolve(node: ast.expr, names: dict[str, Any]) -> Any:
+    """The object a name or dotted name stands for in a module (None if not a plain name)."""
+    if isinstance(node, ast.Name):
+        return names.get(node.id)
+    if isinstance(node, ast.Attribute):
+        return getattr(resolve(node.value, names), node.attr, None)
+    return None
 
 
 def same_redis_db(broker: Any, backend: Any) -> bool:

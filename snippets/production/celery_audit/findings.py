@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-ERROR, WARNING = "error", "warning"
+ERROR, WARNING, INFO = "error", "warning", "info"
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,7 @@ class Finding:
     """One trap: which check, how bad, the object it concerns, why, and the page with the fix."""
 
     check: str  # a slug: "redelivery-window", "crontab-minute", ...
-    severity: str  # "error" fails the run (exit 1), "warning" is reported
+    severity: str  # "error" fails the run (exit 1); "warning" and "info" are reported
     object: str  # "setting:CELERY_X", "task:<name>", "schedule:<entry>", "route:<pattern>"
     why: str  # one sentence
     page: str  # the site page that explains and proves the fix
@@ -77,7 +77,8 @@ class Project:
     debug: bool
     periodic: list[Periodic]
     deployment: Deployment
-    consumer_timeout: int  # RabbitMQ's consumer_timeout, in seconds
+    consumer_timeout: float  # RabbitMQ's consumer_timeout in seconds (inf: none)
+    consumer_timeout_unread: str = ""  # --live on RabbitMQ: why the node's value was not read
     environ: dict[str, str] = field(default_factory=dict)
     logging: dict[str, Any] = field(default_factory=dict)  # Django's LOGGING
 

@@ -16,7 +16,7 @@ def effective_celery_conf() -> object:
     return app.conf
 
 
-def redelivery_window(conf: object, consumer_timeout: int = RABBITMQ_CONSUMER_TIMEOUT) -> tuple:
+def redelivery_window(conf: object, consumer_timeout: float = RABBITMQ_CONSUMER_TIMEOUT) -> tuple:
     """How long the broker lets a delivered, unacked message run before it hands it out again."""
     if str(conf.broker_url or "").startswith(("amqp", "pyamqp")):
         return ("RabbitMQ consumer_timeout", consumer_timeout)
@@ -44,7 +44,8 @@ def check_celery_settings(app_configs: object = None, **kwargs: object) -> list[
     if kinds != {"json"}:  # (2)!
         problems.append(Error(f"JSON only, got {sorted(kinds)}", id="celery.E002"))
     soft, hard = conf.task_soft_time_limit, conf.task_time_limit
-    redelivery = redelivery_window(conf)  # (3)!
+    consumer_timeout = kwargs.get("consumer_timeout", RABBITMQ_CONSUMER_TIMEOUT)  # the audit's
+    redelivery = redelivery_window(conf, consumer_timeout)  # (3)!
     if not (soft and hard and soft < hard < redelivery[1]):
         problems.append(
             Error(f"need soft {soft} < hard {hard} < {redelivery[0]} {redelivery[1]}",

@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ...checks import CHECKS
 from ...deployment import read_deployment
 from ...findings import ERROR, WARNING, Finding, Periodic, Project, acknowledge
-from ...live import live
+from ...live import consumer_timeout, live
 from ...system_check import RABBITMQ_CONSUMER_TIMEOUT
 
 
@@ -60,8 +60,9 @@ class Command(BaseCommand):
             "--consumer-timeout",
             type=int,
             default=RABBITMQ_CONSUMER_TIMEOUT,
-            help="RabbitMQ's consumer_timeout in seconds, if you changed it",
+            help="RabbitMQ's consumer_timeout in seconds, if you changed it (--live reads it)",
         )
+        parser.add_argument("--rabbitmq-node", help="--live: whose consumer_timeout to read")
         parser.add_argument("--format", choices=["text", "json"], default="text")
         parser.add_argument("--live", action="store_true", help="also ask the broker and workers")
         parser.add_argument("--no-db", action="store_true", help="skip django-celery-beat rows")
@@ -73,12 +74,16 @@ class Command(BaseCommand):
         files = options["deployment"]
         if files is None:
             files = [Path(p) for p in getattr(settings, "AUDIT_DEPLOYMENT", [])]
+        timeout, unread = options["consumer_timeout"], ""
+        if options["live"]:  # the broker's own value, before any check compares with it
+            timeout, unread = consumer_timeout(app, options["rabbitmq_node"], timeout)
         project = Project(
             app=app,
             debug=settings.DEBUG,
             periodic=periodic_entries(app, with_db=not options["no_db"]),
             deployment=read_deployment(files, options["queues"]),
-            consumer_timeout=options["consumer_timeout"],
+            consumer_timeout=timeout,
+            consumer_timeout_unread=unread,
             environ=dict(os.environ),
             logging=getattr(settings, "LOGGING", None) or {},
         )
