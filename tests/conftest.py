@@ -11,6 +11,10 @@
 * ``@pytest.mark.services("redis", "rabbitmq", "postgres", "broker")`` - the test needs real
   services; absent, skipped with the reason, or a failure with ``SNIPPETS_REQUIRE_SERVICES=1``.
 * ``published`` - every task published during the test (``recording_publishes``).
+* ``@pytest.mark.once`` - the module reads only the site and its sources (pages, hooks, snippet
+  files, the test modules): no worker, no broker, no behaviour of Django. The result cannot
+  differ between the two CI runs, so ``.ci/run`` runs it in the Python 3.12 / Redis run only.
+  A test that imports a snippet to check what it does is not ``once``.
 * ``bench_record`` - the recorder of the ``bench_*.py`` benchmarks (tests/bench.py).
 """
 

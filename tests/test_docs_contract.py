@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+# Reads the site and its sources only: .ci/run runs it in one of its two runs (tests/conftest.py).
+pytestmark = pytest.mark.once
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS, SNIPPETS = ROOT / "docs", ROOT / "snippets"
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<tick>`{3,}|~{3,})\s*\{?\.?(?P<lang>[\w+-]*)")

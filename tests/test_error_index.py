@@ -23,6 +23,9 @@ sys.path.insert(0, str(DOCS))
 
 from hooks import site  # noqa: E402
 
+# Reads the site and its sources only: .ci/run runs it in one of its two runs (tests/conftest.py).
+pytestmark = pytest.mark.once
+
 CHECKS = frozenset({"raises", "wait_for_log", "wait_until", "wait_for"})
 
 

@@ -11,6 +11,9 @@ import pytest
 
 from docs.hooks.site import SECTION_TITLES
 
+# Reads the site and its sources only: .ci/run runs it in one of its two runs (tests/conftest.py).
+pytestmark = pytest.mark.once
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "docs/assets/javascripts/classifier.js"
 TABLE = ROOT / "docs/assets/data/classifier.json"

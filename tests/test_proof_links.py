@@ -15,6 +15,9 @@ import pytest
 
 from docs.hooks import proofs
 
+# Reads the site and its sources only: .ci/run runs it in one of its two runs (tests/conftest.py).
+pytestmark = pytest.mark.once
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 BARE = re.compile(r"(?<![:\w])`(test_\w+)(?:\[[^\]`]*\])?`")

@@ -13,6 +13,9 @@ import yaml
 
 from docs.hooks.site import front_matter
 
+# Reads the site and its sources only: .ci/run runs it in one of its two runs (tests/conftest.py).
+pytestmark = pytest.mark.once
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTICLE = re.compile(r'<article class="md-content__inner[^"]*">(.*?)</article>', re.S)
 HEADING = re.compile(r'<h([1-4]) id="([^"]+)"[^>]*>(.*?)</h\1>', re.S)

@@ -13,6 +13,9 @@ from lunr import lunr
 
 from docs.hooks.site import SECTION_TITLES
 
+# Reads the site and its sources only: .ci/run runs it in one of its two runs (tests/conftest.py).
+pytestmark = pytest.mark.once
+
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "docs" / "assets"
 

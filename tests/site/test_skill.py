@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Reads the site and its sources only: .ci/run runs it in one of its two runs (tests/conftest.py).
+pytestmark = pytest.mark.once
+
 ROOT = Path(__file__).resolve().parents[2]
 INCLUDE = re.compile(r"""^\s*-{1,}8<-{1,}\s+["'](?P<path>[^"':]+)(?::(?P<section>[\w-]+))?["']""")
 
