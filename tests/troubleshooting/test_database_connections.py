@@ -79,6 +79,7 @@ def run_all(wp: object, count: int, seconds: float) -> list[object]:
 
 @pytest.mark.services("postgres")
 @settings_deviation
+@pytest.mark.proves_idempotent(task=slow_query)
 def test_prefork_concurrency_above_max_connections_fails_tasks_with_too_many_clients(
     worker_process, postgres, django_db_blocker
 ):
@@ -102,6 +103,10 @@ def test_prefork_concurrency_above_max_connections_fails_tasks_with_too_many_cli
     fitted = worker_process(concurrency=headroom, env=env_for(pg))
     assert run_all(fitted, 6, 1) == [1] * 6
     assert TOO_MANY not in fitted.log()
+    first = slow_query.apply_async((0,), queue=fitted.queue)
+    assert first.get(timeout=30) == 1
+    again = slow_query.apply_async((0,), queue=fitted.queue, task_id=first.id)
+    assert again.get(timeout=30) == 1  # redelivered: a read-only query runs again, same result
 
 
 def headroom_of(pg: PrivatePostgres) -> int:
