@@ -18,7 +18,6 @@ from snippets.troubleshooting.async_pools import (
 )
 from snippets.troubleshooting.database_connections import slow_query
 from tests.troubleshooting.test_database_connections import (
-    TOO_MANY,
     connections_made,
     env_for,
     postgres,  # noqa: F401 (the fixture)
@@ -28,6 +27,7 @@ from tests.troubleshooting.test_database_connections import (
 )
 
 pytestmark = pytest.mark.services("postgres")
+TOO_MANY = "FATAL:  sorry, too many clients already"
 SYNC_ONLY = "You cannot call this from an async context - use a thread or sync_to_async."
 RATES = {"EUR": 1.0, "USD": 1.08}
 gevent_pool = pytest.mark.deviation("--pool=gevent", reason="the page's subject: the gevent pool")
