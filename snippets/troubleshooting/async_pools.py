@@ -23,9 +23,11 @@ def refresh_rates_in_loop(seconds: float) -> dict[str, float]:
 # --8<-- [end:antipattern]
 
 # --8<-- [start:pattern]
+import asyncio  # noqa: F811
 from collections.abc import Coroutine
 from typing import TypeVar
 
+from celery import shared_task
 from gevent import get_hub
 
 T = TypeVar("T")
@@ -39,7 +41,7 @@ def run_coroutine(coroutine: Coroutine[object, object, T]) -> T:
 
 @shared_task
 def refresh_rates(seconds: float) -> dict[str, float]:
-    """The same call, safe beside ORM tasks on a gevent worker."""
+    """The same call (`fetch_rates`, above), safe beside ORM tasks on a gevent worker."""
     return run_coroutine(fetch_rates(seconds))
 
 
