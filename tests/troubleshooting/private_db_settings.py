@@ -18,6 +18,8 @@ DATABASES["default"] = {
     "PASSWORD": "",
     "HOST": "127.0.0.1",
     "PORT": os.environ["TS_PG_PORT"],
+    # What a web process keeps (Django refuses it with a pool): the workers' fixup ignores it.
+    "CONN_MAX_AGE": 0 if "TS_DB_POOL" in os.environ else 600,
     "OPTIONS": {"pool": json.loads(os.environ["TS_DB_POOL"])} if "TS_DB_POOL" in os.environ else {},
 }
 if os.environ.get("TS_PREFORK_DATABASE") == "1":

@@ -94,6 +94,7 @@ def test_prefork_concurrency_above_max_connections_fails_tasks_with_too_many_cli
     assert all(type(f).__name__ == "OperationalError" for f in failures)
     assert all(TOO_MANY in str(f) for f in failures)
     wp.wait_for_log(TOO_MANY)
+    # CONN_MAX_AGE 600 in the worker's settings, and still: the fixup closes after each task.
     wait_until(lambda: sessions(pg) == 0, what="no session left: the fixup closes after a task")
 
     # The fix: concurrency from the server's headroom (with nothing else connected here).
