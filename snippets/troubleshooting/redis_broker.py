@@ -24,3 +24,10 @@ def redis_broker_problems(url: str) -> list[str]:
 
 
 # --8<-- [end:check]
+
+# --8<-- [start:databases]
+# settings.py: the queues and their bindings in database 0, the results in database 1, so that
+# clearing results (FLUSHDB, a cleanup script's SCAN + DEL) never touches a queue.
+CELERY_BROKER_URL = "redis://redis.internal:6379/0"
+CELERY_RESULT_BACKEND = "redis://redis.internal:6379/1"
+# --8<-- [end:databases]

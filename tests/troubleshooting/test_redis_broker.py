@@ -5,14 +5,21 @@ project's web process is, and the page's configuration check.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import redis
 from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.exceptions import OperationalError
 
-from snippets.troubleshooting.redis_broker import redis_broker_problems
+from snippets.troubleshooting.redis_broker import (
+    CELERY_BROKER_URL,
+    CELERY_RESULT_BACKEND,
+    redis_broker_problems,
+)
 from snippets.troubleshooting.unregistered_tasks import build_report
 from tests.configuration.helpers import PrivateRedis
 from tests.harness.process import ROOT
@@ -149,3 +156,49 @@ def test_results_without_expiry_stay_in_redis_for_ever(redis_server, monkeypatch
     assert client.ttl("celery-task-meta-kept") == -1  # -1: no expiry
     ttl = client.ttl("celery-task-meta-expiring")
     assert 0 < ttl <= app.conf.result_expires.total_seconds()
+
+
+def on_database(client: redis.Redis, url: str) -> str:
+    """`url`'s database number, on this private server."""
+    return url_of(client).rsplit("/", 1)[0] + urlsplit(url).path
+
+
+@pytest.mark.deviation(
+    "CELERY_BROKER_URL=a private redis-server",
+    reason="a server of the test's own, flushed by the test",
+)
+@pytest.mark.deviation("CELERY_RESULT_BACKEND=the same private server", reason="the entry")
+@pytest.mark.antipattern("snippets/troubleshooting/redis_broker.py:databases")
+@pytest.mark.parametrize("shared", [True, False], ids=["one-database", "the-page-s-databases"])
+def test_flushing_the_results_database_deletes_queued_tasks_when_it_is_the_brokers(
+    redis_server, worker_process, shared, monkeypatch
+):
+    """results in the broker's database: one listing holds results and queues alike, and
+    `FLUSHDB` to clear the results deletes three queued tasks without a word: the worker that
+    starts next never runs them. With the page's two databases the same flush leaves them
+    queued, and they run."""
+    client = redis_server()
+    broker = on_database(client, CELERY_BROKER_URL)
+    backend = broker if shared else on_database(client, CELERY_RESULT_BACKEND)
+    env = {"CELERY_BROKER_URL": broker, "CELERY_RESULT_BACKEND": backend}
+    for variable in env:  # read before any setting: the run's services
+        monkeypatch.delenv(variable)
+    app = publisher(client)  # a web process, publishing and reading results here
+    app.conf.update(broker_read_url=broker, broker_write_url=broker, result_backend=backend)
+    app.backend.store_result("earlier", "report 0 built", "SUCCESS")  # a finished task's
+
+    queue = f"q-flush-{uuid.uuid4().hex[:8]}"  # no worker consumes it yet (a deploy, a backlog)
+    queued = [app.send_task(build_report.name, (n,), queue=queue) for n in (1, 2, 3)]
+    results = redis.Redis.from_url(backend)
+    listed = {key.decode() for key in results.keys("*")}
+    assert ("celery-task-meta-earlier" in listed, queue in listed) == (True, shared)
+    results.flushdb()  # "clear the results"
+
+    wp = worker_process(env=env, queue=queue, ready=False)
+    wp.wait_for_log(" ready.")
+    if shared:
+        assert client.llen(queue) == 0  # the three tasks went with the results
+        with pytest.raises(CeleryTimeoutError):
+            queued[0].get(timeout=5)
+    else:
+        assert [r.get(timeout=60) for r in queued] == [f"report {n} built" for n in (1, 2, 3)]
