@@ -37,6 +37,7 @@ ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.sessions",  # who is logged in: docs/recipes/csv-import.md's progress view
     "django_celery_beat",
     "snippets.django_integration",
     "snippets.task_design",
@@ -50,6 +51,8 @@ INSTALLED_APPS = [
     "snippets.troubleshooting",
 ]
 MIDDLEWARE: list[str] = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
     # docs/django-integration/request-correlation.md: one id per request, carried into tasks.
     "snippets.django_integration.request_correlation.CorrelationIdMiddleware",
 ]

@@ -21,6 +21,7 @@ class Member(models.Model):
 
 
 # --8<-- [start:import_models]
+from django.conf import settings
 from django.db import models
 
 
@@ -42,6 +43,7 @@ class ImportJob(models.Model):
         DONE = "done"
         FAILED = "failed"
 
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)  # who may read it
     file = models.FileField(upload_to="imports/%Y/%m/")  # storage API: S3, NFS, ...
     status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
     total_rows = models.PositiveIntegerField(null=True)  # counted by the worker
