@@ -60,6 +60,7 @@ class ImportJob(models.Model):
 
 # --8<-- [start:order_models]
 from django.db import models
+from django.utils import timezone
 
 
 class StockItem(models.Model):
@@ -88,6 +89,7 @@ class Order(models.Model):
     status = models.CharField(max_length=20, choices=Status, default=Status.PENDING)
     payment_id = models.CharField(max_length=100, blank=True)  # the provider's charge id
     customer_notified_at = models.DateTimeField(null=True, blank=True)  # of a failure
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)  # for the sweeper
 
 
 # --8<-- [end:order_models]
