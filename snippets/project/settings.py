@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",  # who is logged in: docs/recipes/csv-import.md's progress view
     "django_celery_beat",
+    "django_celery_results",  # docs/configuration/result-backends.md: the django-db backend
     "snippets.django_integration",
     "snippets.task_design",
     "snippets.configuration",
