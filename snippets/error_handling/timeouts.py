@@ -1,6 +1,7 @@
 """Timeouts: a soft limit to clean up, a hard limit as the backstop, a timeout on every call."""
 
 # --8<-- [start:task]
+import contextlib
 import logging
 import os
 import tempfile
@@ -9,6 +10,7 @@ from typing import TextIO
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import connection
 
 from snippets.error_handling.models import Export
 
@@ -25,17 +27,21 @@ def write_row(handle: TextIO, n: int) -> None:
 @shared_task(soft_time_limit=60, time_limit=75)  # (1)!
 def export_rows(export_id: int, rows: int) -> int:
     """Write an export file; if it runs out of time, remove the partial file and say so."""
-    fd, path = tempfile.mkstemp(prefix=f"export-{export_id}-", suffix=".csv")
-    Export.objects.filter(pk=export_id).update(partial_file=path)
-    try:
+    path = ""
+    try:  # (2)!
+        fd, path = tempfile.mkstemp(prefix=f"export-{export_id}-", suffix=".csv")
+        Export.objects.filter(pk=export_id).update(partial_file=path)
         with os.fdopen(fd, "w") as handle:
             for n in range(rows):
                 write_row(handle, n)
-    except SoftTimeLimitExceeded:  # (2)!
-        os.unlink(path)
+        Export.objects.filter(pk=export_id).update(status=Export.Status.DONE, rows_written=rows)
+    except SoftTimeLimitExceeded:
+        if path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        connection.close()  # (3)!
         Export.objects.filter(pk=export_id).update(status=Export.Status.TIMED_OUT, partial_file="")
-        raise  # (3)!
-    Export.objects.filter(pk=export_id).update(status=Export.Status.DONE, rows_written=rows)
+        raise  # (4)!
     return rows
 
 
@@ -67,7 +73,7 @@ def export_rows_skipping_errors(export_id: int, rows: int) -> int:
 # --8<-- [start:calls]
 import requests
 from django.core.mail import send_mail
-from django.db import connection, transaction
+from django.db import connection, transaction  # noqa: F811
 
 HTTP_TIMEOUT = (3.05, 10)  # (connect, read) seconds
 

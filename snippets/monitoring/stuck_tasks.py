@@ -27,20 +27,22 @@ from celery import Celery
 def where_is(app: Celery, task_id: str, queues: list[str]) -> dict:
     """Ask the result backend, every worker and the broker where a task is."""
     workers = [name for reply in app.control.ping(timeout=1) for name in reply]
-    inspect = app.control.inspect(destination=workers, timeout=5)  # returns once all answered
-    found: dict = {"state": app.AsyncResult(task_id).state}  # (1)!
-    for what, replies in [
-        ("active", inspect.active()),  # running now
-        ("reserved", inspect.reserved()),  # prefetched, waiting for a free process
-        ("scheduled", inspect.scheduled()),  # ETA/countdown, held by the worker
-    ]:
-        for worker, tasks in (replies or {}).items():
-            ids = {t.get("request", t)["id"] for t in tasks}  # scheduled wraps the request
-            if task_id in ids:
-                found[what] = worker
-    consumed = {q["name"] for qs in (inspect.active_queues() or {}).values() for q in qs}
+    found: dict = {"state": app.AsyncResult(task_id).state, "workers": workers}  # (1)!
+    consumed: set[str] = set()
+    if workers:  # (2)!
+        inspect = app.control.inspect(destination=workers, timeout=5)  # returns once all answered
+        for what, replies in [
+            ("active", inspect.active()),  # running now
+            ("reserved", inspect.reserved()),  # prefetched, waiting for a free process
+            ("scheduled", inspect.scheduled()),  # ETA/countdown, held by the worker
+        ]:
+            for worker, tasks in (replies or {}).items():
+                ids = {t.get("request", t)["id"] for t in tasks}  # scheduled wraps the request
+                if task_id in ids:
+                    found[what] = worker
+        consumed = {q["name"] for qs in (inspect.active_queues() or {}).values() for q in qs}
     with app.connection_for_read() as conn:
-        found["unconsumed_queues"] = {  # (2)!
+        found["unconsumed_queues"] = {  # (3)!
             queue: waiting
             for queue in queues
             if queue not in consumed and (waiting := queue_length(conn, queue))

@@ -61,10 +61,12 @@ def schedule_daily(name: str, hour: int, minute: int, timezone: str) -> Periodic
 def schedule_once(name: str, when: datetime, queue: str | None = None) -> PeriodicTask:
     """Run once at `when`; beat disables the row after sending it."""
     clocked, _ = ClockedSchedule.objects.get_or_create(clocked_time=when)
-    return PeriodicTask.objects.create(
-        name=name, task=TASK, clocked=clocked, one_off=True,  # (1)!
-        args=json.dumps([name]), queue=queue,
+    task, _ = PeriodicTask.objects.get_or_create(
+        name=name,  # (1)!
+        defaults={"task": TASK, "clocked": clocked, "one_off": True,  # (2)!
+                  "args": json.dumps([name]), "queue": queue},
     )  # fmt: skip
+    return task
 
 
 # --8<-- [end:kinds]

@@ -37,7 +37,9 @@ ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.sessions",  # who is logged in: docs/recipes/csv-import.md's progress view
     "django_celery_beat",
+    "django_celery_results",  # docs/configuration/result-backends.md: the django-db backend
     "snippets.django_integration",
     "snippets.task_design",
     "snippets.configuration",
@@ -50,6 +52,8 @@ INSTALLED_APPS = [
     "snippets.troubleshooting",
 ]
 MIDDLEWARE: list[str] = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
     # docs/django-integration/request-correlation.md: one id per request, carried into tasks.
     "snippets.django_integration.request_correlation.CorrelationIdMiddleware",
 ]

@@ -180,13 +180,14 @@ def default_loader() -> str:
 
 
 # --8<-- [start:start]
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.files import File
 
 
-def start_import(upload: File) -> ImportJob:
+def start_import(upload: File, owner: AbstractBaseUser) -> ImportJob:
     """Store the upload where every worker can read it; pass the job's id, not a path."""
     with transaction.atomic():
-        job = ImportJob.objects.create(file=upload)  # saved through the storage API
+        job = ImportJob.objects.create(owner=owner, file=upload)  # saved through the storage API
         transaction.on_commit(lambda: import_products.delay(job.pk), robust=True)  # (1)!
     return job
 
@@ -202,7 +203,10 @@ from django.views.decorators.http import require_GET
 @require_GET  # anything else: 405
 def import_progress(request: HttpRequest, job_id: int) -> JsonResponse:
     """GET /imports/<id>/progress: read from the job row, never from the result backend."""
-    job = ImportJob.objects.filter(pk=job_id).first()  # an id out of range matches nothing
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "log in first"}, status=401)
+    # Only the uploader's own jobs: ids are sequential and row_errors echo the file's data.
+    job = ImportJob.objects.filter(pk=job_id, owner=request.user).first()  # (1)!
     if job is None:
         return JsonResponse({"error": f"no import job {job_id}"}, status=404)
     finished = job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED)
@@ -212,7 +216,7 @@ def import_progress(request: HttpRequest, job_id: int) -> JsonResponse:
         percent = 100.0 if job.status == ImportJob.Status.DONE else 0.0
     return JsonResponse(
         {
-            "status": job.status,  # (1)!
+            "status": job.status,  # (2)!
             "finished": finished,
             "percent": percent,
             "processed": job.processed_rows,

@@ -21,6 +21,7 @@ class Member(models.Model):
 
 
 # --8<-- [start:import_models]
+from django.conf import settings
 from django.db import models
 
 
@@ -42,6 +43,7 @@ class ImportJob(models.Model):
         DONE = "done"
         FAILED = "failed"
 
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)  # who may read it
     file = models.FileField(upload_to="imports/%Y/%m/")  # storage API: S3, NFS, ...
     status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
     total_rows = models.PositiveIntegerField(null=True)  # counted by the worker
@@ -58,6 +60,7 @@ class ImportJob(models.Model):
 
 # --8<-- [start:order_models]
 from django.db import models
+from django.utils import timezone
 
 
 class StockItem(models.Model):
@@ -86,6 +89,7 @@ class Order(models.Model):
     status = models.CharField(max_length=20, choices=Status, default=Status.PENDING)
     payment_id = models.CharField(max_length=100, blank=True)  # the provider's charge id
     customer_notified_at = models.DateTimeField(null=True, blank=True)  # of a failure
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)  # for the sweeper
 
 
 # --8<-- [end:order_models]

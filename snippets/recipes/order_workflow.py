@@ -1,10 +1,19 @@
 """Order workflow: reserve, charge once, confirm; every step a conditional state change."""
 
 # --8<-- [start:start]
-from celery import chain
+from celery import Signature, chain
 from django.db import transaction
 
 from snippets.recipes.models import Order
+
+
+def order_workflow(order_id: int) -> Signature:
+    """Reserve, charge, confirm; each step reads the order's state, so it can start again."""
+    return chain(
+        reserve_stock.si(order_id),  # (1)!
+        charge_payment.si(order_id),
+        send_confirmation.si(order_id),
+    ).on_error(handle_order_failure.si(order_id))  # (2)!
 
 
 def place_order(email: str, sku: str, quantity: int, amount_cents: int) -> Order:
@@ -13,12 +22,7 @@ def place_order(email: str, sku: str, quantity: int, amount_cents: int) -> Order
         order = Order.objects.create(
             email=email, sku=sku, quantity=quantity, amount_cents=amount_cents
         )
-        workflow = chain(
-            reserve_stock.si(order.pk),  # (1)!
-            charge_payment.si(order.pk),
-            send_confirmation.si(order.pk),
-        ).on_error(handle_order_failure.si(order.pk))  # (2)!
-        transaction.on_commit(workflow.delay, robust=True)  # (3)!
+        transaction.on_commit(order_workflow(order.pk).delay, robust=True)  # (3)!
     return order
 
 
@@ -193,3 +197,27 @@ def notify_order_failed(self: Task, order_id: int) -> str:
 
 
 # --8<-- [end:failure]
+
+
+# --8<-- [start:sweeper]
+from datetime import timedelta
+
+UNFINISHED = [S.PENDING, S.RESERVED, S.CHARGING, S.PAID]
+
+
+@shared_task(soft_time_limit=60, time_limit=90)
+def resume_stuck_orders(older_than_seconds: int = 900) -> int:
+    """Beat, every few minutes: start again the workflow of each order unfinished for long."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)  # (1)!
+    stuck = list(
+        Order.objects.filter(status__in=UNFINISHED, created_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    )
+    for order_id in stuck:
+        logger.warning("order %s is still unfinished: starting its workflow again", order_id)
+        order_workflow(order_id).delay()  # (2)!
+    return len(stuck)
+
+
+# --8<-- [end:sweeper]

@@ -65,8 +65,8 @@ def test_a_chord_joins_its_parts_on_the_backend(celery_worker):
 @pytest.mark.antipattern(task=count_rows_quietly)
 def test_why_a_chord_over_ignore_result_parts_depends_on_the_backend(celery_worker, celery_app):
     """Redis joins chord parts natively (their results go to a list), so ignore_result on a
-    part goes unnoticed; a backend that joins by reading each part's stored result (cache,
-    database) never finds them and the chord fails."""
+    part goes unnoticed; the cache backend (the embedded run's) joins by reading each part's
+    stored result, never finds them, and the chord fails (the database backend: below)."""
     result = chord(count_rows_quietly.s(shard) for shard in (1, 2, 3))(add_up.s())
     if celery_app.backend.supports_native_join and celery_app.conf.result_backend.startswith(
         "redis"
@@ -76,6 +76,34 @@ def test_why_a_chord_over_ignore_result_parts_depends_on_the_backend(celery_work
         with pytest.raises(ChordError):
             result.get(timeout=60)
     assert count_rows_quietly.delay(4).get(timeout=30) is None  # outside a chord: ignored
+
+
+@pytest.mark.antipattern(task=count_rows_quietly)
+def test_why_on_the_django_db_backend_a_chord_over_ignore_result_parts_never_completes(
+    worker_process, monkeypatch
+):
+    """django-celery-results' `django-db`, the database backend Django projects deploy: the parts
+    run and count the chord down to zero, the last finds no stored result (`deps.ready()` is
+    False) and returns. No callback is sent and nothing fails: the chord stays `PENDING`."""
+    from django_celery_results.models import ChordCounter
+
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", "django-db")  # Celery reads it before settings
+    wp = worker_process(env={"CELERY_RESULT_BACKEND": "django-db"})
+    app = Celery("snippets", set_as_current=False)
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    parts = [app.signature(count_rows_quietly.name, (s,), queue=wp.queue) for s in (1, 2, 3)]
+    result = chord(parts)(app.signature(add_up.name, queue=wp.queue))
+    [group_id] = ChordCounter.objects.values_list("group_id", flat=True)
+    assert group_id == result.parent.id  # counting down from 3
+    wait_until(
+        lambda: wp.log().count(f"{count_rows_quietly.name}[") >= 6,  # received + succeeded x 3
+        what="the three parts to run",
+        context=wp,
+    )
+    assert wp.log().count("succeeded") == 3
+    assert not ChordCounter.objects.exists()  # the last part counted it down to zero...
+    assert f"{add_up.name}[" not in wp.log()  # ...and sent no callback (sent before "succeeded")
+    assert result.state == "PENDING"  # no ChordError: nobody is told
 
 
 @pytest.mark.antipattern("snippets/configuration/result_backends.py:antipattern")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import psutil
 import pytest
+import redis
+from celery import Celery
 
 from snippets.configuration.worker_settings import leaky_task, record_run
 from tests.configuration.helpers import (
     CELERY_DEFAULTS,
     PROJECT,
+    PrivateRedis,
     runs_of,
     settings_env,
     short_behind_long,
@@ -105,3 +110,77 @@ def test_record_run_records_who_ran_the_message(celery_worker):
     assert run.key == "instrument"
     assert run.hostname  # the node that ran it
     assert run.finished_at >= run.started_at
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own: dropping its clients drops no other test's."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    client = redis.Redis(port=server.port)
+    wait_until(client.ping, ignore=(redis.ConnectionError,), what="the private redis-server")
+    yield server
+    server.stop()
+
+
+def drop_connection_mid_task(worker_process, server: PrivateRedis, **overrides: object):
+    """A late-acked 6 s task on a prefork worker (2 children) of `server`; once it runs, every
+    broker connection is dropped (`CLIENT KILL`, as a proxy, a failover or a network blip
+    does). Return the worker and the runs of that message, once one of them finished."""
+    env = {"CELERY_BROKER_URL": server.url}
+    if overrides:
+        env |= settings_env("snippets.production.settings", **overrides)
+    wp = worker_process(concurrency=2, env=env, ready=False)
+    wp.wait_for_log(" ready.", timeout=60)
+    app = Celery("snippets", set_as_current=False)  # the web process's side, on that broker
+    app.config_from_object("snippets.production.settings", namespace="CELERY")
+    app.conf.broker_read_url = app.conf.broker_write_url = server.url
+    result = app.send_task(record_run.name, ("connection-loss", 6.0), queue=wp.queue)
+    wait_until(lambda: runs_of(result.id), what="the task to start", context=wp)
+    killed = redis.Redis(port=server.port).client_kill_filter(_type="normal", skipme=True)
+    assert killed > 0
+    wait_until(
+        lambda: any(run.finished_at for run in runs_of(result.id)),
+        what="a run of the task to finish",
+        context=wp,
+    )
+    return wp, result
+
+
+def test_a_connection_loss_stops_the_late_acked_task_before_it_runs_again(
+    worker_process, private_redis
+):
+    """The recommended deployment (its settings, REMAP_SIGTERM=SIGQUIT): the running task is
+    stopped when the connection drops, its message runs again from the start, one run ends."""
+    wp, result = drop_connection_mid_task(worker_process, private_redis)
+    log = wp.log()
+    assert "Restoring 1 unacknowledged message(s)" in log  # kombu hands it back at once
+    assert "cannot be acknowledged after a connection loss" in log  # consumer.py: cancel
+    first, second = runs_of(result.id)
+    assert first.finished_at is None  # stopped mid-run (SIGQUIT: billiard's TERM_SIGNAME)
+    assert first.pid not in wp.pool_pids()  # its child is gone, replaced
+    assert second.finished_at is not None
+
+
+@pytest.mark.antipattern("snippets/project/settings.py:celery_settings")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(production, no cancel on connection loss)",
+    reason="the anti-pattern under test: Celery 5.7's default",
+)
+def test_why_without_it_a_connection_loss_runs_the_task_twice_side_by_side(
+    worker_process, private_redis
+):
+    """Celery 5.7's default: the task keeps running while its message, handed back to the
+    queue, runs again beside it; both runs finish."""
+    wp, result = drop_connection_mid_task(
+        worker_process,
+        private_redis,
+        CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS=False,
+    )
+    assert "CPendingDeprecationWarning" in wp.log()  # Celery's warning at each connection loss
+    first, second = wait_until(
+        lambda: (runs := runs_of(result.id)) and all(r.finished_at for r in runs) and runs,
+        what="both runs to finish",
+        context=wp,
+    )
+    assert second.started_at < first.finished_at  # side by side: two effects, concurrently

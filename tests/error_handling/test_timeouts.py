@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import smtplib
+from collections.abc import Iterator
 
 import pytest
 import requests
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, connections
 
 from snippets.error_handling.models import Export
 from snippets.error_handling.timeouts import (
@@ -75,6 +77,41 @@ def test_why_swallowing_the_soft_limit_ends_in_a_kill_without_cleanup(worker_pro
     assert export_rows_skipping_errors.apply_async((export.pk, 3), queue=wp.queue).get(60) == 3
     killed = f"export_rows_skipping_errors[{first.id}] received"
     assert wp.log().count(killed) == 1  # acked after the hard limit: not redelivered
+
+
+@contextlib.contextmanager
+def row_locked(export: Export) -> Iterator[None]:
+    """Hold the export's row lock from another connection (a slow transaction elsewhere), so
+    the task's `update()` on that row waits inside PostgreSQL until the block ends."""
+    other = connections.create_connection("default")
+    try:
+        other.set_autocommit(False)
+        with other.cursor() as cursor:
+            table = Export._meta.db_table
+            cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [export.pk])
+        yield
+    finally:
+        other.rollback()
+        other.close()
+
+
+@pytest.mark.services("postgres")
+def test_a_soft_limit_inside_the_first_query_still_cleans_up(worker_process, tmp_path):
+    """The limit strikes while the task's first `update()` waits on a row lock, before any row
+    is written: the file made just before is removed and the export is marked timed out,
+    through a fresh connection (the interrupted one is mid-query)."""
+    wp = worker_process(env={"TMPDIR": str(tmp_path)})
+    export = Export.objects.create()
+    with row_locked(export):
+        result = export_rows.apply_async(
+            (export.pk, 3), queue=wp.queue, soft_time_limit=1, time_limit=30
+        )
+        wp.wait_for_log(f"Soft time limit (1s) exceeded for {export_rows.name}[{result.id}]")
+    with pytest.raises(SoftTimeLimitExceeded):
+        result.get(timeout=60)
+    export.refresh_from_db()
+    assert (export.status, export.partial_file) == (Export.Status.TIMED_OUT, "")
+    assert leftover_files(export, tmp_path) == []
 
 
 @pytest.mark.deviation(

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 import requests
+from celery import Celery
 from celery.exceptions import NotRegistered
 
 from snippets.monitoring.prometheus import charge
@@ -20,6 +24,7 @@ from snippets.monitoring.stuck_tasks import (
     queue_length,
     where_is,
 )
+from tests.configuration.helpers import PrivateRedis
 from tests.harness.process import ROOT
 from tests.harness.wait import wait_until
 from tests.monitoring.helpers import poll, tool_env
@@ -210,6 +215,7 @@ def test_a_task_routed_to_an_unconsumed_queue_stays_pending_and_the_check_finds_
     queue = "nobody-consumes-this"
     lost = charge.apply_async((5,), queue=queue)
     found = where_is(celery_app, lost.id, [queue, celery_app.conf.task_default_queue])
+    assert found.pop("workers")  # the in-thread worker answered the ping
     assert found == {"state": "PENDING", "unconsumed_queues": {queue: 1}}
 
     output = runbook("purge", QUEUE=queue)
@@ -253,3 +259,31 @@ def test_without_a_result_backend_there_is_no_state_to_ask():
     state, get, _see_docs = done.stdout.splitlines()
     assert state == "AttributeError 'DisabledBackend' object has no attribute '_get_task_meta_for'"
     assert get.startswith("NotImplementedError No result backend is configured")
+
+
+def test_with_no_worker_answering_where_is_asks_nobody(worker_process, tmp_path):
+    """A frozen worker (SIGSTOP: its main process answers nothing) on a broker of the test's own:
+    `workers` is empty, the queue is reported, and no inspect goes out: an empty destination
+    would broadcast to every worker and wait the whole timeout for each question."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        wp = worker_process(concurrency=1, env={"CELERY_BROKER_URL": server.url}, ready=False)
+        wp.wait_for_log(" ready.", timeout=60)
+        app = Celery("snippets", set_as_current=False)
+        app.config_from_object("django.conf:settings", namespace="CELERY")
+        app.conf.broker_read_url = app.conf.broker_write_url = server.url
+        waiting = app.send_task(charge.name, (1,), queue="nobody-consumes-this")
+        os.kill(wp.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            found = where_is(app, waiting.id, ["nobody-consumes-this", wp.queue])
+            seconds = time.monotonic() - started
+        finally:
+            os.kill(wp.proc.pid, signal.SIGCONT)
+        assert seconds < 10  # the ping's second; unlimited inspects would wait 5 s each
+        assert found["unconsumed_queues"] == {"nobody-consumes-this": 1}
+        assert found["workers"] == []
+        wp.stop()
+    finally:
+        server.stop()

@@ -105,14 +105,19 @@ def test_why_a_bulk_update_is_ignored_until_update_changed(beat_process, queue_n
 
 @pytest.mark.services("broker")
 def test_a_one_off_clocked_task_is_sent_once_and_disabled(beat_process, queue_name):
-    """one send; the row is disabled."""
+    """one send; the row is disabled. The request is retried before and after the send (the
+    same name and moment): one row, still one send, and the sent row stays disabled."""
     beat = database_beat(beat_process)
-    schedule_once("once", timezone.now() + timedelta(seconds=1), queue=queue_name)
+    when = timezone.now() + timedelta(seconds=1)
+    first = schedule_once("once", when, queue=queue_name)
+    assert schedule_once("once", when, queue=queue_name) == first  # a retry: no ValidationError
     beat.wait_for_sends(1, "once")
     time.sleep(QUIET)
     assert PeriodicTask.objects.get(name="once").enabled  # sent, but not yet disabled
     PeriodicTasks.update_changed()  # any change makes beat re-read its schedule
     wait_until(lambda: not PeriodicTask.objects.get(name="once").enabled, what="disabled")
+    assert not schedule_once("once", when, queue=queue_name).enabled  # a late retry
+    PeriodicTasks.update_changed()
     time.sleep(QUIET)
     beat.stop()
     assert beat.sends("once") == ["once"]

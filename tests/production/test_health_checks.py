@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from tests.configuration.helpers import PrivateRedis
 from tests.harness.celery import CELERY, wait_ping, worker_env
 from tests.harness.process import Process
 from tests.harness.wait import wait_until
@@ -149,3 +151,50 @@ def test_beat_probe_passes_when_beat_ticks_and_fails_when_it_is_stopped(
         assert not passes("beat-liveness.sh", pod)
     finally:
         os.kill(beat.pid, signal.SIGCONT)
+
+
+def k8s_container(name: str) -> dict:
+    [container] = yaml.safe_load((SNIPPETS / "k8s" / name).read_text())["spec"]["template"]["spec"][
+        "containers"
+    ]
+    return container
+
+
+def window(probe: dict) -> int:
+    """Seconds of failures before the kubelet acts: the delay, then `failureThreshold` periods."""
+    return probe.get("initialDelaySeconds", 0) + probe["periodSeconds"] * probe["failureThreshold"]
+
+
+@pytest.mark.parametrize("manifest", ["worker.yaml", "beat.yaml"])
+def test_each_manifest_holds_liveness_until_the_startup_probe_passed(manifest):
+    """The same check as startup probe, with a window longer than liveness's; liveness has no
+    initial delay of its own (it starts once the startup probe passed)."""
+    container = k8s_container(manifest)
+    startup, liveness = container["startupProbe"], container["livenessProbe"]
+    assert startup["exec"] == liveness["exec"]
+    assert "initialDelaySeconds" not in liveness
+    assert window(startup) > window(liveness)
+
+
+@pytest.mark.services("broker")
+@probe_files
+def test_a_worker_waiting_for_its_broker_fails_the_probe_until_it_connects(
+    worker_process, tmp_path
+):
+    """The settings make a worker started before its broker wait for it; until it connects, the
+    heartbeat probe fails. Under liveness alone (the manifest's old `initialDelaySeconds: 30`)
+    a broker down for two minutes at deploy time restarts the pod in a loop; the startup
+    probe's window gives it the time, and the probe passes once the broker is up."""
+    server = PrivateRedis(tmp_path)
+    env = files_env(tmp_path)
+    wp = worker_process(env=prod_env(CELERY_BROKER_URL=server.url, **env), ready=False)
+    try:
+        wp.wait_for_log("Trying again in")  # no broker yet: the worker waits, alive
+        assert wp.proc.poll() is None
+        assert not passes("worker-heartbeat.sh", **env)  # what a kubelet would see meanwhile
+        server.start()
+        wp.wait_for_log("Connected to redis://", timeout=60)
+        wait_until(lambda: passes("worker-heartbeat.sh", **env), what="the heartbeat", context=wp)
+        wp.stop()
+    finally:
+        server.stop()

@@ -29,6 +29,7 @@ from snippets.recipes.csv_import import BATCH_SIZES, import_products
 from snippets.recipes.csv_import_naive import import_csv_naive
 from snippets.recipes.models import ImportJob, Product
 from tests.bench import BenchRow, Spread, alternating, ratios, scaled
+from tests.recipes.helpers import uploader
 
 SMALL, LARGE = scaled(50_000), scaled(1_000_000)
 TABLE = Product._meta.db_table
@@ -72,7 +73,7 @@ def naive(path: Path, rows: int) -> None:
 def recipe(path: Path, rows: int, loader: str) -> Callable[[], float]:
     def run() -> float:
         with path.open("rb") as f:
-            job = ImportJob.objects.create(file=File(f, name="products.csv"))
+            job = ImportJob.objects.create(owner=uploader(), file=File(f, name="products.csv"))
         started = time.perf_counter()
         result = import_products.delay(job.pk, loader=loader).get(timeout=3600)
         assert result == {"processed": rows, "imported": rows}

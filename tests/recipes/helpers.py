@@ -43,3 +43,10 @@ def coerces_to(value: object, pk: int) -> bool:
         return int(value) == pk
     except (TypeError, ValueError, OverflowError):
         return False
+
+
+def uploader(username: str = "uploader"):
+    """The user who uploads the test's files (the progress view shows a job to its owner only)."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.get_or_create(username=username)[0]

@@ -35,7 +35,7 @@ from snippets.recipes.models import ImportJob, Product
 from tests.harness.net import free_port
 from tests.harness.publishes import recording_publishes
 from tests.harness.wait import wait_until
-from tests.recipes.helpers import run_web_process
+from tests.recipes.helpers import run_web_process, uploader
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,7 +52,9 @@ def products_csv(n: int, price: str = "9.99") -> bytes:
 
 def job_for(content: bytes) -> ImportJob:
     """A job whose task the test publishes itself (to pick the batch size or the queue)."""
-    return ImportJob.objects.create(file=ContentFile(content, name="products.csv"))
+    return ImportJob.objects.create(
+        owner=uploader(), file=ContentFile(content, name="products.csv")
+    )
 
 
 def job_state(job: ImportJob) -> ImportJob:
@@ -97,6 +99,7 @@ def waiting_on_locks() -> int:
 @pytest.fixture
 def progress(client, settings) -> Callable[[ImportJob], dict]:
     settings.ROOT_URLCONF = "snippets.recipes.urls"
+    client.force_login(uploader())  # the owner of every job the tests make
 
     def read(job: ImportJob) -> dict:
         response = client.get(f"/imports/{job.pk}/progress")
@@ -104,6 +107,24 @@ def progress(client, settings) -> Callable[[ImportJob], dict]:
         return response.json()
 
     return read
+
+
+def test_another_users_job_is_a_404_like_an_id_nobody_has(client, settings, progress, media):
+    """Logged in as someone else: the same `404` as for an id that does not exist, so walking
+    the sequential ids reveals neither the jobs nor the rows their errors quote."""
+    job = job_for(csv_bytes(HEADER, "SKU-1,Kettle,not-a-price"))
+    assert progress(job)["status"] == "pending"  # its owner reads it
+    client.force_login(uploader("someone-else"))
+    response = client.get(f"/imports/{job.pk}/progress")
+    assert (response.status_code, response.json()) == (404, {"error": f"no import job {job.pk}"})
+
+
+def test_an_anonymous_progress_request_is_refused(client, settings, media):
+    """No session: `401`, whatever the id."""
+    settings.ROOT_URLCONF = "snippets.recipes.urls"
+    job = job_for(csv_bytes(HEADER))
+    response = client.get(f"/imports/{job.pk}/progress")
+    assert (response.status_code, response.json()) == (401, {"error": "log in first"})
 
 
 @contextlib.contextmanager
@@ -142,7 +163,7 @@ def test_import_upserts_rows_and_records_malformed_lines(celery_worker, media, p
         "SKU-6,Tray,-3",  # line 7: negative
         "SKU-1,Kettle v2,21.00",  # the same sku again, in the same batch: the last one wins
     )
-    job = finished(start_import(ContentFile(content, name="products.csv")))
+    job = finished(start_import(ContentFile(content, name="products.csv"), uploader()))
 
     assert job.status == "done"
     assert sorted(Product.objects.values_list("sku", flat=True)) == ["SKU-1", "SKU-2", "SKU-4"]
@@ -177,7 +198,7 @@ def test_postgresql_refuses_an_upsert_that_touches_a_row_twice():
 @pytest.mark.parametrize("content", [b"", csv_bytes(HEADER)], ids=["empty", "header-only"])
 def test_an_empty_file_completes_with_zero_of_zero(celery_worker, media, progress, content):
     """an empty file and a header-only file: done, 0 of 0, 100 %."""
-    job = finished(start_import(ContentFile(content, name="products.csv")))
+    job = finished(start_import(ContentFile(content, name="products.csv"), uploader()))
 
     assert (job.status, job.total_rows, job.processed_rows, job.imported_rows) == ("done", 0, 0, 0)
     body = progress(job)
@@ -186,7 +207,9 @@ def test_an_empty_file_completes_with_zero_of_zero(celery_worker, media, progres
 
 def test_a_missing_column_fails_the_job_and_the_view_says_so(celery_worker, media, progress):
     """`failed`, not 0 % progress."""
-    job = finished(start_import(ContentFile(csv_bytes("sku,name", "SKU-1,Kettle"), name="x.csv")))
+    job = finished(
+        start_import(ContentFile(csv_bytes("sku,name", "SKU-1,Kettle"), name="x.csv"), uploader())
+    )
 
     assert job.status == "failed"
     assert "missing columns: ['price']" in job.error
@@ -198,7 +221,7 @@ def test_a_missing_column_fails_the_job_and_the_view_says_so(celery_worker, medi
 def test_unknown_columns_cannot_set_a_field(celery_worker, media):
     """Columns outside the allow-list are ignored: the CSV cannot set any other field."""
     content = csv_bytes(HEADER + ",verified,id", "SKU-1,Kettle,19.90,1,999")
-    job = finished(start_import(ContentFile(content, name="products.csv")))
+    job = finished(start_import(ContentFile(content, name="products.csv"), uploader()))
 
     product = Product.objects.get(sku="SKU-1")
     assert (job.status, product.verified) == ("done", False)
@@ -231,11 +254,13 @@ def test_why_naive_crashes_on_an_unknown_column(celery_worker, tmp_path):
 
 def test_running_a_job_again_changes_nothing_and_a_new_upload_updates(celery_worker, media, loader):
     """Running a job again changes nothing; a new upload of changed rows updates them."""
-    job = finished(start_import(ContentFile(products_csv(30), name="products.csv")))
+    job = finished(start_import(ContentFile(products_csv(30), name="products.csv"), uploader()))
     assert import_products.delay(job.pk).get(timeout=30) == {"processed": 30, "imported": 30}
     assert job_state(job).imported_rows == 30  # the redelivered message counted nothing twice
 
-    again = finished(start_import(ContentFile(products_csv(30, price="5.00"), name="p.csv")))
+    again = finished(
+        start_import(ContentFile(products_csv(30, price="5.00"), name="p.csv"), uploader())
+    )
     assert again.status == "done"
     assert Product.objects.count() == 30
     assert set(Product.objects.values_list("price", flat=True)) == {Decimal("5.00")}
@@ -244,7 +269,7 @@ def test_running_a_job_again_changes_nothing_and_a_new_upload_updates(celery_wor
 def test_a_second_run_of_a_job_stops_at_the_checkpoint_and_counts_nothing_twice(media, loader):
     """Two runs read the same checkpoint (a re-published pending job, or a redelivery while the
     first still works): the batch the first committed is refused to the second."""
-    job = ImportJob.objects.create(file=ContentFile(products_csv(4), name="products.csv"))
+    job = job_for(products_csv(4))
     batch = list(numbered_rows(job))[:2]
     assert import_batch(job.pk, batch, offset=0, loader=loader) is True  # the first run
     assert import_batch(job.pk, batch, offset=0, loader=loader) is False  # one batch behind
@@ -265,11 +290,13 @@ from snippets.recipes.csv_import import (
 )
 from snippets.recipes.models import ImportJob
 
-job = start_import(ContentFile(b"sku,name,price\\nSKU-1,Kettle,9.90\\n", name="p.csv"))
+from django.contrib.auth import get_user_model
+owner = get_user_model().objects.get_or_create(username="uploader")[0]
+job = start_import(ContentFile(b"sku,name,price\\nSKU-1,Kettle,9.90\\n", name="p.csv"), owner)
 print("pattern returned", job.pk, flush=True)
 try:
     with transaction.atomic():
-        naive = ImportJob.objects.create(file=ContentFile(b"sku\\n", name="n.csv"))
+        naive = ImportJob.objects.create(owner=owner, file=ContentFile(b"sku\\n", name="n.csv"))
         import_products.delay_on_commit(naive.pk)
     print("naive returned", flush=True)
 except Exception as exc:
@@ -568,6 +595,7 @@ def test_property_any_progress_request_is_answered_without_a_task_or_a_5xx(
     naming the id for no such job (out-of-range ids included), `405` for anything but `GET`, never a
     `5xx`, never a published task."""
     settings.ROOT_URLCONF = "snippets.recipes.urls"
+    client.force_login(uploader())
     ImportJob.objects.all().delete()
     job = job_for(csv_bytes(HEADER))
     segment = segment.replace("{job}", str(job.pk))

@@ -7,13 +7,17 @@ import logging
 import re
 import threading
 import time
+import uuid
+from datetime import timedelta
 
 import pytest
 from celery.exceptions import Ignore
 from django.db import connections, transaction
+from django.utils import timezone
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from snippets.recipes import payments
 from snippets.recipes.models import Order, StockItem
 from snippets.recipes.order_workflow import (
     charge_key,
@@ -22,6 +26,7 @@ from snippets.recipes.order_workflow import (
     notify_order_failed,
     place_order,
     reserve_stock,
+    resume_stuck_orders,
     send_confirmation,
 )
 from snippets.recipes.order_workflow_naive import (
@@ -30,6 +35,7 @@ from snippets.recipes.order_workflow_naive import (
     send_confirmation_naive,
     validate_inventory,
 )
+from tests.configuration.helpers import settings_env
 from tests.harness.db import Rollback
 from tests.harness.net import free_port
 from tests.harness.publishes import recording_publishes
@@ -109,6 +115,50 @@ def test_broker_down_at_commit_the_order_is_kept_pending():
     [order_id] = re.findall(r"pattern returned (\d+)", web.stdout)
     assert "LOG django.db.backends.base Error calling" in web.stdout
     assert Order.objects.get(pk=order_id).status == Order.Status.PENDING
+
+
+@pytest.mark.proves_idempotent(task=resume_stuck_orders)
+@pytest.mark.services("broker")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(production, default queue, PAYMENTS_URL)",
+    reason="the re-published workflows go to this worker's private queue; the test's provider",
+)
+def test_the_sweeper_finishes_stuck_orders_and_a_redelivered_sweep_changes_nothing(
+    worker_process, provider, settings
+):
+    """Orders left PENDING (broker down at commit), RESERVED (its charge message lost) and
+    CHARGING (charged, then the worker died) an hour ago end CONFIRMED, each charged once; an
+    order placed a moment ago is left to its own workflow. The same sweep delivered again finds
+    nothing to do."""
+    StockItem.objects.create(sku="LAMP", available=5)
+    hour_ago = timezone.now() - timedelta(hours=1)
+    pending = new_order(created_at=hour_ago)
+    reserved = new_order(Order.Status.RESERVED, created_at=hour_ago)  # its unit already taken
+    charging = new_order(Order.Status.CHARGING, created_at=hour_ago)
+    charged = payments.create_charge(charge_key(charging.pk), 4990, "went through")
+    fresh = new_order()  # its workflow may still be on its way: not the sweeper's business
+    queue = f"orders-{uuid.uuid4().hex[:8]}"
+    env = settings_env(
+        "snippets.production.settings",
+        CELERY_TASK_DEFAULT_QUEUE=queue,
+        PAYMENTS_URL=settings.PAYMENTS_URL,
+    )
+    wp = worker_process(queue=queue, env=env)
+
+    sweep = resume_stuck_orders.apply_async((900,), queue=wp.queue)
+    assert sweep.get(timeout=60) == 3
+    for order in (pending, reserved, charging):
+        status_becomes(order, Order.Status.CONFIRMED)
+    assert charging.payment_id == charged  # found by its key, not charged again
+    resume_stuck_orders.apply_async((900,), queue=wp.queue, task_id=sweep.id)  # redelivered
+    done = f"{resume_stuck_orders.name}[{sweep.id}] succeeded in"
+    wait_until(lambda: wp.log().count(done) == 2, what="the second delivery", context=wp)
+    [first, second] = re.findall(re.escape(done) + r" [0-9.]+s: (\d+)", wp.log())
+    assert (first, second) == ("3", "0")  # every order the first run found is finished
+    assert len(provider.charges) == 3  # one per order
+    assert stock() == 4  # only the PENDING order reserved a unit now
+    fresh.refresh_from_db()
+    assert fresh.status == Order.Status.PENDING
 
 
 @pytest.mark.antipattern(task=validate_inventory)
