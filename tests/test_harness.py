@@ -102,3 +102,26 @@ def test_the_committed_durations_name_only_modules_that_exist():
     root = TESTS.parent
     assert known_durations(), "tests/harness/durations.json orders the CI run (.ci/run)"
     assert [module for module in known_durations() if not (root / module).exists()] == []
+
+
+def test_a_module_marked_once_runs_no_worker_broker_or_database():
+    """`once` modules run in one CI run only: nothing in them may depend on the broker or on
+    Django's behaviour (tests/conftest.py). A worker, a service or a database use is refused."""
+    import ast
+
+    workers = {"worker_process", "celery_worker", "shared_prefork_worker", "celery_app"}
+    marked = [
+        p
+        for p in TESTS.rglob("test_*.py")
+        if re.search(r"^pytestmark = pytest\.mark\.once$", p.read_text(), re.M)
+    ]
+    assert len(marked) >= 5
+    found = []
+    for path in marked:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                uses = {a.arg for a in node.args.args} & workers
+                marks = [ast.unparse(d) for d in node.decorator_list]
+                uses |= {m for m in marks if "services(" in m or "django_db" in m}
+                found += [f"{path.name}::{node.name}: {sorted(uses)}"] if uses else []
+    assert found == []
