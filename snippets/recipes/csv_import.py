@@ -40,6 +40,8 @@ class ProductRow(forms.Form):
     price = forms.DecimalField(max_digits=10, decimal_places=2, min_value=0)
 
 
+# --8<-- [end:row]
+# --8<-- [start:clean]
 FIELDS = tuple(ProductRow.base_fields)  # the columns read, in this order
 SKU, NAME, PRICE = (ProductRow.base_fields[name] for name in FIELDS)
 PLAIN_PRICE = re.compile(  # digits the DecimalField accepts as they are: no sign, no exponent
@@ -48,9 +50,9 @@ PLAIN_PRICE = re.compile(  # digits the DecimalField accepts as they are: no sig
 
 
 def clean_row(values: tuple[str | None, ...]) -> tuple[dict, dict[str, list[str]]]:
-    """(cleaned data, errors) by the form's own fields, without a Form per row."""  # (2)!
+    """(cleaned data, errors) by the form's own fields, without a Form per row."""  # (1)!
     sku, name, price = values
-    if (  # (3)!
+    if (  # (2)!
         sku and name and price and len(sku) <= SKU.max_length and len(name) <= NAME.max_length
         and (sku + name).isprintable() and sku.strip() == sku and name.strip() == name
         and PLAIN_PRICE(price)
@@ -65,7 +67,7 @@ def clean_row(values: tuple[str | None, ...]) -> tuple[dict, dict[str, list[str]
     return cleaned, errors
 
 
-# --8<-- [end:row]
+# --8<-- [end:clean]
 # --8<-- [start:reader]
 def numbered_rows(job: ImportJob) -> Iterator[tuple[int, tuple[str | None, ...]]]:
     """(line number, the row's sku, name and price) for every data row, read through the
