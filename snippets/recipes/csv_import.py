@@ -4,19 +4,23 @@
 import csv
 import io
 import logging
-from collections.abc import Callable, Iterator
-from itertools import islice
+import re
+from collections.abc import Callable, Iterable, Iterator
+from decimal import Decimal
+from itertools import chain, islice
+from operator import itemgetter
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.core.files import File
+from django.db import IntegrityError, connection, transaction
 
 from snippets.recipes.models import ImportJob, Product
 
 logger = logging.getLogger("snippets.recipes.csv_import")
-BATCH_SIZES = {"orm": 500, "copy": 5000}  # rows per transaction, by loader
+BATCH_SIZES = {"orm": 500, "copy": 20_000}  # rows per transaction, by loader
 KEPT_ERRORS = 100  # row errors stored on the job; the rest are counted
 
 
@@ -36,29 +40,57 @@ class ProductRow(forms.Form):
     price = forms.DecimalField(max_digits=10, decimal_places=2, min_value=0)
 
 
-def clean_row(row: dict[str, str]) -> tuple[dict, dict[str, list[str]]]:
-    """(cleaned data, errors) by the form's own fields, without a Form per row."""  # (2)!
+# --8<-- [end:row]
+# --8<-- [start:clean]
+FIELDS = tuple(ProductRow.base_fields)  # the columns read, in this order
+SKU, NAME, PRICE = (ProductRow.base_fields[name] for name in FIELDS)
+PLAIN_PRICE = re.compile(  # digits the DecimalField accepts as they are: no sign, no exponent
+    rf"[0-9]{{1,{PRICE.max_digits - PRICE.decimal_places}}}(?:\.[0-9]{{1,{PRICE.decimal_places}}})?"
+).fullmatch
+
+
+def clean_row(values: tuple[str | None, ...]) -> tuple[dict, dict[str, list[str]]]:
+    """(cleaned data, errors) by the form's own fields, without a Form per row."""  # (1)!
+    sku, name, price = values
+    if (  # (2)!
+        sku and name and price and len(sku) <= SKU.max_length and len(name) <= NAME.max_length
+        and (sku + name).isprintable() and sku.strip() == sku and name.strip() == name
+        and PLAIN_PRICE(price)
+    ):  # fmt: skip
+        return {"sku": sku, "name": name, "price": Decimal(price)}, {}
     cleaned, errors = {}, {}
-    for name, field in ProductRow.base_fields.items():
+    for (column, field), value in zip(ProductRow.base_fields.items(), values, strict=True):
         try:
-            cleaned[name] = field.clean(row.get(name))
+            cleaned[column] = field.clean(value)
         except ValidationError as exc:
-            errors[name] = exc.messages
+            errors[column] = exc.messages
     return cleaned, errors
 
 
-# --8<-- [end:row]
+# --8<-- [end:clean]
 # --8<-- [start:reader]
-def numbered_rows(job: ImportJob) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, row) for every data row, read through the storage API."""
-    with job.file.open("rb") as raw:
+def numbered_rows(job: ImportJob) -> Iterator[tuple[int, tuple[str | None, ...]]]:
+    """(line number, the row's sku, name and price) for every data row, read through the
+    storage API; None for a column a short row lacks."""
+    with job.file.open("rb") as stored:
+        raw = stored  # the storage's file object, under Django's File wrappers
+        while isinstance(raw, File):  # (1)!
+            raw = raw.file
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        reader = csv.DictReader(text)  # (1)!
-        missing = set(ProductRow.base_fields) - set(reader.fieldnames or ())
-        if reader.fieldnames and missing:
-            raise ValueError(f"missing columns: {sorted(missing)}")
+        reader = csv.reader(text)  # (2)!
+        header = next(reader, None)
+        if header is None:  # an empty file
+            return
+        position = {column: i for i, column in enumerate(header)}  # a repeated column: the last
+        if missing := sorted(set(FIELDS) - set(position)):
+            raise ValueError(f"missing columns: {missing}")
+        positions = [position[column] for column in FIELDS]
+        pick, width = itemgetter(*positions), max(positions) + 1  # (3)!
         for row in reader:
-            yield reader.line_num, row
+            if len(row) >= width:
+                yield reader.line_num, pick(row)
+            elif row:  # a short row (a blank line is no row)
+                yield reader.line_num, tuple(row[i] if i < len(row) else None for i in positions)
 
 
 # --8<-- [end:reader]
@@ -110,20 +142,22 @@ def import_products(
 # --8<-- [end:task]
 # --8<-- [start:batch]
 def import_batch(
-    job_id: int, batch: list[tuple[int, dict[str, str]]], offset: int, loader: str = "orm"
+    job_id: int, batch: list[tuple[int, tuple[str | None, ...]]], offset: int, loader: str = "orm"
 ) -> bool:
     """Upsert the valid rows and advance the checkpoint in ONE transaction; False when the
     checkpoint is no longer `offset` (a second run of the job did this batch already)."""
-    products: dict[str, dict] = {}
     errors = []
-    for line, row in batch:
-        cleaned, row_errors = clean_row(row)
-        if row_errors:
-            errors.append({"line": line, "errors": row_errors})
-        else:
-            products[cleaned["sku"]] = cleaned  # (1)!
+
+    def valid_rows() -> Iterator[dict]:
+        for line, row in batch:
+            cleaned, row_errors = clean_row(row)
+            if row_errors:
+                errors.append({"line": line, "errors": row_errors})
+            else:
+                yield cleaned
+
     with transaction.atomic():
-        LOADERS[loader](list(products.values()))
+        LOADERS[loader](valid_rows())  # (1)!
         job = ImportJob.objects.select_for_update().get(pk=job_id)
         if job.processed_rows != offset:  # another run committed this batch first
             transaction.set_rollback(True)
@@ -139,36 +173,54 @@ def import_batch(
 
 # --8<-- [end:batch]
 # --8<-- [start:loaders]
-def upsert_orm(rows: list[dict]) -> None:
+def last_per_sku(rows: Iterable[dict]) -> list[dict]:
+    """One row per sku, the file's last: an upsert may not touch a row twice."""  # (1)!
+    return list({row["sku"]: row for row in rows}.values())
+
+
+def upsert_orm(rows: Iterable[dict]) -> None:
     """Portable: one INSERT per batch that updates the rows whose sku exists."""
     target = ["sku"] if connection.features.supports_update_conflicts_with_target else None
-    Product.objects.bulk_create(  # (1)!
-        [Product(**row) for row in rows],
+    Product.objects.bulk_create(  # (2)!
+        [Product(**row) for row in last_per_sku(rows)],
         update_conflicts=True,
         unique_fields=target,
         update_fields=["name", "price"],
     )
 
 
+TABLE = Product._meta.db_table
 STAGING = """CREATE TEMPORARY TABLE import_staging
     (sku varchar(40), name varchar(200), price numeric(10, 2)) ON COMMIT DROP"""
 
 
-def upsert_copy(rows: list[dict]) -> None:
-    """PostgreSQL: COPY the batch into a staging table, then one set-based upsert."""
+def upsert_copy(rows: Iterable[dict]) -> None:
+    """PostgreSQL: COPY the batch straight into the table, as a bare COPY would; when one of
+    its skus exists already, the batch goes through a staging table and one upsert instead."""
+    rows, sent = iter(rows), []
     with connection.cursor() as cursor:
-        cursor.execute(STAGING)  # (2)!
+        try:
+            with transaction.atomic(), connection.wrap_database_errors:  # (3)!
+                statement = f"COPY {TABLE} (sku, name, price, verified) FROM STDIN"
+                with cursor.cursor.copy(statement) as copy:
+                    for row in rows:  # (4)!
+                        sent.append(row)
+                        copy.write_row((row["sku"], row["name"], row["price"], False))
+            return
+        except IntegrityError:  # an existing or repeated sku: the savepoint undid the COPY
+            pass
+        cursor.execute(STAGING)  # (5)!
         with cursor.cursor.copy("COPY import_staging (sku, name, price) FROM STDIN") as copy:
-            for row in rows:  # (3)!
+            for row in last_per_sku(chain(sent, rows)):
                 copy.write_row((row["sku"], row["name"], row["price"]))
         cursor.execute(
-            f"""INSERT INTO {Product._meta.db_table} (sku, name, price, verified)
+            f"""INSERT INTO {TABLE} (sku, name, price, verified)
                 SELECT sku, name, price, false FROM import_staging
                 ON CONFLICT (sku) DO UPDATE SET name = excluded.name, price = excluded.price"""
-        )  # (4)!
+        )  # (6)!
 
 
-LOADERS: dict[str, Callable[[list[dict]], None]] = {"orm": upsert_orm, "copy": upsert_copy}
+LOADERS: dict[str, Callable[[Iterable[dict]], None]] = {"orm": upsert_orm, "copy": upsert_copy}
 
 
 def default_loader() -> str:
@@ -181,7 +233,6 @@ def default_loader() -> str:
 
 # --8<-- [start:start]
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.core.files import File
 
 
 def start_import(upload: File, owner: AbstractBaseUser) -> ImportJob:
