@@ -38,9 +38,15 @@ def table_rows(path: Path) -> list[str]:
 
 
 def write_results(path: Path, header: str, rows: list[str], note: str = "") -> None:
-    """Write the stamp line, a blank line, the table header (two lines) and the rows."""
+    """Write the stamp line, a blank line, the table header (two lines) and the rows.
+
+    Written beside and renamed over the file: a site build reading it at that moment (the
+    browser session runs beside the tests in .ci/run) sees the old file or the new, never half.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join([stamp(note), "", *header.splitlines(), *rows]) + "\n")
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    part.write_text("\n".join([stamp(note), "", *header.splitlines(), *rows]) + "\n")
+    os.replace(part, path)
 
 
 def report(
