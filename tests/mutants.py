@@ -42,7 +42,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.results import table_rows, write_results
+from tests.results import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -380,6 +380,9 @@ def run_tests(module: Path, deadline: float) -> tuple[str, float, str]:
         outcome = "timeout"
         stop(proc)
         out, _ = proc.communicate()
+    except BaseException:  # Ctrl+C or SIGTERM: stop the tests and their workers, then restore
+        stop(proc)
+        raise
     return outcome, time.monotonic() - began, out.decode(errors="replace")[-3000:]
 
 
@@ -460,17 +463,21 @@ def row(summary: dict) -> str:
 
 
 def record(summary: dict) -> None:
-    """The page's row in the results table (other pages' rows kept), its mutants in JSON."""
-    page = summary["page"]
-    detail = DETAILS / f"{page}.json"
+    """The page's mutants in its JSON file, then the table rebuilt from every page's file."""
+    detail = DETAILS / f"{summary['page']}.json"
     detail.parent.mkdir(parents=True, exist_ok=True)
     detail.write_text(json.dumps(summary, indent=1) + "\n")
-    rows = [r for r in table_rows(RESULTS) if not r.startswith(f"| {page} |")] + [row(summary)]
+    write_table()
+
+
+def write_table() -> None:
+    """mutants-results.txt: one row per page with a JSON file, each from that page's last run."""
+    summaries = [json.loads(p.read_text()) for p in sorted(DETAILS.glob("*/*.json"))]
     note = (
         "Killed % counts timeouts (a hang) as killed, of the mutants not equivalent; each "
-        "page's row is from its own last run (dates in docs/assets/data/mutants/)."
+        "page's row is from its own last run (its date in docs/assets/data/mutants/)."
     )
-    write_results(RESULTS, HEADER, sorted(rows), note)
+    write_results(RESULTS, HEADER, [row(s) for s in summaries], note)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -478,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pages", nargs="*", help="docs pages, e.g. task-design/idempotency")
     parser.add_argument("--list", action="store_true", help="print the mutants, run nothing")
     args = parser.parse_args(argv)
+    # Interrupted (Ctrl+C, or SIGTERM even when started in the background, where SIGINT is
+    # ignored): unwind, so the running tests are stopped and the snippet file is restored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     pages = args.pages or pattern_pages()
     for page in pages:
         if args.list:
