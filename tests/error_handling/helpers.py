@@ -69,18 +69,6 @@ def kill_the_child_running(key: str, attempt: int = 1, timeout: float = 60) -> i
     return pid
 
 
-def acked_while_running(wp, task_id: str, timeout: float = 60) -> bool:
-    """Whether worker `wp` has acked the message of `task_id` while the task still runs (its
-    request as `inspect active` shows it): an unacked one is the broker's to hand out again when
-    the whole node is lost, whatever the worker itself can still do."""
-
-    def running() -> dict | None:
-        replies = wp.app.control.inspect([wp.hostname], timeout=1, limit=1).active() or {}
-        return next((r for r in replies.get(wp.hostname, []) if r["id"] == task_id), None)
-
-    return wait_until(running, timeout, what=f"{task_id} running on {wp.hostname}")["acknowledged"]
-
-
 def attempts(key: str) -> int:
     from snippets.error_handling.models import PaymentAttempt
 

@@ -19,7 +19,6 @@ from snippets.error_handling.worker_loss import (
     capture_payment_requeue,
 )
 from tests.error_handling.helpers import (
-    acked_while_running,
     attempts,
     kill_the_child_running,
     payments,
@@ -74,7 +73,7 @@ def test_a_killed_task_is_retried_and_charges_once(worker_process):
     result = capture_payment.apply_async(("retried", 5), queue=wp.queue)
     # acks_late: while it runs the broker keeps the message, for the loss of the whole node
     # (the main process too), which no retry sent by the worker can cover.
-    assert acked_while_running(wp, result.id) is False
+    assert wp.acked_while_running(result.id) is False
     kill_the_child_running("retried")
 
     assert result.get(timeout=90) == "retried"
