@@ -53,7 +53,7 @@ def test_settings_strings_and_dict_entries_are_mutated_outside_functions():
     )
     finder = mutants.Finder(set(mutants.section_lines(source)["s"]))
     finder.visit(ast.parse(source))
-    what = {w for _, _, w in finder.found}
+    what = {w for _, _, w, _ in finder.found}
     assert "'json' -> 'json-mutant'" in what  # in a setting
     assert "drop 'visibility_timeout' from a dict" in what
     assert "delete CELERY_ACCEPT_CONTENT" in what
@@ -89,3 +89,12 @@ def test_results_rows_are_pattern_pages_with_their_mutant_details():
         page = row.strip("| ").split(" | ")[0]
         assert page in pages
         assert (mutants.DETAILS / f"{page}.json").is_file()
+
+
+def test_deleting_a_setting_stated_at_celerys_default_is_equivalent():
+    """CELERY_TASK_SERIALIZER = "json" is the default, stated; CELERY_TASK_ACKS_LATE is not."""
+    found = {
+        m.what: m.equivalent for m in mutants.page_mutants("configuration/production-settings")
+    }
+    assert "celery.app.defaults" in found["delete CELERY_TASK_SERIALIZER"]
+    assert found["delete CELERY_TASK_ACKS_LATE"] == ""
