@@ -50,8 +50,9 @@ RESULTS = DOCS / "assets" / "data" / "mutants-results.txt"
 DETAILS = DOCS / "assets" / "data" / "mutants"
 EQUIVALENT = ROOT / "tests" / "mutants_equivalent.toml"
 HEADER = (
-    "| Page | Mutants | Killed | Survived | Equivalent | Timeout | Killed % | Wall (s) |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|"
+    "| Page | Broker | Mutants | Killed | Survived | Equivalent | Timeout | Killed % | Wall (s) "
+    "| Run |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
 )
 INCLUDE = re.compile(r'--8<-- "(?P<path>snippets/[^":]+\.py)(?::(?P<section>[\w-]+))?"')
 MARKER = re.compile(r"#\s*--8<--\s*\[(?P<edge>start|end):(?P<name>[\w-]+)\]")
@@ -440,8 +441,9 @@ def run_page(page: str) -> dict:
     wall = time.monotonic() - began
     counts = {k: sum(r["outcome"] == k for r in results) for k in
               ("killed", "survived", "equivalent", "timeout")}  # fmt: skip
-    return {"page": page, "mutants": len(mutants), **counts, "wall_s": round(wall),
-            "baseline_s": round(baseline), "results": results,
+    broker = os.environ.get("CELERY_BROKER_URL", "memory://").split(":")[0]
+    return {"page": page, "broker": broker, "mutants": len(mutants), **counts,
+            "wall_s": round(wall), "baseline_s": round(baseline), "results": results,
             "run": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}  # fmt: skip
 
 
@@ -456,9 +458,9 @@ def first_failure(output: str) -> str:
 def row(summary: dict) -> str:
     live = summary["mutants"] - summary["equivalent"]
     score = f"{100 * (summary['killed'] + summary['timeout']) / live:.0f}" if live else "-"
-    cells = [summary["page"], *(str(summary[k]) for k in
+    cells = [summary["page"], summary["broker"], *(str(summary[k]) for k in
              ("mutants", "killed", "survived", "equivalent", "timeout")), score,
-             str(summary["wall_s"])]  # fmt: skip
+             str(summary["wall_s"]), summary["run"]]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
 
 
@@ -475,7 +477,7 @@ def write_table() -> None:
     summaries = [json.loads(p.read_text()) for p in sorted(DETAILS.glob("*/*.json"))]
     note = (
         "Killed % counts timeouts (a hang) as killed, of the mutants not equivalent; each "
-        "page's row is from its own last run (its date in docs/assets/data/mutants/)."
+        "page's row is from its own last run (Run), with the page's tests as they were then."
     )
     write_results(RESULTS, HEADER, [row(s) for s in summaries], note)
 
