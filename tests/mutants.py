@@ -33,6 +33,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ from pathlib import Path
 
 import psutil
 
+from tests.harness.process import Process
 from tests.results import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -368,38 +370,30 @@ def run_tests(module: Path, deadline: float) -> tuple[str, float, str]:
     ]  # fmt: skip
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     began = time.monotonic()
-    proc = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        out, _ = proc.communicate(timeout=deadline)
-        outcome = "passed" if proc.returncode == 0 else "failed"
-        if proc.returncode != 0 and b"+ Timeout +" in out:
-            outcome = "timeout"  # pytest-timeout stopped a hanging test
-    except subprocess.TimeoutExpired:
-        outcome = "timeout"
-        stop(proc)
-        out, _ = proc.communicate()
-    except BaseException:  # Ctrl+C or SIGTERM: stop the tests and their workers, then restore
-        stop(proc)
-        raise
-    return outcome, time.monotonic() - began, out.decode(errors="replace")[-3000:]
+    with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
+        run = Process.spawn(argv, log_path=Path(tmp) / "pytest.log", env=env, name="pytest")
+        try:
+            status = run.proc.wait(deadline)
+            outcome = "passed" if status == 0 else "failed"
+            if status != 0 and "+ Timeout +" in run.log():
+                outcome = "timeout"  # pytest-timeout stopped a hanging test
+        except subprocess.TimeoutExpired:
+            outcome = "timeout"
+            stop(run)
+        except BaseException:  # Ctrl+C or SIGTERM: stop the tests and their workers, then restore
+            stop(run)
+            raise
+        return outcome, time.monotonic() - began, run.log()[-3000:]
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """Ctrl+C (the fixtures stop their workers), then SIGKILL whatever is left of the tree."""
+def stop(run: Process) -> None:
+    """Ctrl+C (the fixtures stop their workers), then SIGKILL whatever is left: the group and
+    the worker subprocesses, which run in sessions of their own."""
     try:
-        tree = psutil.Process(proc.pid).children(recursive=True)
+        tree = psutil.Process(run.pid).children(recursive=True)
     except psutil.Error:
         tree = []
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    run.stop(signal.SIGINT, timeout=60, group=True)
     for child in tree:
         with contextlib.suppress(psutil.Error):
             child.kill()
