@@ -406,10 +406,14 @@ def equivalents() -> dict[str, str]:
     return tomllib.loads(EQUIVALENT.read_text()).get("equivalent", {})
 
 
-def run_page(page: str) -> dict:
+def run_page(page: str, survivors: bool = False) -> dict:
+    """Run every mutant of the page; with `survivors`, only those the page's last run did not
+    kill (tests only gain assertions, so a killed mutant stays killed), the others kept."""
     module = test_module(page)
     mutants = page_mutants(page)
     known = equivalents()
+    last = json.loads((DETAILS / f"{page}.json").read_text()) if survivors else {}
+    kept = {r["key"]: r for r in last.get("results", []) if r["outcome"] in ("killed", "timeout")}
     began = time.monotonic()
     print(f"== {page}: {len(mutants)} mutants, oracle {module.relative_to(ROOT)}", flush=True)
     outcome, baseline, tail = run_tests(module, deadline=1800)
@@ -419,6 +423,10 @@ def run_page(page: str) -> dict:
     print(f"   baseline {baseline:.0f} s, deadline per mutant {deadline:.0f} s", flush=True)
     results = []
     for i, mutant in enumerate(mutants, 1):
+        if mutant.key in kept:
+            results.append(entry := kept[mutant.key])
+            print(f"   [{i}/{len(mutants)}] {entry['outcome']:10} (last run)", flush=True)
+            continue
         if reason := known.get(mutant.key, mutant.equivalent):
             outcome, seconds, tail = "equivalent", 0.0, reason
         else:
@@ -436,9 +444,14 @@ def run_page(page: str) -> dict:
     counts = {k: sum(r["outcome"] == k for r in results) for k in
               ("killed", "survived", "equivalent", "timeout")}  # fmt: skip
     broker = os.environ.get("CELERY_BROKER_URL", "memory://").split(":")[0]
-    return {"page": page, "broker": broker, "mutants": len(mutants), **counts,
-            "wall_s": round(wall), "baseline_s": round(baseline), "results": results,
-            "run": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}  # fmt: skip
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    summary = {"page": page, "broker": broker, "mutants": len(mutants), **counts,
+               "wall_s": round(wall), "baseline_s": round(baseline), "results": results,
+               "run": now}  # fmt: skip
+    if survivors:  # the wall time and date stay the full run's; the re-run is noted
+        rerun = {"run": now, "wall_s": round(wall), "mutants": len(mutants) - len(kept)}
+        summary.update(wall_s=last["wall_s"], run=last["run"], rerun=rerun)
+    return summary
 
 
 def first_failure(output: str) -> str:
@@ -455,6 +468,8 @@ def row(summary: dict) -> str:
     cells = [summary["page"], summary["broker"], *(str(summary[k]) for k in
              ("mutants", "killed", "survived", "equivalent", "timeout")), score,
              str(summary["wall_s"]), summary["run"]]  # fmt: skip
+    if rerun := summary.get("rerun"):
+        cells[-1] += f"; survivors re-run {rerun['run']} ({rerun['wall_s']} s)"
     return "| " + " | ".join(cells) + " |"
 
 
@@ -480,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("pages", nargs="*", help="docs pages, e.g. task-design/idempotency")
     parser.add_argument("--list", action="store_true", help="print the mutants, run nothing")
+    parser.add_argument(
+        "--survivors", action="store_true", help="re-run only what the last run did not kill"
+    )
     args = parser.parse_args(argv)
     # Interrupted (Ctrl+C, or SIGTERM even when started in the background, where SIGINT is
     # ignored): unwind, so the running tests are stopped and the snippet file is restored.
@@ -493,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
                 mark = "  (equivalent)" if mutant.key in known or mutant.equivalent else ""
                 print(f"{page}  line {mutant.line}  {mutant.key}{mark}")
             continue
-        summary = run_page(page)
+        summary = run_page(page, survivors=args.survivors)
         record(summary)
         print(row(summary), flush=True)
         for entry in summary["results"]:
