@@ -29,6 +29,13 @@ def leftover_files(export: Export, tmp_path) -> list[str]:
     return glob.glob(os.path.join(tmp_path, f"export-{export.pk}-*.csv"))
 
 
+def test_the_export_declares_a_soft_limit_that_fires_before_its_hard_limit(celery_app):
+    """The limits the page shows are in force: finite, soft first, both below the redelivery
+    window (the proofs below set shorter ones per call, to run in seconds)."""
+    soft, hard = export_rows.soft_time_limit, export_rows.time_limit
+    assert 0 < soft < hard < celery_app.conf.broker_transport_options["visibility_timeout"]
+
+
 @pytest.mark.antipattern(task=export_rows_skipping_errors)
 def test_why_swallowing_the_soft_limit_ends_in_a_kill_without_cleanup(worker_process, tmp_path):
     """`except Exception` eats SoftTimeLimitExceeded: the hard limit kills the child mid-work.
