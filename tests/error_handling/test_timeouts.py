@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import smtplib
+import time
 
 import pytest
 import requests
@@ -108,6 +109,15 @@ def test_an_http_call_to_a_silent_server_times_out(silent_server):
     """A TCP server that accepts and never answers: the HTTP call raises `requests.ReadTimeout`."""
     with pytest.raises(requests.ReadTimeout):
         fetch_status(f"http://127.0.0.1:{silent_server}/status", timeout=(1, 0.5))
+
+
+def test_the_default_timeout_bounds_a_call_to_a_silent_server(silent_server):
+    """Called as the page calls it, with no timeout argument: HTTP_TIMEOUT still ends the wait
+    (after its read timeout)."""
+    began = time.monotonic()
+    with pytest.raises(requests.ReadTimeout):
+        fetch_status(f"http://127.0.0.1:{silent_server}/status")
+    assert time.monotonic() - began < 30
 
 
 def test_email_timeout_bounds_a_silent_smtp_server(silent_server, settings):
