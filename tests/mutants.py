@@ -451,6 +451,8 @@ def run_page(page: str, survivors: bool = False) -> dict:
     if survivors:  # the wall time and date stay the full run's; the re-run is noted
         rerun = {"run": now, "wall_s": round(wall), "mutants": len(mutants) - len(kept)}
         summary.update(wall_s=last["wall_s"], run=last["run"], rerun=rerun)
+        if broker != last["broker"]:
+            summary["broker"] = f"{last['broker']}; re-run on {broker}"
     return summary
 
 
