@@ -187,3 +187,17 @@ def bench(session: nox.Session) -> None:
     benches = sorted(str(p) for p in __import__("pathlib").Path("tests").rglob("bench_*.py"))
     env = {"BENCH_RESULTS": "docs/assets/data/bench-results.txt"}
     session.run("pytest", "-p", "no:cov", "-s", *benches, *session.posargs, env=env)
+
+
+@nox.session(python="3.12")
+def mutants(session: nox.Session) -> None:
+    """Mutation testing of the pattern pages (tests/mutants.py, issue #22): every mutant of the
+    pattern sections a page includes (task options, settings, the pattern's logic), run in place
+    against the page's own test module on the services the environment names (as for the
+    services tests), -x, with a deadline. `nox -s mutants -- task-design/idempotency` runs one
+    page (no argument: every pattern page; `-- --list PAGE` prints the mutants). Writes
+    docs/assets/data/mutants-results.txt (shown on docs/proof.md and each page's Proof section)
+    and docs/assets/data/mutants/<section>/<page>.json; equivalent mutants and their reasons are
+    in tests/mutants_equivalent.toml. Not part of .ci/run: hours for every page on 2 cores."""
+    sync(session, "test")
+    session.run("python", "-m", "tests.mutants", *session.posargs)

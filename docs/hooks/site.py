@@ -8,7 +8,8 @@
   file ``nox -s bench`` writes) as a one-row table with its stamp; ``<!-- bench: NAME | COLUMN -->``
   becomes one cell of it (``ratio``, ``baseline result``, ...). ``<!-- chaos: SCENARIO / VARIANT /
   BROKER -->`` does the same with ``chaos-results.txt`` (``nox -s chaos``), ``<!-- search: NAME
-  -->`` with ``search-results.txt`` (``nox -s browser``, ``nox -s search_compare``). A name that
+  -->`` with ``search-results.txt`` (``nox -s browser``, ``nox -s search_compare``), ``<!--
+  mutants: SECTION/PAGE -->`` with ``mutants-results.txt`` (``nox -s mutants``). A name that
   matches no row fails the build: a measured figure is never typed on a page.
 * ``<!-- default: NAME -->`` becomes the default of Celery setting NAME (or of the kombu Redis
   transport option NAME) in the installed version; ``<!-- version: PACKAGE -->`` its version.
@@ -113,9 +114,10 @@ RESULTS = {
     "bench": ("bench-results.txt", "nox -s bench"),
     "chaos": ("chaos-results.txt", "nox -s chaos"),
     "search": ("search-results.txt", "nox -s browser and nox -s search_compare"),
+    "mutants": ("mutants-results.txt", "nox -s mutants"),
 }
 FIGURE = re.compile(
-    r"<!-- (?P<kind>bench|chaos|search): (?P<name>[^|>]+?)(?: \| (?P<column>[^>]+?))? -->"
+    r"<!-- (?P<kind>bench|chaos|search|mutants): (?P<name>[^|>]+?)(?: \| (?P<column>[^>]+?))? -->"
 )
 
 

@@ -104,6 +104,14 @@ def test_stranded_queues_reads_every_form_of_routes(celery_app, celery_worker, r
     app.conf.task_routes = routes
     names_a_queue = routes is not None and "exchange" not in str(routes)
     assert stranded_queues(app) == ({NEVER: 0} if names_a_queue else {})
+    # and the check declared nothing: RabbitMQ still has no such queue (Redis has no declared
+    # queues at all, only lists that exist while they hold messages)
+    with (
+        app.connection_for_read() as conn,
+        pytest.raises(conn.channel_errors),
+        conn.channel() as channel,
+    ):
+        channel.queue_declare(NEVER, passive=True)
 
 
 def test_routes_are_applied_when_publishing(routed_app, celery_app, celery_worker):

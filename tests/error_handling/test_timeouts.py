@@ -6,6 +6,7 @@ import contextlib
 import glob
 import os
 import smtplib
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -29,6 +30,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def leftover_files(export: Export, tmp_path) -> list[str]:
     """Export files in the worker's temporary directory (TMPDIR=tmp_path: this test's own)."""
     return glob.glob(os.path.join(tmp_path, f"export-{export.pk}-*.csv"))
+
+
+def test_the_export_declares_a_soft_limit_that_fires_before_its_hard_limit(celery_app):
+    """The limits the page shows are in force: finite, soft first, both below the redelivery
+    window (the proofs below set shorter ones per call, to run in seconds)."""
+    soft, hard = export_rows.soft_time_limit, export_rows.time_limit
+    assert 0 < soft < hard < celery_app.conf.broker_transport_options["visibility_timeout"]
 
 
 @pytest.mark.antipattern(task=export_rows_skipping_errors)
@@ -138,6 +146,15 @@ def test_an_http_call_to_a_silent_server_times_out(silent_server):
     """A TCP server that accepts and never answers: the HTTP call raises `requests.ReadTimeout`."""
     with pytest.raises(requests.ReadTimeout):
         fetch_status(f"http://127.0.0.1:{silent_server}/status", timeout=(1, 0.5))
+
+
+def test_the_default_timeout_bounds_a_call_to_a_silent_server(silent_server):
+    """Called as the page calls it, with no timeout argument: HTTP_TIMEOUT still ends the wait
+    (after its read timeout)."""
+    began = time.monotonic()
+    with pytest.raises(requests.ReadTimeout):
+        fetch_status(f"http://127.0.0.1:{silent_server}/status")
+    assert time.monotonic() - began < 30
 
 
 def test_email_timeout_bounds_a_silent_smtp_server(silent_server, settings):

@@ -71,6 +71,9 @@ def test_a_killed_task_is_retried_and_charges_once(worker_process):
     """Celery 5.7 task_retry_on_worker_lost: re-sent like retry(), counted in request.retries."""
     [wp] = start_workers(worker_process)
     result = capture_payment.apply_async(("retried", 5), queue=wp.queue)
+    # acks_late: while it runs the broker keeps the message, for the loss of the whole node
+    # (the main process too), which no retry sent by the worker can cover.
+    assert wp.acked_while_running(result.id) is False
     kill_the_child_running("retried")
 
     assert result.get(timeout=90) == "retried"

@@ -65,6 +65,19 @@ class WorkerProcess(Process):
         """Until the worker answers a remote-control ping (it consumes by then)."""
         wait_ping(self.app, self.hostname, timeout, proc=self)
 
+    def acked_while_running(self, task_id: str, timeout: float = 60) -> bool:
+        """Whether the worker has acked the message of `task_id` while the task still runs (its
+        request as `inspect active` shows it): an unacked one is the broker's to hand out again
+        when the whole node is lost, whatever the worker itself can still do."""
+
+        def running() -> dict | None:
+            control = self.app.control.inspect([self.hostname], timeout=1, limit=1)
+            replies = control.active() or {}
+            return next((r for r in replies.get(self.hostname, []) if r["id"] == task_id), None)
+
+        found = wait_until(running, timeout, what=f"{task_id} running", context=self)
+        return found["acknowledged"]
+
 
 def wait_ping(app: object, hostname: str, timeout: float = 60, proc: Process | None = None) -> None:
     """Until the node (a worker, or beat with remote control) answers a ping; fails early if

@@ -66,7 +66,10 @@ def test_sigkill_mid_task_runs_it_again_and_the_key_credits_once(shared_prefork_
     assert balance(account) == 100
     log = wp.log()
     assert f"pid:{pid} exited with 'signal 9 (SIGKILL)'" in log
-    assert f"key '{unique_key}' already applied" in log
+    # The log names the redelivery (delivery_info, on Redis and RabbitMQ alike).
+    skipped = f"key '{unique_key}' already applied to account {account.pk}, skipping"
+    assert f"{skipped} (redelivered=True)" in log
+    assert f"[{result.id}] retry:" not in log  # requeued by the broker, not re-sent as a retry
 
 
 @pytest.mark.services("broker")
@@ -105,6 +108,8 @@ def test_retry_on_worker_lost_sends_a_retry_and_the_key_credits_once(
 
     pid = task_pid(result)
     wait_until(lambda: ProcessedKey.objects.filter(key=unique_key).exists(), what="the commit")
+    # Still acks_late: the retry covers a dead child, the unacked message a dead node.
+    assert wp.acked_while_running(result.id) is False
     os.kill(pid, signal.SIGKILL)
 
     assert result.get(timeout=60) == "duplicate"
@@ -163,6 +168,7 @@ def test_a_crash_after_the_provider_charged_charges_once(worker_process, provide
     provider.charge_if_client_gone = charged
     wp = worker_process(env={"PAYMENT_PROVIDER_URL": provider.url})
     result = charge_order.apply_async((7, 1500, "order-7-charge"), queue=wp.queue)
+    assert wp.acked_while_running(result.id) is False  # acks_late: a dead node's is redelivered
     pid = kill_while_the_provider_holds(wp, provider, result)
 
     assert result.get(timeout=90) == "charged"  # the rerun (a retry after WorkerLostError)
@@ -171,6 +177,7 @@ def test_a_crash_after_the_provider_charged_charges_once(worker_process, provide
     charge = Charge.objects.get(key="order-7-charge")
     assert (charge.status, charge.provider_charge_id) == ("charged", "ch_1")
     assert f"pid:{pid} exited with 'signal 9 (SIGKILL)'" in wp.log()
+    assert f"[{result.id}] retry: Retry in 5s: WorkerLostError" in wp.log()  # default_retry_delay
     # delivered once more (a duplicate publish): the recorded state answers, no call at all
     assert charge_order.apply_async((7, 1500, "order-7-charge"), queue=wp.queue).get(60) == (
         "duplicate"

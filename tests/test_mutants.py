@@ -1,0 +1,100 @@
+"""The mutation runner (tests/mutants.py, ``nox -s mutants``) mutates what the pages show as the
+pattern, nothing else, and leaves the snippet files as they were; its committed results and
+equivalent mutants name real pages and mutants. No worker: the runs themselves are the session's.
+"""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+
+import pytest
+
+from tests import mutants
+from tests.results import table_rows
+
+
+def keys(page: str) -> set[str]:
+    return {m.key for m in mutants.page_mutants(page)}
+
+
+def test_task_options_are_mutated_where_the_pattern_sets_them():
+    """acks_late, retry_on_worker_lost and max_retries of the pattern each get a mutant."""
+    found = keys("error-handling/worker-loss")
+    section = "snippets/error_handling/worker_loss.py:pattern"
+    for what in (
+        "acks_late=True -> False",
+        "retry_on_worker_lost=True -> False",
+        "max_retries=3 -> 0",
+    ):
+        assert f"{section}: {what}" in found
+
+
+def test_anti_patterns_parameter_defaults_and_models_are_not_mutated():
+    """The early-ack anti-pattern, `crash=False` (a test's knob) and models.py stay as shown."""
+    found = mutants.page_mutants("error-handling/worker-loss")
+    assert not [m for m in found if m.section == "early_ack" or m.path.endswith("models.py")]
+    assert not [m for m in found if "crash" in m.what or "seconds" in m.what]
+    idempotency = mutants.page_sections("task-design/idempotency")
+    assert "antipattern" not in idempotency["snippets/task_design/idempotency.py"]
+    assert "snippets/task_design/models.py" not in idempotency
+
+
+def test_settings_strings_and_dict_entries_are_mutated_outside_functions():
+    """Module-level settings: a string changed, a dict entry dropped, a setting deleted."""
+    source = (
+        "# --8<-- [start:s]\n"
+        'CELERY_ACCEPT_CONTENT = ["json"]\n'
+        'OPTIONS = {"visibility_timeout": 3600}\n'
+        "def f(x):\n"
+        '    """Doc."""\n'
+        '    return x == "json"\n'
+        "# --8<-- [end:s]\n"
+    )
+    finder = mutants.Finder(set(mutants.section_lines(source)["s"]))
+    finder.visit(ast.parse(source))
+    what = {w for _, _, w, _ in finder.found}
+    assert "'json' -> 'json-mutant'" in what  # in a setting
+    assert "drop 'visibility_timeout' from a dict" in what
+    assert "delete CELERY_ACCEPT_CONTENT" in what
+    assert "x == 'json' -> x != 'json'" in what
+    assert not [w for w in what if "Doc" in w]  # no docstring, no string in a body
+
+
+def test_applying_a_mutant_changes_the_file_and_restores_it(tmp_path, monkeypatch):
+    """The mutant is written in place (subprocess workers import it) and undone, even on error."""
+    monkeypatch.setattr(mutants, "ROOT", tmp_path)
+    path = tmp_path / "m.py"
+    path.write_text("# --8<-- [start:p]\nACKS_LATE = True\n# --8<-- [end:p]\n")
+    original = path.read_bytes()
+    [flip] = [m for m in mutants.mutants_of("m.py", {"p"}) if "False" in m.what]
+    with pytest.raises(RuntimeError), mutants.applied(flip):
+        assert "ACKS_LATE = False" in path.read_text()
+        raise RuntimeError
+    assert path.read_bytes() == original
+
+
+def test_every_equivalent_names_a_current_mutant_with_a_reason():
+    """A stale entry (the code changed) or a bare one would hide a mutant without saying why."""
+    listed = tomllib.loads(mutants.EQUIVALENT.read_text())["equivalent"]
+    current = {key for page in mutants.pattern_pages() for key in keys(page)}
+    assert set(listed) <= current
+    assert all(reason.strip() for reason in listed.values())
+
+
+def test_results_rows_are_pattern_pages_with_their_mutant_details():
+    """Each row of mutants-results.txt is a pattern page with its JSON of every mutant."""
+    pages = set(mutants.pattern_pages())
+    for row in table_rows(mutants.RESULTS):
+        page = row.strip("| ").split(" | ")[0]
+        assert page in pages
+        assert (mutants.DETAILS / f"{page}.json").is_file()
+
+
+def test_deleting_a_setting_stated_at_celerys_default_is_equivalent():
+    """CELERY_TASK_SERIALIZER = "json" is the default, stated; CELERY_TASK_ACKS_LATE is not."""
+    found = {
+        m.what: m.equivalent for m in mutants.page_mutants("configuration/production-settings")
+    }
+    assert "celery.app.defaults" in found["delete CELERY_TASK_SERIALIZER"]
+    assert found["delete CELERY_TASK_ACKS_LATE"] == ""
