@@ -74,7 +74,9 @@ def test_a_killed_holder_leaves_the_redis_lock_only_until_it_expires(
     wp = shared_prefork_worker
     killed = rebuild_search_index.apply_async((job, 8.0, 30), queue=wp.queue)  # a 30 s TTL
     pid = task_pid(killed)
-    wait_until(lambda: client.exists(f"lock:{job}"), what="the lock")
+    # The run takes the lock, then writes its row: wait for the row, so the kill lands in the
+    # work (a kill between the two would leave the lock and no row; R6 of stop 26 hit it).
+    wait_until(lambda: runs(job) == 1, what="the run's row, written under the lock")
     os.kill(pid, signal.SIGKILL)
     assert client.ttl(f"lock:{job}") > 0  # the dead holder's lock is still there, expiring
 
