@@ -128,8 +128,18 @@ def published() -> Iterator[list[dict]]:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """An xdist process hands its worker timings to the controller, which prints the sum."""
+    import resource
+
     from tests.harness.celery import TIMINGS
 
+    # CPU seconds, for the profile of a CI run (2 cores: CPU, not waiting, sets its pace): this
+    # test process, and every subprocess it started and reaped (workers with their pool
+    # children, beat, `celery` commands).
+    # (Not the xdist controller's: its reaped children are the test processes, counted there.)
+    for who, usage in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN)):
+        if not session.config.pluginmanager.hasplugin("dsession"):
+            used = resource.getrusage(usage)
+            TIMINGS.append((f"cpu {who}", used.ru_utime + used.ru_stime))
     if (output := getattr(session.config, "workeroutput", None)) is not None:
         output["harness_timings"] = [list(timing) for timing in TIMINGS]
 
@@ -151,3 +161,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
                 f"harness: {len(seconds)} x {what}: {sum(seconds):.1f} s in all, "
                 f"mean {sum(seconds) / len(seconds):.2f} s, max {max(seconds):.2f} s"
             )
+    cpu = {w: sum(s for x, s in TIMINGS if x == f"cpu {w}") for w in ("self", "children")}
+    if any(cpu.values()):
+        terminalreporter.write_line(
+            f"harness: CPU {cpu['self']:.0f} s in the test processes, "
+            f"{cpu['children']:.0f} s in their subprocesses"
+        )
