@@ -6,6 +6,7 @@ import io
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from itertools import chain, islice
 from operator import itemgetter
@@ -69,9 +70,10 @@ def clean_row(values: tuple[str | None, ...]) -> tuple[dict, dict[str, list[str]
 
 # --8<-- [end:clean]
 # --8<-- [start:reader]
-def numbered_rows(job: ImportJob) -> Iterator[tuple[int, tuple[str | None, ...]]]:
-    """(line number, the row's sku, name and price) for every data row, read through the
-    storage API; None for a column a short row lacks."""
+@contextmanager
+def csv_rows(job: ImportJob) -> Iterator[tuple[Iterator[list[str]], list[int]]]:
+    """The file's CSV rows after its header, read through the storage API, and where the
+    allowed columns are in a row (none for an empty file)."""
     with job.file.open("rb") as stored:
         raw = stored  # the storage's file object, under Django's File wrappers
         while isinstance(raw, File):  # (1)!
@@ -79,18 +81,31 @@ def numbered_rows(job: ImportJob) -> Iterator[tuple[int, tuple[str | None, ...]]
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.reader(text)  # (2)!
         header = next(reader, None)
-        if header is None:  # an empty file
-            return
+        if header is None:  # an empty file: no header, and no rows below it
+            header = list(FIELDS)
         position = {column: i for i, column in enumerate(header)}  # a repeated column: the last
         if missing := sorted(set(FIELDS) - set(position)):
             raise ValueError(f"missing columns: {missing}")
-        positions = [position[column] for column in FIELDS]
+        yield reader, [position[column] for column in FIELDS]
+
+
+def numbered_rows(job: ImportJob) -> Iterator[tuple[int, tuple[str | None, ...]]]:
+    """(line number, the row's sku, name and price) for every data row; None for a column a
+    short row lacks."""
+    with csv_rows(job) as (reader, positions):
         pick, width = itemgetter(*positions), max(positions) + 1  # (3)!
         for row in reader:
             if len(row) >= width:
                 yield reader.line_num, pick(row)
             elif row:  # a short row (a blank line is no row)
                 yield reader.line_num, tuple(row[i] if i < len(row) else None for i in positions)
+
+
+def count_rows(job: ImportJob) -> int:
+    """The rows numbered_rows() yields, counted without building them (a blank line is no
+    row): the count pass reads the whole file, so it does no more than the csv module's."""
+    with csv_rows(job) as (reader, _positions):
+        return sum(1 for row in reader if row)
 
 
 # --8<-- [end:reader]
@@ -114,7 +129,7 @@ def import_products(
         return {"processed": job.processed_rows, "imported": job.imported_rows}
     try:
         if job.total_rows is None:
-            job.total_rows = sum(1 for _ in numbered_rows(job))  # (3)!
+            job.total_rows = count_rows(job)  # (3)!
         job.status = ImportJob.Status.RUNNING
         job.save(update_fields=["total_rows", "status", "updated_at"])
         offset = job.processed_rows
