@@ -53,7 +53,7 @@ def test_why_a_model_instance_argument_fails_to_publish(celery_app, celery_worke
     with pytest.raises(EncodeError, match="not JSON serializable"):
         archive_report_instance.delay(report)
 
-    # Eager apply_async round-trips the arguments through the serializer (since Celery 4.2).
+    # Eager apply_async round-trips the arguments through the serializer (since Celery 4.3).
     assert celery_app.conf.task_always_eager is False
     celery_app.conf.task_always_eager = True
     try:
