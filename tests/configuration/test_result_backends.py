@@ -197,3 +197,14 @@ def test_a_chord_without_a_result_backend_cannot_start(monkeypatch):
 
     with pytest.raises(NotImplementedError, match="result backend"):
         chord([part.s(1), part.s(2)])(callback.s())
+
+
+def test_the_copied_settings_block_stops_without_the_variable(monkeypatch):
+    """The block as a reader pastes it, run without CELERY_RESULT_BACKEND, stops and names the
+    variable instead of falling back to a Redis on this host (the audit's fallback-url)."""
+    from docs.hooks.includes import expand
+
+    monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
+    block = expand('--8<-- "snippets/configuration/result_backends.py:settings"')
+    with pytest.raises(KeyError, match="CELERY_RESULT_BACKEND"):
+        exec(block, {})  # the page's own block
