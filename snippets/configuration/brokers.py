@@ -4,13 +4,12 @@ A full Django settings module (the worker tests run it as DJANGO_SETTINGS_MODULE
 shows the Redis-specific lines.
 """
 
-# ruff: noqa: I001  (the page section below carries its own imports)
 from snippets.project.settings import *  # noqa: F403
 
 # --8<-- [start:redis]
-import os
-
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+# CELERY_BROKER_URL (redis://host:6379/0) is read from the environment by the project
+# settings, with no default: a broker URL written here would be used by any deploy
+# that forgets the variable.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": 3600,  # (1)!
     "unacked_restore_interval": 10,  # (2)!

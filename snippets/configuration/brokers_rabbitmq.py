@@ -4,13 +4,12 @@ A full Django settings module (the worker tests run it as DJANGO_SETTINGS_MODULE
 shows the RabbitMQ-specific lines.
 """
 
-# ruff: noqa: I001  (the page section below carries its own imports)
 from snippets.project.settings import *  # noqa: F403
 
 # --8<-- [start:rabbitmq]
-import os
-
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# CELERY_BROKER_URL (amqp://user:password@host:5672/vhost) is read from the environment
+# by the project settings, with no default: a broker URL written here would be used by any
+# deploy that forgets the variable.
 CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"  # (1)!
 CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"  # (2)!
 CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"  # (3)!

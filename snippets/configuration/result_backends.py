@@ -4,7 +4,7 @@
 import os
 from datetime import timedelta
 
-CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", "redis://127.0.0.1:6379/1")
+CELERY_RESULT_BACKEND = os.environ["CELERY_RESULT_BACKEND"]  # redis://host:6379/1; no default
 CELERY_RESULT_EXPIRES = timedelta(days=1)  # (1)!
 CELERY_RESULT_CHORD_EXPIRES = timedelta(hours=2).total_seconds()  # (2)!
 CELERY_TASK_TRACK_STARTED = True  # (3)!

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from celery import current_task
 
 CORRELATION_HEADER = "x_request_id"  # the header the request-correlation pattern publishes
+RECORD_FIELDS = {*vars(logging.makeLogRecord({})), "message", "asctime"}  # not extra=...
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,7 +28,8 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        extra = {k: v for k, v in vars(record).items() if k not in RECORD_FIELDS}  # (2)!
+        return json.dumps({**extra, **entry}, default=str)
 
 
 # --8<-- [end:formatter]
@@ -45,7 +47,7 @@ def import_rows(batch: int) -> int:
     """Log with the task logger: the formatter adds which task, and for which request."""
     if batch < 0:
         raise ValueError(f"no batch {batch}")  # logged by the worker, with the traceback
-    logger.info("imported batch %s", batch)
+    logger.info("imported batch %s", batch, extra={"batch": batch})
     return batch
 
 

@@ -7,7 +7,7 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-rates": {
         "task": "snippets.periodic_tasks.beat.refresh_rates",
         "schedule": timedelta(minutes=5),
-        "args": ["refresh-rates"],
+        "args": ["refresh-rates"],  # this site's stand-in task records which entry sent it
         "options": {"expires": 4 * 60},  # (1)!
     },
     "rebuild-search-index": {

@@ -353,3 +353,24 @@ def test_a_queue_type_cannot_change_in_place(amqp_url, delete_amqp_queues):
             Queue(
                 name, queue_arguments={"x-queue-type": "quorum"}, channel=conn.channel()
             ).declare()
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        "snippets/configuration/brokers.py:redis",
+        "snippets/configuration/brokers_rabbitmq.py:rabbitmq",
+    ],
+)
+def test_the_copied_block_has_no_broker_url_to_fall_back_on(section, monkeypatch):
+    """The block as a reader pastes it, run without CELERY_BROKER_URL, sets no URL of its own,
+    so the project settings' "not set in the environment" error stands (the audit's
+    fallback-url). The old line, os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:…"),
+    set one."""
+    from docs.hooks.includes import expand
+
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+    namespace: dict[str, object] = {}
+    exec(expand(f'--8<-- "{section}"'), namespace)  # the page's own block
+    assert "CELERY_BROKER_TRANSPORT_OPTIONS" in namespace  # the block ran
+    assert "CELERY_BROKER_URL" not in namespace

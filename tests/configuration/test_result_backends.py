@@ -23,6 +23,7 @@ from snippets.configuration.result_backends import (
     record_event,
 )
 from tests.configuration.helpers import settings_env
+from tests.harness.services import REQUIRE_SERVICES
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,8 +31,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def redis_backend(celery_app) -> redis.Redis:
     url = celery_app.conf.result_backend
-    if not url.startswith("redis"):
-        pytest.skip(f"needs a Redis result backend, not {url}")
+    if not url.startswith("redis"):  # the embedded run's cache+memory://; CI must have Redis
+        reason = f"needs a Redis result backend, not {url}"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"SNIPPETS_REQUIRE_SERVICES=1 and {reason}", pytrace=False)
+        pytest.skip(reason)
     return redis.Redis.from_url(url)
 
 
@@ -193,3 +197,14 @@ def test_a_chord_without_a_result_backend_cannot_start(monkeypatch):
 
     with pytest.raises(NotImplementedError, match="result backend"):
         chord([part.s(1), part.s(2)])(callback.s())
+
+
+def test_the_copied_settings_block_stops_without_the_variable(monkeypatch):
+    """The block as a reader pastes it, run without CELERY_RESULT_BACKEND, stops and names the
+    variable instead of falling back to a Redis on this host (the audit's fallback-url)."""
+    from docs.hooks.includes import expand
+
+    monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
+    block = expand('--8<-- "snippets/configuration/result_backends.py:settings"')
+    with pytest.raises(KeyError, match="CELERY_RESULT_BACKEND"):
+        exec(block, {})  # the page's own block

@@ -4,6 +4,8 @@ Tests marked ``django6`` are deselected, with a printed note, on Django 5.2
 (tests/django_integration/conftest.py); the Celery side runs on both.
 """
 
+import asyncio
+
 import django
 import pytest
 from django.db import transaction
@@ -20,6 +22,15 @@ if django.VERSION >= (6, 0):
 
 pytestmark = pytest.mark.django_db(transaction=True)
 django6 = pytest.mark.django6
+
+if django.VERSION >= (6, 0):
+    from django.tasks import task
+
+    @task
+    async def double(n: int) -> int:
+        """A coroutine function as a django.tasks task (module level, as django.tasks requires)."""
+        await asyncio.sleep(0)
+        return 2 * n
 
 
 def test_the_celery_front_door_runs_the_shared_body_on_a_worker(celery_worker):
@@ -122,3 +133,18 @@ def test_what_ships_lacks_deferral_retries_canvas_and_beat():
     for celery_only in ("retry", "delay", "apply_async", "s", "si", "delay_on_commit"):
         assert not hasattr(page.publish_report_task, celery_only)
         assert hasattr(page.publish_report_celery, celery_only)
+
+
+@django6
+def test_an_async_def_task_runs_on_the_default_backend_and_is_refused_without_support():
+    """The table's `async def` row: ImmediateBackend awaits the coroutine; a backend whose
+    `supports_async_task` is False refuses the task."""
+    result = double.enqueue(21)
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.return_value == 42
+
+    class SyncOnlyBackend(DummyBackend):
+        supports_async_task = False
+
+    with pytest.raises(InvalidTask, match="async"):
+        SyncOnlyBackend(alias="sync-only", params={}).validate_task(double)

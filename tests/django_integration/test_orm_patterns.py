@@ -1,6 +1,8 @@
 """Proof for docs/django-integration/orm-patterns.md: the ORM in tasks, on real workers."""
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import pytest
 from celery import Celery
@@ -18,9 +20,36 @@ from snippets.django_integration.orm_patterns import (
     reserve_stock,
     reserve_stock_racy,
 )
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 RACE_WINDOW = 2.0  # seconds both claimers hold between read and write: both have read by then
+
+
+@contextlib.contextmanager
+def row_locked(item: StockItem) -> Iterator[None]:
+    """Hold the item's row lock from another connection, so writes to it wait until the block
+    ends (plain reads do not): tasks started inside the block overlap for certain."""
+    other = connections.create_connection("default")
+    try:
+        other.set_autocommit(False)
+        with other.cursor() as cursor:
+            table = StockItem._meta.db_table
+            cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [item.pk])
+        yield
+    finally:
+        other.rollback()
+        other.close()
+
+
+def waiting_on_locks() -> int:
+    """Sessions of the test database waiting on a lock."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
 
 
 def test_the_task_re_reads_the_row_when_it_runs(celery_worker):
@@ -53,7 +82,7 @@ def test_why_a_model_instance_argument_fails_to_publish(celery_app, celery_worke
     with pytest.raises(EncodeError, match="not JSON serializable"):
         archive_report_instance.delay(report)
 
-    # Eager apply_async round-trips the arguments through the serializer (since Celery 4.2).
+    # Eager apply_async round-trips the arguments through the serializer (since Celery 4.3).
     assert celery_app.conf.task_always_eager is False
     celery_app.conf.task_always_eager = True
     try:
@@ -100,7 +129,11 @@ def test_why_read_modify_write_oversells(worker_process):
     assert StockItem.objects.get(pk=item.pk).available == 0  # and the count hides it
 
     StockItem.objects.filter(pk=item.pk).update(available=1)
-    safe = [reserve_stock.apply_async((item.pk, 1), queue=wp.queue) for _ in range(2)]
+    # Forced overlap: both reservations reach the row while another transaction holds it, as
+    # the racy pair did (a read-modify-write would read 1 twice here and sell it twice).
+    with row_locked(item):
+        safe = [reserve_stock.apply_async((item.pk, 1), queue=wp.queue) for _ in range(2)]
+        wait_until(lambda: waiting_on_locks() == 2, what="both reservations waiting on the row")
     assert sorted(r.get(timeout=60) for r in safe) == [False, True]
     assert StockItem.objects.get(pk=item.pk).available == 0
     assert reserve_stock_racy(item.pk, 1) is False  # alone, even the racy version refuses

@@ -56,6 +56,7 @@ def test_with_setup_logging_connected_every_log_line_is_django_json(worker_proce
         "task_id": good,
         "task_name": import_rows.name,
         "correlation_id": "req-42",
+        "batch": 3,  # the call's extra={...}
     }
     assert mine["process"].startswith("ForkPoolWorker")
     assert datetime.fromisoformat(mine["time"]).utcoffset() == timedelta(0)  # ISO 8601, UTC
