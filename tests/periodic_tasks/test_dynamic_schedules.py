@@ -211,6 +211,7 @@ def test_a_berlin_crontab_row_behaves_like_celerys_crontab_across_dst():
 
 
 @pytest.mark.services("postgres")
+@pytest.mark.django_db  # one connection: no commit needed
 def test_calling_schedule_every_again_keeps_an_operators_pause():
     """A deploy hook that re-runs schedule_every() changes the interval, not the pause."""
     schedule_every("paused-by-ops", seconds=60)
@@ -335,6 +336,7 @@ def test_two_setups_at_once_share_one_schedule_row(model, same_entry):
 
 
 @pytest.mark.services("postgres")
+@pytest.mark.django_db  # one connection: no commit needed
 @pytest.mark.parametrize("model", KINDS, ids=lambda m: m.__name__)
 def test_a_duplicate_made_elsewhere_is_reused_not_raised(model):
     """two identical rows, as the admin or beat's own sync can leave them: the setup takes the
