@@ -1,7 +1,8 @@
 """A RabbitMQ node of a test's own: its own port, data directory, node name and configuration.
 
 Never the shared server: a proof that restarts the broker, or needs a setting only the
-server's configuration holds (consumer_timeout), starts one of these.
+server's configuration holds (consumer_timeout), starts one of these. A proof that only needs
+a broker no other worker uses takes a virtual host of its own on the shared server instead.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 from kombu import Connection
@@ -106,3 +109,24 @@ class PrivateRabbit:
             check=False,
         )
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PrivateVhost:
+    """A virtual host of this test's own on the run's RabbitMQ server (`rabbitmqctl`): no
+    other worker of the run shares its queues or its remote-control exchange."""
+
+    def __init__(self, server_url: str) -> None:
+        parts = urlsplit(server_url)
+        self.name = f"private-{uuid.uuid4().hex[:8]}"
+        self.user = parts.username or "guest"
+        self.url = urlunsplit(parts._replace(path=f"/{self.name}"))
+
+    def ctl(self, *args: str) -> None:
+        subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=60, capture_output=True)
+
+    def start(self) -> None:
+        self.ctl("add_vhost", self.name)
+        self.ctl("set_permissions", "-p", self.name, self.user, ".*", ".*", ".*")
+
+    def stop(self) -> None:
+        self.ctl("delete_vhost", self.name)

@@ -11,11 +11,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import requests
 from celery import Celery
 from celery.exceptions import NotRegistered
+from django.conf import settings
 
 from snippets.monitoring.prometheus import charge
 from snippets.monitoring.stuck_tasks import (
@@ -25,6 +27,7 @@ from snippets.monitoring.stuck_tasks import (
     where_is,
 )
 from tests.configuration.helpers import PrivateRedis
+from tests.harness.brokers import PrivateVhost
 from tests.harness.process import ROOT
 from tests.harness.wait import wait_until
 from tests.monitoring.helpers import poll, tool_env
@@ -261,18 +264,30 @@ def test_without_a_result_backend_there_is_no_state_to_ask():
     assert get.startswith("NotImplementedError No result backend is configured")
 
 
-def test_with_no_worker_answering_where_is_asks_nobody(worker_process, tmp_path):
-    """A frozen worker (SIGSTOP: its main process answers nothing) on a broker of the test's own:
-    `workers` is empty, the queue is reported, and no inspect goes out: an empty destination
-    would broadcast to every worker and wait the whole timeout for each question."""
-    server = PrivateRedis(tmp_path)
+@contextmanager
+def private_broker(tmp_path) -> Iterator[str]:
+    """The URL of a broker of this test's own, of the run's kind: a redis-server on Redis, a
+    virtual host of the shared server on RabbitMQ. No other worker of the run answers there."""
+    url = settings.CELERY_BROKER_URL
+    server = PrivateVhost(url) if url.startswith(("amqp", "pyamqp")) else PrivateRedis(tmp_path)
     server.start()
     try:
-        wp = worker_process(concurrency=1, env={"CELERY_BROKER_URL": server.url}, ready=False)
+        yield server.url
+    finally:
+        server.stop()
+
+
+def test_with_no_worker_answering_where_is_asks_nobody(worker_process, tmp_path):
+    """A frozen worker (SIGSTOP: its main process answers nothing) on a broker of the test's own
+    (its own redis-server, or its own RabbitMQ virtual host): `workers` is empty, the queue is
+    reported, and no inspect goes out: an empty destination would broadcast to every worker and
+    wait the whole timeout for each question."""
+    with private_broker(tmp_path) as url:
+        wp = worker_process(concurrency=1, env={"CELERY_BROKER_URL": url}, ready=False)
         wp.wait_for_log(" ready.", timeout=60)
         app = Celery("snippets", set_as_current=False)
         app.config_from_object("django.conf:settings", namespace="CELERY")
-        app.conf.broker_read_url = app.conf.broker_write_url = server.url
+        app.conf.broker_read_url = app.conf.broker_write_url = url
         waiting = app.send_task(charge.name, (1,), queue="nobody-consumes-this")
         os.kill(wp.proc.pid, signal.SIGSTOP)
         try:
@@ -285,5 +300,3 @@ def test_with_no_worker_answering_where_is_asks_nobody(worker_process, tmp_path)
         assert found["unconsumed_queues"] == {"nobody-consumes-this": 1}
         assert found["workers"] == []
         wp.stop()
-    finally:
-        server.stop()

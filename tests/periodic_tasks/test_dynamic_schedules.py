@@ -2,14 +2,26 @@
 in a real `celery beat` subprocess, changed through the ORM while it runs."""
 
 import re
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from celery.utils.imports import symbol_by_name
+from django.core.exceptions import MultipleObjectsReturned
+from django.db import connection, connections
+from django.db.models.signals import pre_save
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask, PeriodicTasks
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    PeriodicTasks,
+)
 from django_celery_beat.schedulers import DatabaseScheduler
 
 from snippets.periodic_tasks.dynamic_schedules import (
@@ -20,6 +32,7 @@ from snippets.periodic_tasks.dynamic_schedules import (
     pause_all_silently,
     schedule_daily,
     schedule_every,
+    schedule_every_get_or_create,
     schedule_once,
 )
 from tests.harness.wait import wait_until
@@ -58,7 +71,7 @@ def test_the_setting_names_the_database_scheduler():
     assert symbol_by_name(CELERY_BEAT_SCHEDULER) is DatabaseScheduler
 
 
-@pytest.mark.services("broker")
+@pytest.mark.services("broker", "postgres")
 def test_a_task_created_through_the_orm_is_sent_without_a_restart(beat_process, queue_name):
     """created while beat runs, sent within seconds with its `expires`; `pause()` (one `save()`)
     stops it."""
@@ -79,7 +92,7 @@ def test_a_task_created_through_the_orm_is_sent_without_a_restart(beat_process, 
     assert all(m["expires"] for m in messages)  # expire_seconds reaches the message
 
 
-@pytest.mark.services("broker")
+@pytest.mark.services("broker", "postgres")
 @pytest.mark.antipattern("snippets/periodic_tasks/dynamic_schedules.py:antipattern")
 def test_why_a_bulk_update_is_ignored_until_update_changed(beat_process, queue_name):
     """three more sends of each "disabled" entry, then none after `update_changed()`."""
@@ -103,7 +116,7 @@ def test_why_a_bulk_update_is_ignored_until_update_changed(beat_process, queue_n
     assert sends_after_last_change(beat, "bulk-b") == []
 
 
-@pytest.mark.services("broker")
+@pytest.mark.services("broker", "postgres")
 def test_a_one_off_clocked_task_is_sent_once_and_disabled(beat_process, queue_name):
     """one send; the row is disabled. The request is retried before and after the send (the
     same name and moment): one row, still one send, and the sent row stays disabled."""
@@ -125,6 +138,7 @@ def test_a_one_off_clocked_task_is_sent_once_and_disabled(beat_process, queue_na
     assert message["args"] == ["once"]
 
 
+@pytest.mark.services("postgres")  # the setup takes an advisory lock
 def test_each_crontab_row_has_its_own_time_zone():
     """a Europe/Berlin row on a UTC project: 02:30 in Berlin is 01:30 UTC in November."""
     task = schedule_daily("invoices-berlin", hour=2, minute=30, timezone="Europe/Berlin")
@@ -136,6 +150,7 @@ def test_each_crontab_row_has_its_own_time_zone():
     assert schedule.remaining_estimate(midnight - timedelta(hours=1)) == timedelta(minutes=90)
 
 
+@pytest.mark.services("postgres")  # the setup takes an advisory lock
 def test_after_a_time_zone_change_last_run_times_are_forgotten_and_beat_is_told():
     """After a time zone change the rows' last run times are reset and beat is told to reload."""
     task = schedule_every("tz-change", seconds=60)
@@ -168,6 +183,7 @@ def sends_of(schedule, start: datetime, end: datetime) -> list[str]:
     return [w.astimezone(berlin).replace(microsecond=0).isoformat() for _n, w in scheduler.sent]
 
 
+@pytest.mark.services("postgres")  # the setup takes an advisory lock
 def test_a_berlin_crontab_row_behaves_like_celerys_crontab_across_dst():
     """The table on crontab-and-timezones.md, with the row's TzAwareCrontab on a UTC project."""
     from django_celery_beat.models import CrontabSchedule
@@ -194,7 +210,8 @@ def test_a_berlin_crontab_row_behaves_like_celerys_crontab_across_dst():
     ]  # fmt: skip  (the repeated 02:00 is skipped here too)
 
 
-@pytest.mark.django_db
+@pytest.mark.services("postgres")
+@pytest.mark.django_db  # one connection: no commit needed
 def test_calling_schedule_every_again_keeps_an_operators_pause():
     """A deploy hook that re-runs schedule_every() changes the interval, not the pause."""
     schedule_every("paused-by-ops", seconds=60)
@@ -202,3 +219,132 @@ def test_calling_schedule_every_again_keeps_an_operators_pause():
     schedule_every("paused-by-ops", seconds=120)
     task = PeriodicTask.objects.get(name="paused-by-ops")
     assert (task.enabled, task.interval.every) == (False, 120)
+
+
+# Two setups at once -------------------------------------------------------------------------
+
+ONCE_AT = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
+KINDS = {  # each kind of schedule row: the PeriodicTask field, and a setup by entry name
+    IntervalSchedule: ("interval", lambda name: schedule_every(name, seconds=60)),
+    CrontabSchedule: ("crontab", lambda name: schedule_daily(name, 9, 0, "Europe/Paris")),
+    ClockedSchedule: ("clocked", lambda name: schedule_once(name, ONCE_AT)),
+}
+
+
+@dataclass
+class Race:
+    outcomes: dict[str, object]  # racer -> what its setup returned, or the exception it raised
+    meeting: str  # how the two met at the INSERT of the schedule row
+
+
+def race(setup: Callable[[str], object], names: dict[str, str], model: type) -> Race:
+    """Run `setup(names[racer])` for two racers at once, each a thread with its own database
+    connection, and hold a racer at the INSERT of a `model` row (a pre_save receiver) until the
+    other has reached its own INSERT too, or waits for a lock (pg_stat_activity). Without the
+    hold, the interleaving in which both look before either inserts is rare; with it, it is
+    what happens whenever the code allows it."""
+    start, go = threading.Barrier(3), threading.Event()
+    pids: dict[str, int] = {}
+    arrived: list[str] = []
+    outcomes: dict[str, object] = {}
+
+    def hold(**_kwargs: object) -> None:
+        racer = threading.current_thread().name
+        if racer in names and not go.is_set():
+            arrived.append(racer)
+            assert go.wait(30), "the race was never released"
+
+    def run(racer: str) -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                [pids[racer]] = cursor.fetchone()
+            start.wait(30)
+            outcomes[racer] = setup(names[racer])
+        except Exception as exc:  # the outcome under test
+            outcomes[racer] = exc
+        finally:
+            connections.close_all()
+
+    def waits_for(racer: str) -> str | None:
+        with connection.cursor() as cursor:  # autocommit: a fresh pg_stat_activity each time
+            cursor.execute(
+                "SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = %s",
+                [pids[racer]],
+            )
+            row = cursor.fetchone()
+        return f"{row[0]}/{row[1]}" if row and row[0] == "Lock" else None
+
+    def met() -> str | None:
+        if len(arrived) == 2:
+            return "both at the INSERT"
+        if len(arrived) == 1:
+            [other] = set(names) - set(arrived)
+            if waiting := waits_for(other):
+                return f"one at the INSERT, the other waiting: {waiting}"
+        if len(outcomes) == 2:
+            return f"{len(arrived)} at the INSERT, both done: {outcomes}"
+        return None
+
+    racers = [threading.Thread(target=run, args=(r,), name=r) for r in names]
+    pre_save.connect(hold, sender=model, dispatch_uid="race-hold")
+    try:
+        for racer in racers:
+            racer.start()
+        start.wait(30)
+        meeting = wait_until(met, 30, what="both racers at the INSERT, or one waiting")
+    finally:
+        go.set()
+        pre_save.disconnect(sender=model, dispatch_uid="race-hold")
+        for racer in racers:
+            racer.join(30)
+    assert not any(r.is_alive() for r in racers)
+    return Race(outcomes, meeting)
+
+
+@pytest.mark.services("postgres")  # two connections, PostgreSQL's locks
+@pytest.mark.antipattern("snippets/periodic_tasks/dynamic_schedules.py:antipattern-get-or-create")
+def test_why_two_setups_at_once_with_get_or_create_leave_two_schedule_rows():
+    """both setups look before either inserts: two "every 60 seconds" rows, and the next run of
+    either setup raises `MultipleObjectsReturned`; the pattern then reuses the oldest row."""
+    names = {"deploy": "rates-eu", "migration": "rates-us"}
+    raced = race(lambda n: schedule_every_get_or_create(n, 60), names, IntervalSchedule)
+    assert raced.meeting == "both at the INSERT"
+    assert all(isinstance(task, PeriodicTask) for task in raced.outcomes.values()), raced
+    rows = list(IntervalSchedule.objects.filter(every=60).order_by("pk"))
+    assert len(rows) == 2
+    with pytest.raises(MultipleObjectsReturned):
+        schedule_every_get_or_create("rates-eu", 60)  # the next deploy
+    assert schedule_every("rates-eu", 60).interval == rows[0]  # the pattern copes
+
+
+@pytest.mark.services("postgres")
+@pytest.mark.parametrize("model", KINDS, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("same_entry", [False, True], ids=["two-entries", "one-entry-twice"])
+def test_two_setups_at_once_share_one_schedule_row(model, same_entry):
+    """the second setup waits on the advisory lock, then finds the first one's row: one
+    schedule row, each entry once, no exception."""
+    field, setup = KINDS[model]
+    names = {"deploy": "rates", "migration": "rates" if same_entry else "rates-2"}
+    raced = race(setup, names, model)
+    assert raced.meeting == "one at the INSERT, the other waiting: Lock/advisory"
+    tasks = raced.outcomes.values()
+    assert all(isinstance(task, PeriodicTask) for task in tasks), raced
+    assert model.objects.count() == 1
+    assert PeriodicTask.objects.count() == len(set(names.values()))
+    assert {getattr(task, field) for task in tasks} == {model.objects.get()}
+
+
+@pytest.mark.services("postgres")
+@pytest.mark.django_db  # one connection: no commit needed
+@pytest.mark.parametrize("model", KINDS, ids=lambda m: m.__name__)
+def test_a_duplicate_made_elsewhere_is_reused_not_raised(model):
+    """two identical rows, as the admin or beat's own sync can leave them: the setup takes the
+    oldest instead of raising MultipleObjectsReturned."""
+    field, setup = KINDS[model]
+    first = getattr(setup("rates"), field)
+    fields = [f.name for f in model._meta.concrete_fields if not f.primary_key]
+    model.objects.create(**{name: getattr(first, name) for name in fields})
+    assert model.objects.count() == 2
+    assert getattr(setup("rates"), field) == first
+    assert getattr(setup("rates-2"), field) == first
