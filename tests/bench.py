@@ -15,9 +15,12 @@ every workload: 0.1 for a quick look.
 from __future__ import annotations
 
 import os
+import platform
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
 
 import pytest
 
@@ -27,6 +30,11 @@ SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 RUNS = max(5, int(os.environ.get("BENCH_RUNS", "5")))
 ROWS: list[BenchRow] = []
 LOAD_AT_START = os.getloadavg()[0]  # at collection, before the first benchmark
+# A run rewrites only the rows it measures, so each row says when and on what it was measured.
+MEASURED = (
+    f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()}, "
+    f"Django {version('django')}"
+)
 HEADER = (
     "| Benchmark | Baseline | Pattern | Workload | Baseline result | Pattern result | Ratio "
     "| Runs |\n|---|---|---|---|---:|---:|---:|---|"
@@ -98,7 +106,7 @@ def bench_record():
 
     def add(row: BenchRow) -> BenchRow:
         load = f"load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
-        row.runs = f"{len(row.ratio.values)} alternating; {load}"
+        row.runs = f"{len(row.ratio.values)} alternating, {MEASURED}; {load}"
         ROWS.append(row)
         print(f"\nBENCH {row.markdown()}")
         return row
@@ -117,6 +125,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
         lambda line: not line.startswith(measured),
         note=(
             f"The machine is shared with other engineers' jobs: load average {LOAD_AT_START:.1f} "
-            "when this run started, and per row in the Runs column."
+            "when this run started, and per row in the Runs column. A run rewrites the rows it "
+            "measures and keeps the others: the Runs column says when, and on which Python and "
+            "Django, each row was measured."
         ),
     )
