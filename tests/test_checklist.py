@@ -41,22 +41,6 @@ KILL_SQL = "pg_terminate_backend("  # the chaos harness kills the task's databas
 # to be exact: a new task lands with its proof, and a task leaves the set with its proof.
 NOT_YET_PROVED = frozenset(
     {
-        "configuration.result_backends.add_up",
-        "configuration.result_backends.build_export",
-        "configuration.result_backends.count_rows",
-        "configuration.result_backends.record_event",
-        "configuration.routing.send_receipt",
-        "configuration.routing.transcode_video",
-        "configuration.worker_settings.record_run",
-        "django_integration.django_tasks.publish_report_celery",
-        "django_integration.orm_patterns.archive_report",
-        "django_integration.orm_patterns.claim_next_job",
-        "django_integration.orm_patterns.database_session",
-        "django_integration.orm_patterns.reserve_stock",
-        "django_integration.request_correlation.flaky_step",
-        "django_integration.request_correlation.record_step",
-        "django_integration.transactions.relay_outbox",
-        "django_integration.transactions.render_report",
         "error_handling.dead_letters.import_row",
         "error_handling.dead_letters.import_row_recorded",
         "error_handling.failure_logging.charge_card",

@@ -41,9 +41,11 @@ def count_in_parallel(shards: list[int]) -> AsyncResult:
 @shared_task(bind=True, ignore_result=True)  # (1)!
 def record_event(self: Task, name: str) -> None:
     """Fire-and-forget: nobody reads a result, so none is stored."""
-    TaskRun.objects.create(
-        task_id=self.request.id, key=name, hostname=self.request.hostname or "",
-        pid=os.getpid(), started_at=timezone.now(),
+    TaskRun.objects.get_or_create(  # (2)!
+        task_id=self.request.id, key=name, defaults={
+            "hostname": self.request.hostname or "", "pid": os.getpid(),
+            "started_at": timezone.now(),
+        },
     )  # fmt: skip
 
 

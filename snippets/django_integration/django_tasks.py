@@ -14,7 +14,7 @@ from snippets.django_integration.models import Report
 def publish_report(report_id: int) -> str:
     """The work itself: a plain function, no queue in sight, testable by calling it."""
     report = Report.objects.get(pk=report_id)
-    Report.objects.filter(pk=report_id).update(
+    Report.objects.filter(pk=report_id, rendered_at=None).update(  # once, however often run
         rendered_at=timezone.now(), render_count=F("render_count") + 1
     )
     return report.title

@@ -50,6 +50,7 @@ class Job(models.Model):
     status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
     claimed_by = models.CharField(max_length=200, blank=True)
     claims = models.PositiveIntegerField(default=0)  # how many workers believed they won
+    claim_id = models.CharField(max_length=255, blank=True, db_index=True)  # the claiming task
 
 
 # --8<-- [end:job]
@@ -64,6 +65,15 @@ class StockItem(models.Model):
 
     sku = models.CharField(max_length=50, unique=True)
     available = models.IntegerField(default=0)  # no CHECK >= 0: the tests must show it going < 0
+
+
+class Reservation(models.Model):
+    """What one message reserved: its task id is unique, so a redelivery reserves nothing."""
+
+    task_id = models.CharField(max_length=255, unique=True)
+    item = models.ForeignKey(StockItem, on_delete=models.CASCADE)
+    quantity = models.IntegerField()
+    granted = models.BooleanField()  # False: there was not enough left
 
 
 # --8<-- [end:stock]

@@ -17,6 +17,8 @@ def archive_report(report_id: int) -> bool:
     if report is None:  # (2)!
         logger.warning("archive_report: report %s no longer exists, nothing to do", report_id)
         return False
+    if report.title.startswith("[archived] "):  # (3)!
+        return True
     Report.objects.filter(pk=report.pk).update(title=f"[archived] {report.title}")
     return True
 
@@ -39,27 +41,34 @@ def archive_report_instance(report: Report) -> bool:
 # --8<-- [start:claim]
 import time
 
+from celery import Task
 from django.db import transaction
 from django.db.models import F
 
 from snippets.django_integration.models import Job
 
 
-@shared_task
-def claim_next_job(worker: str, pause: float = 0.0) -> int | None:
+@shared_task(bind=True)
+def claim_next_job(self: Task, worker: str, pause: float = 0.0) -> int | None:
     """Claim the oldest pending job; concurrent claimers each get a different one."""
     with transaction.atomic():
+        mine = Job.objects.filter(claim_id=self.request.id).first()  # (1)!
+        if mine is not None:
+            return mine.pk  # a redelivery: this message's claim committed before
         job = (
-            Job.objects.select_for_update(skip_locked=True)  # (1)!
+            Job.objects.select_for_update(skip_locked=True)  # (2)!
             .filter(status=Job.Status.PENDING)
             .order_by("pk")
             .first()
         )
         if job is None:
             return None
-        time.sleep(pause)  # (2)!
+        time.sleep(pause)  # (3)!
         Job.objects.filter(pk=job.pk).update(
-            status=Job.Status.RUNNING, claimed_by=worker, claims=F("claims") + 1
+            status=Job.Status.RUNNING,
+            claimed_by=worker,
+            claim_id=self.request.id,
+            claims=F("claims") + 1,
         )
     return job.pk  # the work itself runs after the commit, with the lock released
 
@@ -85,18 +94,25 @@ def claim_next_job_racy(worker: str, pause: float = 0.0) -> int | None:
 
 
 # --8<-- [start:counter]
-from snippets.django_integration.models import StockItem
+from snippets.django_integration.models import Reservation, StockItem
 
 
-@shared_task
-def reserve_stock(item_id: int, quantity: int) -> bool:
+@shared_task(bind=True)
+def reserve_stock(self: Task, item_id: int, quantity: int) -> bool:
     """Decrement only if enough is left, in one UPDATE: no read-modify-write window."""
-    updated = StockItem.objects.filter(pk=item_id, available__gte=quantity).update(
-        available=F("available") - quantity  # (1)!
-    )
+    with transaction.atomic():
+        done = Reservation.objects.filter(task_id=self.request.id).first()  # (1)!
+        if done is not None:
+            return done.granted  # a redelivery: this message reserved (or was refused) before
+        updated = StockItem.objects.filter(pk=item_id, available__gte=quantity).update(
+            available=F("available") - quantity  # (2)!
+        )
+        Reservation.objects.create(  # (3)!
+            task_id=self.request.id, item_id=item_id, quantity=quantity, granted=bool(updated)
+        )
     if not updated:
         logger.info("reserve_stock: item %s has fewer than %s left", item_id, quantity)
-    return bool(updated)  # (2)!
+    return bool(updated)  # (4)!
 
 
 # --8<-- [end:counter]

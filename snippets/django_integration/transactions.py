@@ -12,7 +12,7 @@ from snippets.django_integration.models import Report
 def render_report(report_id: int, using: str = "default") -> str:
     """Render a report; enqueued only after commit, so the row is there to read."""
     report = Report.objects.using(using).get(pk=report_id)  # DoesNotExist if enqueued early
-    Report.objects.using(using).filter(pk=report_id).update(
+    Report.objects.using(using).filter(pk=report_id, rendered_at=None).update(  # once only
         rendered_at=timezone.now(), render_count=F("render_count") + 1
     )
     return report.title

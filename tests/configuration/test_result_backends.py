@@ -17,12 +17,15 @@ from snippets.configuration.result_backends import (
     add_up,
     build_export,
     count_in_parallel,
+    count_rows,
     count_rows_quietly,
     export_status,
     export_status_naive,
     record_event,
 )
 from tests.configuration.helpers import settings_env
+from tests.harness.celery import delete_queues
+from tests.harness.redelivery import wait_succeeded
 from tests.harness.services import REQUIRE_SERVICES
 from tests.harness.wait import wait_until
 
@@ -208,3 +211,74 @@ def test_the_copied_settings_block_stops_without_the_variable(monkeypatch):
     block = expand('--8<-- "snippets/configuration/result_backends.py:settings"')
     with pytest.raises(KeyError, match="CELERY_RESULT_BACKEND"):
         exec(block, {})  # the page's own block
+
+
+@pytest.mark.proves_idempotent(task=count_rows)
+@pytest.mark.proves_idempotent(task=add_up)
+def test_a_chord_part_delivered_again_mid_chord_is_counted_once(shared_prefork_worker, celery_app):
+    """A part delivered again while the chord waits for another (same id, group and callback, as
+    the broker hands back an unacked message): Celery 5.7's Redis backend records a part once
+    per task id, so the join still waits for the third part and adds up 10 + 20 + 30. Counted
+    twice, 10 + 10 + 20 would complete it early: 40. The callback delivered again adds up the
+    same total.
+
+    Fails if either task's result depended on how often it ran (the stored values change), or if
+    the part's second run counted toward the join."""
+    wp = shared_prefork_worker
+    held = f"{wp.queue}-held"  # the third part waits here until the redelivery is over
+    callback = add_up.s().set(queue=wp.queue)
+    parts = [count_rows.s(1).set(queue=wp.queue), count_rows.s(2).set(queue=wp.queue)]
+    result = chord([*parts, count_rows.s(3).set(queue=held)])(callback)
+    first, second, _held = result.parent.results
+    try:
+        wait_succeeded(wp, first.id, 1)
+        wait_succeeded(wp, second.id, 1)
+        callback.freeze(result.id)  # the callback signature the part's message carries
+        count_rows.apply_async(
+            (1,), task_id=first.id, group_id=result.parent.id, group_index=0, chord=callback,
+            queue=wp.queue,
+        )  # fmt: skip
+        assert wait_succeeded(wp, first.id, 2) == [repr(10)] * 2
+        # Had it counted again, the callback would be queued ahead of this later message.
+        assert count_rows.apply_async((0,), queue=wp.queue).get(timeout=30) == 0
+        assert f"[{result.id}] received" not in wp.log()
+
+        celery_app.control.add_consumer(held, destination=[wp.hostname], reply=True)
+        assert result.get(timeout=60) == 60
+        assert wp.log().count(f"[{result.id}] received") == 1
+    finally:
+        celery_app.control.cancel_consumer(held, destination=[wp.hostname], reply=True)
+        delete_queues(celery_app, held)
+
+    add_up.apply_async(([10, 20, 30],), task_id=result.id, queue=wp.queue)
+    assert wait_succeeded(wp, result.id, 2) == [repr(60)] * 2
+
+
+@pytest.mark.proves_idempotent(task=build_export)
+def test_an_export_delivered_again_ends_done_with_the_same_file(shared_prefork_worker):
+    """The same message twice: the same file name, and the status page reads "done".
+
+    Fails if the export's result depended on how often it ran."""
+    wp = shared_prefork_worker
+    first = build_export.apply_async((3,), queue=wp.queue)
+    assert first.get(timeout=30) == "export-3.csv"
+    wait_succeeded(wp, first.id, 1)
+    build_export.apply_async((3,), task_id=first.id, queue=wp.queue)
+    assert wait_succeeded(wp, first.id, 2) == [repr("export-3.csv")] * 2
+    assert export_status(first.id) == "done"
+
+
+@pytest.mark.proves_idempotent(task=record_event)
+def test_an_event_delivered_again_is_recorded_once(shared_prefork_worker, celery_app):
+    """One row per message: the redelivery finds the row its first run wrote (get_or_create on
+    the task id).
+
+    Fails with `create()`: two rows for one event."""
+    wp = shared_prefork_worker
+    first = record_event.apply_async(("signup",), queue=wp.queue)
+    [run] = wait_until(lambda: list(TaskRun.objects.filter(task_id=first.id)), what="the run")
+    wait_succeeded(wp, first.id, 1)
+    record_event.apply_async(("signup",), task_id=first.id, queue=wp.queue)
+    wait_succeeded(wp, first.id, 2)
+    assert list(TaskRun.objects.filter(task_id=first.id)) == [run]
+    assert not redis_backend(celery_app).exists(f"celery-task-meta-{first.id}")

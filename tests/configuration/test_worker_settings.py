@@ -18,6 +18,7 @@ from tests.configuration.helpers import (
     settings_env,
     short_behind_long,
 )
+from tests.harness.redelivery import wait_succeeded
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)  # worker_process needs a network broker
@@ -110,6 +111,28 @@ def test_record_run_records_who_ran_the_message(celery_worker):
     assert run.key == "instrument"
     assert run.hostname  # the node that ran it
     assert run.finished_at >= run.started_at
+
+
+@pytest.mark.proves_idempotent(task=record_run)
+def test_record_run_writes_one_row_per_delivery(shared_prefork_worker):
+    """The instrument counts deliveries, by design: the same message delivered again (same task
+    id) adds exactly one row for its run and leaves the first run's row as it was; two rows for
+    one task id is how the proofs here see a redelivery.
+
+    Fails if a run wrote no row or two, or if its finish were written to another run's row (an
+    update by task id, not by the row's pk)."""
+    wp = shared_prefork_worker
+    first = record_run.apply_async(("delivered-twice", 0.0), queue=wp.queue)
+    assert first.get(timeout=30) > 0
+    wait_succeeded(wp, first.id, 1)
+    [run] = runs_of(first.id)
+    record_run.apply_async(("delivered-twice", 0.0), task_id=first.id, queue=wp.queue)
+    wait_succeeded(wp, first.id, 2)
+    one, two = runs_of(first.id)
+    assert (one.pk, one.started_at, one.finished_at) == (run.pk, run.started_at, run.finished_at)
+    assert two.key == "delivered-twice"
+    assert two.started_at >= one.finished_at
+    assert two.finished_at >= two.started_at
 
 
 @pytest.fixture

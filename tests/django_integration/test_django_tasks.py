@@ -11,8 +11,10 @@ import pytest
 from django.db import transaction
 
 from snippets.django_integration import django_tasks as page
+from snippets.django_integration.django_tasks import publish_report_celery
 from snippets.django_integration.models import Report
 from tests.harness.db import Rollback
+from tests.harness.redelivery import wait_succeeded
 
 if django.VERSION >= (6, 0):
     from django.tasks import TaskResultStatus, task_backends
@@ -37,6 +39,22 @@ def test_the_celery_front_door_runs_the_shared_body_on_a_worker(celery_worker):
     """The Celery task that wraps the shared body runs it on the in-thread worker."""
     report = Report.objects.create(title="celery")
     assert page.publish_report_celery.delay(report.pk).get(timeout=20) == "celery"
+    assert Report.objects.get(pk=report.pk).render_count == 1
+
+
+@pytest.mark.proves_idempotent(task=publish_report_celery)
+def test_the_celery_front_door_delivered_again_publishes_once(shared_prefork_worker):
+    """The same message delivered again to a `celery worker` (same task id): the shared body
+    finds the report published and changes nothing.
+
+    Fails without `rendered_at=None` in the body's UPDATE: render_count 2."""
+    wp = shared_prefork_worker
+    report = Report.objects.create(title="once")
+    first = publish_report_celery.apply_async((report.pk,), queue=wp.queue)
+    assert first.get(timeout=30) == "once"
+    wait_succeeded(wp, first.id, 1)
+    publish_report_celery.apply_async((report.pk,), task_id=first.id, queue=wp.queue)
+    assert wait_succeeded(wp, first.id, 2) == [repr("once")] * 2
     assert Report.objects.get(pk=report.pk).render_count == 1
 
 

@@ -10,7 +10,7 @@ from celery.fixups.django import DjangoWorkerFixup
 from django.db import connections
 from kombu.exceptions import EncodeError
 
-from snippets.django_integration.models import Job, Report, StockItem
+from snippets.django_integration.models import Job, Report, Reservation, StockItem
 from snippets.django_integration.orm_patterns import (
     archive_report,
     archive_report_instance,
@@ -20,6 +20,7 @@ from snippets.django_integration.orm_patterns import (
     reserve_stock,
     reserve_stock_racy,
 )
+from tests.harness.redelivery import wait_succeeded
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -174,3 +175,89 @@ def test_db_reuse_max_keeps_the_connection_for_that_many_tasks():
     pids = [run_task() for _ in range(51)]
     assert len(set(pids[:50])) == 1  # fifty tasks on one connection
     assert pids[50] != pids[0]  # then a fresh one
+
+
+@pytest.mark.proves_idempotent(task=archive_report)
+def test_a_report_archived_again_keeps_one_prefix(shared_prefork_worker):
+    """The same message delivered again (same task id, as the broker hands back an unacked one)
+    finds the report archived and leaves it.
+
+    Fails without the `startswith` check: the title would read "[archived] [archived] Q4"."""
+    wp = shared_prefork_worker
+    report = Report.objects.create(title="Q4")
+    first = archive_report.apply_async((report.pk,), queue=wp.queue)
+    assert first.get(timeout=30) is True
+    wait_succeeded(wp, first.id, 1)
+    archive_report.apply_async((report.pk,), task_id=first.id, queue=wp.queue)
+    assert wait_succeeded(wp, first.id, 2) == ["True", "True"]
+    assert Report.objects.get(pk=report.pk).title == "[archived] Q4"
+
+
+@pytest.mark.services("postgres")
+@pytest.mark.proves_idempotent(task=claim_next_job)
+def test_a_claim_delivered_again_gets_the_job_it_claimed(shared_prefork_worker):
+    """The claim's message delivered again (its worker lost after the commit, before the ack)
+    returns the job that message claimed; the next job stays pending for the next claim.
+
+    Fails without the `claim_id` lookup: the rerun would claim the second job as well, and the
+    first would stay RUNNING with nobody working on it."""
+    wp = shared_prefork_worker
+    first_job, second_job = (Job.objects.create(title=t) for t in ("first", "second"))
+    first = claim_next_job.apply_async(("w1",), queue=wp.queue)
+    assert first.get(timeout=30) == first_job.pk
+    wait_succeeded(wp, first.id, 1)
+    claim_next_job.apply_async(("w1",), task_id=first.id, queue=wp.queue)
+    assert wait_succeeded(wp, first.id, 2) == [str(first_job.pk)] * 2
+    jobs = Job.objects.order_by("pk").values_list("status", "claims", "claim_id")
+    assert list(jobs) == [("running", 1, first.id), ("pending", 0, "")]
+    assert claim_next_job.apply_async(("w2",), queue=wp.queue).get(timeout=30) == second_job.pk
+
+
+@pytest.mark.proves_idempotent(task=reserve_stock)
+def test_a_reservation_delivered_again_reserves_once(shared_prefork_worker):
+    """The reservation's message delivered again finds its Reservation row (unique task id,
+    committed with the decrement) and answers as before: 10 - 3 = 7, not 4. A refused one stays
+    refused.
+
+    Fails without the lookup: the rerun's insert hits the unique task id and the redelivery
+    fails (IntegrityError; its decrement rolled back); without the unique constraint too, it
+    would reserve twice (4 left)."""
+    wp = shared_prefork_worker
+    item = StockItem.objects.create(sku="redelivered", available=10)
+    first = reserve_stock.apply_async((item.pk, 3), queue=wp.queue)
+    assert first.get(timeout=30) is True
+    wait_succeeded(wp, first.id, 1)
+    reserve_stock.apply_async((item.pk, 3), task_id=first.id, queue=wp.queue)
+    assert wait_succeeded(wp, first.id, 2) == ["True", "True"]
+    assert StockItem.objects.get(pk=item.pk).available == 7
+    assert Reservation.objects.get(task_id=first.id).granted is True
+
+    refused = reserve_stock.apply_async((item.pk, 8), queue=wp.queue)
+    assert refused.get(timeout=30) is False
+    wait_succeeded(wp, refused.id, 1)
+    reserve_stock.apply_async((item.pk, 8), task_id=refused.id, queue=wp.queue)
+    assert wait_succeeded(wp, refused.id, 2) == ["False", "False"]
+    assert StockItem.objects.get(pk=item.pk).available == 7
+    assert Reservation.objects.count() == 2
+
+
+@pytest.mark.services("postgres")
+@pytest.mark.proves_idempotent(task=database_session)
+def test_a_session_probe_delivered_again_opens_a_fresh_session(shared_prefork_worker):
+    """The probe only reads: delivered again it writes nothing and answers with a new
+    PostgreSQL session, as every task does on a `celery worker` (the fixup closes the
+    connection around each task).
+
+    Fails if a run kept its connection for the next (the same pid twice), or if the probe wrote
+    anything."""
+    wp = shared_prefork_worker
+    first = database_session.apply_async(queue=wp.queue)
+    pid = first.get(timeout=30)
+    wait_succeeded(wp, first.id, 1)
+    database_session.apply_async(task_id=first.id, queue=wp.queue)
+    once, again = wait_succeeded(wp, first.id, 2)
+    assert once == str(pid)
+    assert again.isdigit()
+    assert again != once
+    assert not Job.objects.exists()
+    assert not Report.objects.exists()

@@ -21,6 +21,7 @@ from snippets.django_integration.request_correlation import (
     record_step,
     record_step_by_celery_id,
 )
+from tests.harness.redelivery import wait_succeeded
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -73,7 +74,6 @@ def test_every_task_of_a_request_and_its_children_carry_the_request_id(
     assert all("[req-42]" in line for line in lines)
 
 
-@pytest.mark.proves_idempotent(task=flaky_step)
 def test_a_retried_task_keeps_the_id(celery_worker, published):
     """the retry message carries the id, the second attempt sees it."""
     token = correlation_id.set("retry-me")  # as inside a request
@@ -183,3 +183,57 @@ def test_why_celery_request_correlation_id_is_not_the_request_id(celery_worker):
     seen = [r.get(timeout=20) for r in steps]
     assert seen == [steps[0].id, steps[1].id]  # each task's own id: nothing to join on
     assert [r.get(timeout=20) for r in ours] == ["req-9", "req-9"]
+
+
+@pytest.mark.proves_idempotent(task=record_step)
+def test_a_step_delivered_again_runs_under_the_request_id_it_was_sent_with(
+    shared_prefork_worker,
+):
+    """The same message delivered again (same task id, same headers: what the broker hands back)
+    to a `celery worker` subprocess, after another request's task ran there: the step logs and
+    returns the id its message carries, as the first run did; it has no other effect.
+
+    Fails if the worker took the id from anywhere but the message (what a child held before, or
+    a new one per run)."""
+    wp = shared_prefork_worker
+    token = correlation_id.set("req-first")
+    try:
+        first = record_step.apply_async(("extract",), queue=wp.queue)
+    finally:
+        correlation_id.reset(token)
+    assert first.get(timeout=30) == "req-first"
+    wait_succeeded(wp, first.id, 1)
+    token = correlation_id.set("req-other")  # another request's task runs in between
+    try:
+        assert record_step.apply_async(("other",), queue=wp.queue).get(timeout=30) == "req-other"
+    finally:
+        correlation_id.reset(token)
+    record_step.apply_async(
+        ("extract",), task_id=first.id, headers={CORRELATION_HEADER: "req-first"}, queue=wp.queue
+    )
+    assert wait_succeeded(wp, first.id, 2) == [repr("req-first")] * 2
+
+
+@pytest.mark.proves_idempotent(task=flaky_step)
+def test_a_retried_step_delivered_again_retries_once_more_and_keeps_the_id(
+    shared_prefork_worker,
+):
+    """The first attempt's message delivered again (retries 0, the same id and header) retries
+    once more, as the first delivery did, and its retry ends with the same id: two attempts per
+    delivery, within max_retries=1 each, the same result. The step has no other effect.
+
+    Fails if the attempt count came from anywhere but the message (the redelivery would not
+    retry, or would exceed max_retries and fail)."""
+    wp = shared_prefork_worker
+    token = correlation_id.set("req-flaky")
+    try:
+        first = flaky_step.apply_async(("flaky",), queue=wp.queue)
+    finally:
+        correlation_id.reset(token)
+    assert first.get(timeout=30) == "req-flaky"
+    wait_succeeded(wp, first.id, 1)
+    flaky_step.apply_async(
+        ("flaky",), task_id=first.id, headers={CORRELATION_HEADER: "req-flaky"}, queue=wp.queue
+    )
+    assert wait_succeeded(wp, first.id, 2) == [repr("req-flaky")] * 2
+    assert wp.log().count(f"[{first.id}] retry:") == 2  # one retry per delivery

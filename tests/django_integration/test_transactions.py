@@ -20,6 +20,7 @@ from snippets.django_integration.transactions import (
     render_report,
 )
 from tests.harness.db import Rollback
+from tests.harness.redelivery import wait_succeeded
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
 
@@ -204,3 +205,42 @@ def test_robust_on_commit_with_a_partial_depends_on_the_django_version(caplog):
             with transaction.atomic():
                 transaction.on_commit(partial(fail, "broker down"), robust=True)
             assert "broker down" in caplog.text
+
+
+@pytest.mark.proves_idempotent(task=render_report)
+def test_a_render_delivered_again_renders_nothing_more(shared_prefork_worker):
+    """The same message delivered again to a `celery worker` (same task id, as the broker hands
+    back an unacked message): the report stays rendered once, at the first run's time.
+
+    Fails without `rendered_at=None` in the UPDATE: render_count 2, rendered_at moved."""
+    wp = shared_prefork_worker
+    report = Report.objects.create(title="twice")
+    first = render_report.apply_async((report.pk,), queue=wp.queue)
+    assert first.get(timeout=30) == "twice"
+    wait_succeeded(wp, first.id, 1)
+    rendered = Report.objects.get(pk=report.pk)
+    render_report.apply_async((report.pk,), task_id=first.id, queue=wp.queue)
+    assert wait_succeeded(wp, first.id, 2) == [repr("twice")] * 2
+    again = Report.objects.get(pk=report.pk)
+    assert (again.render_count, again.rendered_at) == (1, rendered.rendered_at)
+
+
+@pytest.mark.proves_idempotent(task=relay_outbox)
+def test_a_relay_delivered_again_publishes_nothing_more(shared_prefork_worker, celery_worker):
+    """The relay's message delivered again finds its rows marked sent and publishes nothing: it
+    returns 0 and the row keeps its first `sent_at`; the relayed render ran once.
+
+    Fails if the relay took rows already sent (it would return 1 and publish the task again)."""
+    wp = shared_prefork_worker
+    report = Report.objects.create(title="relayed")
+    row = OutboxMessage.objects.create(task_name=render_report.name, args=[report.pk])
+    first = relay_outbox.apply_async(queue=wp.queue)
+    assert first.get(timeout=30) == 1
+    wait_succeeded(wp, first.id, 1)
+    sent_at = OutboxMessage.objects.get(pk=row.pk).sent_at
+    assert sent_at is not None
+    relay_outbox.apply_async(task_id=first.id, queue=wp.queue)
+    assert wait_succeeded(wp, first.id, 2) == ["1", "0"]  # sent one, then none
+    assert OutboxMessage.objects.get(pk=row.pk).sent_at == sent_at
+    assert render_report.AsyncResult(str(row.task_id)).get(timeout=30) == "relayed"
+    assert Report.objects.get(pk=report.pk).render_count == 1
