@@ -13,12 +13,14 @@ def parse_row(data: dict) -> tuple[str, int]:
 
 
 def import_one(row_id: int) -> int:
-    """Import one row; imported_count counts the runs, so a double import would show as 2."""
+    """Import one row, once: a redelivered or twice-replayed message finds it imported."""
     from django.db.models import F
 
     row = ImportRow.objects.get(pk=row_id)
     parse_row(row.data)
-    ImportRow.objects.filter(pk=row_id).update(imported_count=F("imported_count") + 1)
+    ImportRow.objects.filter(pk=row_id, imported_count=0).update(  # (1)!
+        imported_count=F("imported_count") + 1
+    )
     return row_id
 
 

@@ -27,8 +27,10 @@ def write_row(handle: TextIO, n: int) -> None:
 @shared_task(soft_time_limit=60, time_limit=75)  # (1)!
 def export_rows(export_id: int, rows: int) -> int:
     """Write an export file; if it runs out of time, remove the partial file and say so."""
+    if Export.objects.filter(pk=export_id, status=Export.Status.DONE).exists():  # (2)!
+        return rows
     path = ""
-    try:  # (2)!
+    try:  # (3)!
         fd, path = tempfile.mkstemp(prefix=f"export-{export_id}-", suffix=".csv")
         Export.objects.filter(pk=export_id).update(partial_file=path)
         with os.fdopen(fd, "w") as handle:
@@ -39,9 +41,9 @@ def export_rows(export_id: int, rows: int) -> int:
         if path:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        connection.close()  # (3)!
+        connection.close()  # (4)!
         Export.objects.filter(pk=export_id).update(status=Export.Status.TIMED_OUT, partial_file="")
-        raise  # (4)!
+        raise  # (5)!
     return rows
 
 

@@ -29,10 +29,13 @@ from snippets.periodic_tasks.models import PeriodicRun
 
 @shared_task(bind=True)
 def refresh_rates(self: Task, entry: str) -> int:
-    """A short periodic job (a stand-in): one row per run, so runs can be counted."""
+    """A short periodic job (a stand-in): one row per send, so sends can be counted.
+
+    The same send delivered again (the same task id) finds its row instead of adding one.
+    """
     now = timezone.now()
-    run = PeriodicRun.objects.create(
-        entry=entry, task_id=self.request.id, started_at=now, finished_at=now
+    run, _created = PeriodicRun.objects.get_or_create(
+        task_id=self.request.id, defaults={"entry": entry, "started_at": now, "finished_at": now}
     )
     return run.pk
 

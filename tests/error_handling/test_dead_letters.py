@@ -18,6 +18,7 @@ from snippets.error_handling.dead_letters import (
 )
 from snippets.error_handling.models import FailedTask, ImportRow
 from tests.configuration.helpers import settings_env
+from tests.harness.redelivery import redeliver
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -164,7 +165,9 @@ def test_a_rejected_message_lands_in_the_dead_letter_queue_and_replays_once(rabb
     assert replay_dead_letters(app, "imports") == 1
     assert succeeded(result) == row.pk  # the same task id, now a success
     assert dead_messages(app) == 0
-    assert imported(row) == 1  # ran exactly once
+    assert imported(row) == 1
+    ran = f"{import_row.name}[{result.id}] succeeded"
+    assert worker.wait_for_log(ran).count(ran) == 1  # ran exactly once
     assert replay_dead_letters(app, "imports") == 0  # nothing left to send twice
 
 
@@ -195,7 +198,7 @@ def test_why_a_worker_that_consumes_the_dead_letter_queue_destroys_the_dead_lett
         assert imported(row) == 0  # the import is lost for good
 
 
-def test_a_failure_is_kept_in_the_table_and_replays_once(celery_worker):
+def test_a_failure_is_kept_in_the_table_and_replays_once(celery_worker, published):
     """Redis has no dead-letter exchange: the failure handler keeps the task in a table."""
     row = ImportRow.objects.create(data=MALFORMED)
     result = import_row_recorded.delay(row.pk)
@@ -219,6 +222,25 @@ def test_a_failure_is_kept_in_the_table_and_replays_once(celery_worker):
     assert failed.replayed_at is not None
     assert replay_failed_tasks(import_row_recorded.app) == 0  # claimed once: never sent twice
     assert imported(row) == 1
+    assert [p["id"] for p in published].count(result.id) == 2  # the call and one replay
+
+
+@pytest.mark.services("broker")
+@pytest.mark.proves_idempotent(task=import_row)
+@pytest.mark.proves_idempotent(task=import_row_recorded)
+def test_a_row_delivered_twice_is_imported_once(worker_process):
+    """Each task's message delivered again with the same id, on a real worker (a redelivery
+    after a lost worker, a dead letter replayed twice): the second run imports nothing. Without
+    the `imported_count=0` condition in import_one, the second run counts 2."""
+    wp = worker_process()
+    for task in (import_row, import_row_recorded):
+        row = ImportRow.objects.create(data=FIXED)
+        first = task.apply_async((row.pk,), queue=wp.queue)
+        assert first.get(timeout=30) == row.pk
+        again = redeliver(wp, task, first, (row.pk,))
+        assert (again["status"], again["result"]) == ("SUCCESS", row.pk)
+        assert imported(row) == 1
+    assert FailedTask.objects.count() == 0
 
 
 def test_a_replay_that_fails_again_is_parked_again(celery_worker):

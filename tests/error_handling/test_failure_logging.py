@@ -13,7 +13,9 @@ from snippets.error_handling.failure_logging import (
     error_trackers,
     log_task_failure,
 )
+from tests.configuration.helpers import settings_env
 from tests.error_handling.helpers import Reply, failure_records
+from tests.harness.redelivery import redeliver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -106,14 +108,27 @@ def test_why_a_kwargsrepr_given_at_the_call_is_lost_on_retry(celery_worker, bill
     assert TOKEN in everything_logged(caplog)
 
 
+@pytest.mark.services("broker")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(snippets.production.settings + BILLING_API_URL)",
+    reason="the test's fake payment API in place of a real one",
+)
 @pytest.mark.proves_idempotent(task=charge_card)
-def test_a_retried_charge_is_made_once(celery_worker, billing_api):
-    """The API charged but answered 502: the retry sends the same idempotency key."""
+def test_a_retried_charge_is_made_once(worker_process, billing_api):
+    """The API charged but answered 502: the retry sends the same idempotency key. Delivered
+    once more after it succeeded, on the same worker, it asks again with that key and the API
+    charges nothing more (without the Idempotency-Key header it would create inv_2)."""
+    wp = worker_process(
+        env=settings_env("snippets.production.settings", BILLING_API_URL=billing_api.url)
+    )
     billing_api.script = [Reply(502, create=True)]
-    result = charge_card.apply_async((1004,), {"card_token": TOKEN})
+    result = charge_card.apply_async((1004,), {"card_token": TOKEN}, queue=wp.queue)
 
     assert result.get(timeout=30) == "inv_1"
     assert [r["key"] for r in billing_api.requests] == ["charge-1004", "charge-1004"]
+    again = redeliver(wp, charge_card, result, (1004,), {"card_token": TOKEN})
+    assert (again["status"], again["result"]) == ("SUCCESS", "inv_1")
+    assert [r["key"] for r in billing_api.requests] == ["charge-1004"] * 3
     assert billing_api.invoices == {"charge-1004": "inv_1"}  # one charge
 
 

@@ -20,7 +20,9 @@ from snippets.error_handling.retries import (
     push_invoice_retry_everything,
     retry_after,
 )
+from tests.configuration.helpers import settings_env
 from tests.error_handling.helpers import Reply, failure_records
+from tests.harness.redelivery import redeliver
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -148,7 +150,6 @@ def test_a_rate_limited_call_is_retried_after_the_servers_retry_after(
     assert len(billing_api.requests) == 2
 
 
-@pytest.mark.proves_idempotent(task=push_invoice)
 @pytest.mark.parametrize(
     ("header", "seconds"),
     [(None, 60), ("", 60), ("7", 7), (" 7 ", 7), ("86400", MAX_RETRY_AFTER), ("soon", 60)],
@@ -197,3 +198,28 @@ def test_a_retry_after_a_lost_response_creates_one_invoice(celery_worker, billin
     again = push_invoice.delay(row.pk)  # a duplicate delivery of the same work
     assert again.get(timeout=30) == "inv_1"
     assert len(billing_api.requests) == 2  # answered from the row: no third request
+
+
+@pytest.mark.services("broker")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(snippets.production.settings + BILLING_API_URL)",
+    reason="the test's fake billing API in place of a real one",
+)
+@pytest.mark.proves_idempotent(task=push_invoice)
+def test_a_push_delivered_again_after_success_sends_nothing(worker_process, billing_api):
+    """On a real worker: the same message again (a redelivery, the same id) after the invoice
+    was pushed answers from the row: no second request, one invoice at the API. Without the
+    `remote_id` check it would post again (and, without the key, create a second invoice)."""
+    wp = worker_process(
+        env=settings_env("snippets.production.settings", BILLING_API_URL=billing_api.url)
+    )
+    row = invoice()
+    result = push_invoice.apply_async((row.pk,), queue=wp.queue)
+    assert result.get(timeout=60) == "inv_1"
+
+    again = redeliver(wp, push_invoice, result, (row.pk,))
+    assert (again["status"], again["result"]) == ("SUCCESS", "inv_1")
+    assert len(billing_api.requests) == 1
+    assert billing_api.invoices == {f"invoice-{row.pk}": "inv_1"}
+    row.refresh_from_db()
+    assert row.remote_id == "inv_1"

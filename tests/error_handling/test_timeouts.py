@@ -22,6 +22,7 @@ from snippets.error_handling.timeouts import (
     fetch_with_deadline,
     send_receipt,
 )
+from tests.harness.redelivery import redeliver
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -104,10 +105,15 @@ def row_locked(export: Export) -> Iterator[None]:
 
 
 @pytest.mark.services("postgres")
+@pytest.mark.proves_idempotent(task=export_rows)
 def test_a_soft_limit_inside_the_first_query_still_cleans_up(worker_process, tmp_path):
     """The limit strikes while the task's first `update()` waits on a row lock, before any row
     is written: the file made just before is removed and the export is marked timed out,
-    through a fresh connection (the interrupted one is mid-query)."""
+    through a fresh connection (the interrupted one is mid-query).
+
+    Then the same message twice more (a redelivery: the same id): the first runs the timed-out
+    export to the end, the second finds it done and writes no second file (without the DONE
+    check it would)."""
     wp = worker_process(env={"TMPDIR": str(tmp_path)})
     export = Export.objects.create()
     with row_locked(export):
@@ -120,6 +126,16 @@ def test_a_soft_limit_inside_the_first_query_still_cleans_up(worker_process, tmp
     export.refresh_from_db()
     assert (export.status, export.partial_file) == (Export.Status.TIMED_OUT, "")
     assert leftover_files(export, tmp_path) == []
+
+    limits = {"soft_time_limit": 1, "time_limit": 30}  # as the first delivery carried them
+    rerun = redeliver(wp, export_rows, result, (export.pk, 3), **limits)
+    assert (rerun["status"], rerun["result"]) == ("SUCCESS", 3)
+    export.refresh_from_db()
+    assert (export.status, export.rows_written) == (Export.Status.DONE, 3)
+    assert leftover_files(export, tmp_path) == [export.partial_file]
+    again = redeliver(wp, export_rows, result, (export.pk, 3), **limits)
+    assert (again["status"], again["result"]) == ("SUCCESS", 3)
+    assert leftover_files(export, tmp_path) == [export.partial_file]  # no second file
 
 
 @pytest.mark.deviation(

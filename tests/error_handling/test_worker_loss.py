@@ -24,6 +24,7 @@ from tests.error_handling.helpers import (
     payments,
     retries_seen,
 )
+from tests.harness.redelivery import redeliver
 from tests.harness.wait import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
@@ -43,8 +44,14 @@ def drain(wp) -> None:
 
 
 @pytest.mark.antipattern(task=capture_payment_early_ack)
+@pytest.mark.proves_idempotent(task=capture_payment_requeue)
 def test_why_early_ack_loses_the_task_that_acks_late_redelivers(worker_process):
-    """The same kill, side by side: early ack on one worker, acks_late on the other."""
+    """The same kill, side by side: early ack on one worker, acks_late on the other.
+
+    The requeued task ran twice and captured once; delivered a third time after it ended, it
+    still captures nothing more (`Payment.objects.create` instead of `get_or_create` in
+    capture() would fail that run on the unique key).
+    """
     early_wp, late_wp = start_workers(worker_process, 2)
     lost = capture_payment_early_ack.apply_async(("early", 5), queue=early_wp.queue)
     kept = capture_payment_requeue.apply_async(("late", 5), queue=late_wp.queue)
@@ -64,6 +71,11 @@ def test_why_early_ack_loses_the_task_that_acks_late_redelivers(worker_process):
     assert kept.get(timeout=90) == "late"
     assert (retries_seen("late"), payments("late")) == ([0, 0], 1)  # redelivered, not retried
     assert killed not in late_wp.pool_pids()  # the second run was in the replacement child
+    # The same message once more, after the run ended (a duplicate delivery; no pause this
+    # time): the key holds.
+    again = redeliver(late_wp, capture_payment_requeue, kept, ("late", 0))
+    assert (again["status"], again["result"]) == ("SUCCESS", "late")
+    assert (attempts("late"), payments("late")) == (3, 1)
 
 
 @pytest.mark.proves_idempotent(task=capture_payment)

@@ -3,21 +3,52 @@
 A message a worker took but never acknowledged (the worker was lost, the connection dropped,
 Redis' visibility timeout ran out) is handed out again as it was: same id, same arguments.
 Publishing the task again with ``task_id=`` the first delivery's id is that message on the
-wire.
+wire. Rule 2 of the checklist (tests/test_checklist.py) accepts such a proof, or a kill.
 
-What the second run returned is read from the worker's INFO log (``Task <name>[<id>]
-succeeded in <s>s: <repr>``, LOG_SUCCESS in ``celery/app/trace.py``), not from the result
-backend: a key-value backend (Redis) never overwrites a stored SUCCESS
-(``KeyValueStoreBackend._store_result``), and ``AsyncResult.get()`` answers from the backend's
-cache of finished tasks besides, so both keep showing the first run's value.
+The second run's outcome is not what ``AsyncResult.get()`` shows: a key-value result backend
+(Redis) never overwrites a stored SUCCESS (``celery/backends/base.py``,
+``BaseKeyValueStoreBackend._store_result``), and ``get()`` answers from the backend's cache of
+finished tasks besides. So there are two ways to read it here:
+
+- :func:`redeliver` forgets the first run's result before it publishes again, then waits for
+  the result the second run stores, read afresh;
+- :func:`outcomes` and :func:`wait_succeeded` read each run's end from the worker's INFO log
+  (``Task <name>[<id>] succeeded in <s>s: <repr>``, LOG_SUCCESS in ``celery/app/trace.py``),
+  for a proof that keeps the first result or counts the runs.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Any
+
+from celery import states
 
 from tests.harness.celery import WorkerProcess
 from tests.harness.wait import wait_until
+
+
+def redeliver(
+    wp: WorkerProcess,
+    task: Any,
+    first: Any,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    **options: Any,
+) -> dict:
+    """Deliver `first`'s task again to worker `wp`, with `first.id`; wait until that run ended.
+
+    Returns the result meta the second run stored (``status``, ``result``), read afresh.
+    """
+    first.forget()
+    task.apply_async(args, kwargs, task_id=first.id, queue=wp.queue, **options)
+
+    def stored() -> dict | None:
+        meta = first.backend.get_task_meta(first.id, cache=False)
+        return meta if meta["status"] in states.READY_STATES else None
+
+    return wait_until(stored, what=f"the redelivered {task.name}[{first.id}] ended", context=wp)
 
 
 def outcomes(wp: WorkerProcess, task_id: str) -> list[str]:

@@ -12,6 +12,7 @@ from celery import Celery
 
 from snippets.monitoring.flower import flower_api, live_workers, tasks_seen_by_flower, thumbnail
 from tests.harness.process import ROOT
+from tests.harness.redelivery import redeliver
 from tests.monitoring.helpers import AUTH, FLOWER_SH, poll, tool_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
@@ -27,10 +28,12 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+@pytest.mark.proves_idempotent(task=thumbnail)
 def test_flower_lists_the_live_worker_and_the_tasks_that_ran(worker_process, running_flower):
     """`/api/workers` shows the worker online; `/api/tasks` shows three `SUCCESS` and one `FAILURE`
     on that worker; `/metrics` counts exactly 3 `task-succeeded` and 1 `task-failed` events, 3
-    runtime observations, `flower_worker_online 1`; two more tasks raise the counter to 5."""
+    runtime observations, `flower_worker_online 1`; two more tasks raise the counter to 5.
+    (`thumbnail` has no effect: delivered again, the same id gives the same result.)"""
     fl = running_flower
     wp = worker_process()
     poll(lambda: wp.hostname in live_workers(fl.url, AUTH))  # its heartbeat, within seconds
@@ -68,6 +71,8 @@ def test_flower_lists_the_live_worker_and_the_tasks_that_ran(worker_process, run
         return metric(text, "flower_events_total", type="task-succeeded", **mine) == 5
 
     poll(risen)
+    again = redeliver(wp, thumbnail, ok[0], (0,))  # a redelivery: the same id again
+    assert (again["status"], again["result"]) == ("SUCCESS", "thumb-0")
 
 
 def test_why_without_credentials_the_api_answers_401_but_metrics_is_open(running_flower):

@@ -9,14 +9,21 @@ from datetime import datetime, timedelta
 import pytest
 
 from snippets.monitoring.logging import import_rows
+from tests.harness.redelivery import redeliver
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
 JSON_SETTINGS = "snippets.monitoring.json_logging.settings"
 CELERY_FORMAT = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+: (INFO|WARNING|ERROR)/")
 
 
-def run_and_read_log(worker_process, app: str, settings: str) -> tuple[list[str], str, str]:
-    """Run one good and one failing import on a worker; return its log lines and the two ids."""
+def run_and_read_log(
+    worker_process, app: str, settings: str, redelivered: bool = False
+) -> tuple[list[str], str, str]:
+    """Run one good and one failing import on a worker; return its log lines and the two ids.
+
+    `redelivered`: the good one is delivered a second time (the same id and headers) after the
+    failing one ended, and must give the same result.
+    """
     wp = worker_process(app=app, env={"DJANGO_SETTINGS_MODULE": settings})
     good = import_rows.apply_async((3,), queue=wp.queue, headers={"x_request_id": "req-42"})
     bad = import_rows.apply_async((-1,), queue=wp.queue, headers={"x_request_id": "req-43"})
@@ -24,6 +31,10 @@ def run_and_read_log(worker_process, app: str, settings: str) -> tuple[list[str]
     with pytest.raises(ValueError, match="no batch -1"):
         bad.get(timeout=30)
     log = wp.wait_for_log(f"{bad.id}] raised unexpected")
+    if redelivered:
+        again = redeliver(wp, import_rows, good, (3,), headers={"x_request_id": "req-42"})
+        assert (again["status"], again["result"]) == ("SUCCESS", 3)
+        log = wp.log()
     return log.splitlines(), good.id, bad.id
 
 
@@ -31,6 +42,7 @@ def json_entries(lines: list[str]) -> list[dict]:
     return [json.loads(line) for line in lines if line.startswith("{")]
 
 
+@pytest.mark.proves_idempotent(task=import_rows)
 @pytest.mark.deviation(
     "-A snippets.monitoring.json_logging.celery",
     reason="the page's app, with setup_logging connected",
@@ -42,13 +54,17 @@ def json_entries(lines: list[str]) -> list[dict]:
 def test_with_setup_logging_connected_every_log_line_is_django_json(worker_process):
     """no line in Celery's format; the task's line is JSON with its logger, a `ForkPoolWorker`
     process, the task id, name and `req-42`; the failure is an `ERROR` with the traceback and
-    `req-43`; the `ready` line has `task_id: null`."""
+    `req-43`; the `ready` line has `task_id: null`. Delivered again (the same id), the task
+    gives the same result and logs the same task id and correlation id a second time."""
     lines, good, bad = run_and_read_log(
-        worker_process, "snippets.monitoring.json_logging.celery", JSON_SETTINGS
+        worker_process, "snippets.monitoring.json_logging.celery", JSON_SETTINGS, redelivered=True
     )
     assert not [line for line in lines if CELERY_FORMAT.match(line)]  # no Celery-format line
     entries = json_entries(lines)
-    [mine] = [e for e in entries if e["message"] == "imported batch 3"]
+    [mine, again] = [e for e in entries if e["message"] == "imported batch 3"]
+    assert {k: again[k] for k in ("task_id", "task_name", "correlation_id")} == {
+        k: mine[k] for k in ("task_id", "task_name", "correlation_id")
+    }
     assert mine == {
         **mine,
         "level": "INFO",

@@ -12,6 +12,7 @@ from celery import Celery
 
 from snippets.monitoring.prometheus import charge
 from tests.harness.process import ROOT
+from tests.harness.redelivery import redeliver
 from tests.harness.services import require_tool
 from tests.monitoring.helpers import poll
 
@@ -58,16 +59,21 @@ def test_exporter_counters_match_what_ran(exporter, exporter_queues, worker_proc
     poll(lambda: exporter.value("celery_worker_up", hostname=wp.hostname) == 0, timeout=60)
 
 
+@pytest.mark.proves_idempotent(task=charge)
 def test_queue_length_rises_with_no_worker_and_falls_when_one_starts(
     exporter, exporter_queues, worker_process
 ):
-    """5 with no consumer, 0 once a worker starts and runs them."""
+    """5 with no consumer, 0 once a worker starts and runs them. (`charge` has no effect here:
+    delivered again, the same id gives the same result and leaves the queue empty.)"""
     queue = exporter_queues[1]
     results = [charge.apply_async((n,), queue=queue) for n in range(5)]
     poll(lambda: exporter.value("celery_queue_length", queue=queue) == 5)
 
-    worker_process(queue=queue)
+    wp = worker_process(queue=queue)
     assert [r.get(timeout=60) for r in results] == [0, 1, 2, 3, 4]
+    poll(lambda: exporter.value("celery_queue_length", queue=queue) == 0)
+    again = redeliver(wp, charge, results[4], (4,))  # a redelivery: the same id again
+    assert (again["status"], again["result"]) == ("SUCCESS", 4)
     poll(lambda: exporter.value("celery_queue_length", queue=queue) == 0)
 
 

@@ -9,9 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -29,6 +31,7 @@ from snippets.monitoring.stuck_tasks import (
 from tests.configuration.helpers import PrivateRedis
 from tests.harness.brokers import PrivateVhost
 from tests.harness.process import ROOT
+from tests.harness.redelivery import redeliver
 from tests.harness.wait import wait_until
 from tests.monitoring.helpers import poll, tool_env
 
@@ -105,6 +108,44 @@ def closed_by_peer(conn: socket.socket) -> bool:
         return conn.recv(1) == b""
     except ConnectionResetError:
         return True
+
+
+@pytest.fixture
+def answering_server() -> Iterator[tuple[str, list[str]]]:
+    """A server that answers every request `204 No Content`; its URL and the requests it got."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            seen.append(f"{self.command} {self.path}")
+            self.send_response(204)
+            self.end_headers()
+
+        do_GET = do_POST = do_PUT = do_DELETE = answer
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/status", seen
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.services("broker")
+@pytest.mark.proves_idempotent(task=fetch_status)
+def test_a_status_check_delivered_twice_only_reads(worker_process, answering_server):
+    """The pattern's task on a worker, then the same message again (the same id): the same
+    status, and the server saw two reads and nothing else (a POST would show here)."""
+    url, seen = answering_server
+    wp = worker_process(concurrency=1)
+    first = fetch_status.apply_async((url,), queue=wp.queue)
+    assert first.get(timeout=30) == 204
+    again = redeliver(wp, fetch_status, first, (url,))
+    assert (again["status"], again["result"]) == ("SUCCESS", 204)
+    assert seen == ["GET /status", "GET /status"]
 
 
 @pytest.mark.antipattern(task=fetch_status_without_timeout)

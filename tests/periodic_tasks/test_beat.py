@@ -5,8 +5,11 @@ Every beat publishes to a queue of the test's own (``options.queue``), consumed 
 """
 
 import json
+import os
 import re
+import signal
 import time
+import zlib
 from datetime import datetime, timedelta
 from itertools import combinations, pairwise
 
@@ -20,8 +23,10 @@ from snippets.periodic_tasks.beat import (
 )
 from snippets.periodic_tasks.crontab_and_timezones import RecordingScheduler, VirtualClock
 from snippets.periodic_tasks.models import PeriodicRun
+from tests.harness.redelivery import redeliver
 from tests.harness.wait import wait_until
 from tests.periodic_tasks.helpers import confirmed_sends, every_second, queue_length, read_queue
+from tests.task_design.helpers import task_pid
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
 
@@ -51,9 +56,11 @@ def test_the_settings_schedule_sends_every_5_minutes_with_an_expiry():
         assert 0 < entry.options["expires"] < interval, name  # stale before the next send
 
 
+@pytest.mark.proves_idempotent(task=refresh_rates)
 def test_one_beat_sends_on_schedule_and_each_send_runs_once(beat_process, worker_process):
     """every publish beat confirms (its DEBUG log: "sent. id->…") runs exactly once; sends of a 1 s
-    entry are never less than ~1 s apart."""
+    entry are never less than ~1 s apart. A send delivered again (the same id) finds its row:
+    the same result, no second row (`create` instead of `get_or_create` would add one)."""
     worker = worker_process()
     beat = beat_process(every_second(refresh_rates, worker.queue, "refresh-rates", expires=30))
     wait_until(lambda: len(runs("refresh-rates")) >= 3, what="three runs")
@@ -61,10 +68,18 @@ def test_one_beat_sends_on_schedule_and_each_send_runs_once(beat_process, worker
     sent = beat.confirmed("refresh-rates")
     ran = lambda: [run.task_id for run in runs("refresh-rates")]  # noqa: E731
     wait_until(lambda: {s.id for s in sent} <= set(ran()), what="every confirmed send ran")
-    assert len(ran()) == len(set(ran()))  # no send ran twice
+    assert len(ran()) == len(set(ran()))
+    log = worker.log()  # no send ran twice (a row per send: the worker's log counts the runs)
+    assert all(log.count(f"{refresh_rates.name}[{i}] received") == 1 for i in ran())
     assert len(ran()) - len(sent) in (0, 1)  # (1: a publish the stop cut before its log line)
     # beat never sends early: consecutive sends of a 1 s entry are at least ~1 s apart
     assert all(b.at - a.at >= timedelta(seconds=0.95) for a, b in pairwise(sent))
+
+    first = refresh_rates.AsyncResult(sent[0].id)
+    pk, rows = first.get(timeout=30), len(ran())
+    again = redeliver(worker, refresh_rates, first, ("refresh-rates",), expires=30)
+    assert (again["status"], again["result"]) == ("SUCCESS", pk)
+    assert len(ran()) == rows
 
 
 @pytest.mark.antipattern("snippets/production/systemd/celery-beat.service")
@@ -163,6 +178,52 @@ def test_why_a_run_longer_than_its_interval_overlaps(beat_process, worker_proces
 
     assert overlapping("unlocked")  # two runs of the same job at the same time
     assert overlapping("locked") == []
+
+
+def advisory_lock_held(name: str) -> bool:
+    """Whether any session holds the job's advisory lock (a key below 2**32: objid, classid 0)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 0"
+            " AND objid::bigint = %s AND granted AND database = ("
+            "SELECT oid FROM pg_database WHERE datname = current_database())",
+            [zlib.crc32(name.encode())],
+        )
+        return cursor.fetchone()[0] > 0
+
+
+@pytest.mark.services("postgres")
+@pytest.mark.proves_idempotent(task=rebuild_search_index)
+def test_a_killed_run_frees_the_lock_and_the_redelivery_rebuilds_once(worker_process):
+    """The same message delivered again while the first run works finds the lock taken and
+    skips. Then the pool child running the first run is SIGKILLed: PostgreSQL ends its session
+    and frees the lock with it, and the message delivered again (the same id, as the broker
+    redelivers it) rebuilds, once. Without the lock the first redelivery would rebuild too; a
+    lock that outlived the killed process would make the last one skip.
+
+    (The redeliveries carry a shorter `seconds`: how long the stand-in works is not what is
+    proved, only whether it works at all.)"""
+    worker = worker_process(concurrency=2)
+    entry = "rebuild-redelivered"
+    first = rebuild_search_index.apply_async((entry, 60.0), queue=worker.queue)
+    pid = task_pid(first)
+    wait_until(lambda: runs(entry), what="the first run's row", context=worker)
+
+    skipped = redeliver(worker, rebuild_search_index, first, (entry, 0.5))
+    assert (skipped["status"], skipped["result"]) == ("SUCCESS", None)
+    assert f"{entry}[{first.id}]: the previous run still holds the lock" in worker.log()
+    assert len(runs(entry)) == 1
+
+    os.kill(pid, signal.SIGKILL)
+    worker.wait_for_log(f"pid:{pid} exited with 'signal 9 (SIGKILL)'")
+    wait_until(lambda: not advisory_lock_held(entry), what="the lock freed", context=worker)
+    rebuilt = redeliver(worker, rebuild_search_index, first, (entry, 0.5))
+    killed, done = runs(entry)
+    assert (rebuilt["status"], rebuilt["result"]) == ("SUCCESS", done.pk)
+    assert killed.finished_at is None  # the killed run never finished...
+    assert done.finished_at is not None  # ...and the redelivered one rebuilt, once
 
 
 @pytest.mark.services("postgres")

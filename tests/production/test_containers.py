@@ -275,6 +275,7 @@ def test_the_grace_period_outlasts_the_soft_shutdown():
 
 
 @pytest.mark.services("broker")
+@pytest.mark.proves_idempotent(task=long_job)
 @pytest.mark.deviation(
     "CELERY_SOFT_SHUTDOWN_TIMEOUT=4",
     reason="a 4 s window instead of 50: a task still running when it closes is requeued either way",
@@ -287,6 +288,8 @@ def test_sigterm_mid_task_requeues_it_and_the_next_worker_completes_it(
     Two tasks run when SIGTERM arrives: one finishes inside the window and is acked, the
     other is still running when the window closes, so it is requeued; the worker exits on
     its own (no SIGKILL needed), and the next worker runs the requeued task to completion.
+    Delivered once more after that, it returns the result without working again (without the
+    `done` check in long_job, a third attempt would be recorded).
     """
     first = worker_process(concurrency=2, env=soft_shutdown_env(timeout=4))
     short, long = job_dir(tmp_path, "short"), job_dir(tmp_path, "long")

@@ -26,6 +26,7 @@ from snippets.production.security import (
     sync_account_with_token,
 )
 from tests.harness.net import free_port
+from tests.harness.redelivery import redeliver
 from tests.harness.wait import wait_until
 from tests.production.helpers import SNIPPETS, celery_argv, prod_env
 
@@ -90,6 +91,24 @@ def test_secrets_stay_out_of_arguments_and_logs(celery_worker, monkeypatch, capl
     assert "args=(-1,)" in caplog.text
     assert TOKEN not in caplog.text
     assert all(TOKEN not in repr(p) for p in published)  # not in any message either
+
+
+@pytest.mark.services("broker")
+@pytest.mark.deviation(
+    "PAYMENT_API_TOKEN", reason="the Secret the page's worker reads from its environment"
+)
+@pytest.mark.proves_idempotent(task=sync_account)
+def test_a_sync_delivered_twice_reads_the_token_from_the_workers_environment(worker_process):
+    """On a real worker whose environment holds the credential (as a Secret or EnvironmentFile
+    puts it there): the same message twice gives the same answer, and the token is in no line
+    the worker logged."""
+    wp = worker_process(env={"PAYMENT_API_TOKEN": TOKEN})
+    expected = f"synced account 42 with a {len(TOKEN)}-character token"
+    first = sync_account.apply_async((42,), queue=wp.queue)
+    assert first.get(timeout=30) == expected
+    again = redeliver(wp, sync_account, first, (42,))  # a redelivery: the same id again
+    assert (again["status"], again["result"]) == ("SUCCESS", expected)
+    assert TOKEN not in wp.log()
 
 
 @pytest.mark.antipattern(task=sync_account_with_token)

@@ -37,6 +37,7 @@ from snippets.task_design.idempotency import credit_account
 from snippets.task_design.models import Account, ProcessedKey
 from tests.configuration.helpers import PrivateRedis, settings_env
 from tests.harness.brokers import PrivateRabbit
+from tests.harness.redelivery import redeliver
 from tests.harness.wait import wait_until
 from tests.proof.helpers import TASKS, Clock, Row, broker_name
 
@@ -359,8 +360,15 @@ def test_why_a_broker_restart_loses_transient_messages(worker_process, private_b
     assert row.lost > 0
 
 
-def test_sweeper_resends_only_credits_published_long_ago_and_never_applied():
-    """The sweeper's query on PostgreSQL: what would make it re-send too much or too little."""
+@pytest.mark.deviation(
+    "--include", reason="the proof's own tasks (snippets/proof is not a Django app)"
+)
+@pytest.mark.proves_idempotent(task=sweep_unapplied_credits)
+def test_sweeper_resends_only_credits_published_long_ago_and_never_applied(worker_process):
+    """The sweeper's query on PostgreSQL, run by a worker: what would make it re-send too much
+    or too little. Its message delivered again (the same id) re-opens nothing more: a sweep
+    that also took the rows it re-opened (`sent_at` unset) would count them again."""
+    wp = worker_process(args=INCLUDE)
     account = Account.objects.create()
     long_ago = timezone.now() - timedelta(seconds=SWEEP_AFTER * 2)
 
@@ -376,8 +384,11 @@ def test_sweeper_resends_only_credits_published_long_ago_and_never_applied():
     other = row("lost", long_ago, task=relay_outbox.name)  # not a credit: no key to check
     unsent = row("unsent", None)  # the relay's business
 
-    assert sweep_unapplied_credits(SWEEP_AFTER) == 1
+    first = sweep_unapplied_credits.apply_async((SWEEP_AFTER,), queue=wp.queue)
+    assert first.get(timeout=30) == 1
     reopened = set(OutboxMessage.objects.filter(sent_at=None).values_list("pk", flat=True))
     assert reopened == {lost.pk, unsent.pk}
     assert {applied.pk, young.pk, other.pk}.isdisjoint(reopened)
-    assert sweep_unapplied_credits(SWEEP_AFTER) == 0  # re-opened once, until the relay sends it
+    again = redeliver(wp, sweep_unapplied_credits, first, (SWEEP_AFTER,))
+    assert (again["status"], again["result"]) == ("SUCCESS", 0)  # re-opened once, until sent
+    assert set(OutboxMessage.objects.filter(sent_at=None).values_list("pk", flat=True)) == reopened
