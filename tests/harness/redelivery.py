@@ -2,13 +2,16 @@
 
 A broker that lost a message's acknowledgement (a dead worker, an expired visibility timeout, a
 closed channel) delivers the same message again: same task, same arguments, same task id.
-:func:`deliver_again` publishes exactly that to the worker that ran the first delivery and
-waits for the second run to end. It waits on the worker's log, not on ``.get()``: the result
-backend already holds the first run's result under that id, so ``.get()`` would not wait.
+:func:`deliver_again` publishes exactly that to the worker that ran the first delivery, waits
+for the second run to end and returns what that run returned. Both come from the worker's log,
+not from the result backend: the backend keeps the first run's SUCCESS under that id (Celery
+never overwrites a SUCCESS: ``_store_result`` in ``celery/backends/base.py``), so ``.get()``
+neither waits for the second run nor shows its answer.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 
 from tests.harness.celery import WorkerProcess
@@ -33,16 +36,23 @@ def ends(wp: WorkerProcess, task: object, task_id: str) -> list[str]:
 
 def deliver_again(
     wp: WorkerProcess, task: object, args: tuple, task_id: str, timeout: float = 60
-) -> tuple[str, object]:
-    """Deliver `task_id`'s message to `wp` once more, wait for that run to end, and return the
-    state and result it stored (they replace the first run's)."""
-    done = len(ends(wp, task, task_id))
+) -> object:
+    """Deliver `task_id`'s message to `wp` once more, wait for that run to end, and return what
+    it returned (the value the worker logged). The first delivery must have ended: its result
+    is stored a moment before the worker logs its end, so this waits for that line first."""
+    done = wait_until(
+        lambda: len(ends(wp, task, task_id)),
+        timeout,
+        what=f"the end of the first run of {task.name}[{task_id}] in the log",
+        context=wp,
+    )
     task.apply_async(args, task_id=task_id, queue=wp.queue)  # a redelivery, as on the wire
-    wait_until(
-        lambda: len(ends(wp, task, task_id)) > done,
+    runs = wait_until(
+        lambda: (found := ends(wp, task, task_id))[done:] and found,
         timeout,
         what=f"the second run of {task.name}[{task_id}]",
         context=wp,
     )
-    meta = task.backend.get_task_meta(task_id, cache=False)
-    return meta["status"], meta["result"]
+    succeeded = re.fullmatch(r"succeeded in \S+s: (.*)", runs[done])
+    assert succeeded, f"{task.name}[{task_id}] delivered again: {runs[done]}\n{wp.log()[-4000:]}"
+    return ast.literal_eval(succeeded[1])  # the worker logs the value's repr

@@ -57,8 +57,8 @@ def test_a_batch_or_an_item_delivered_again_processes_nothing_again(shared_prefo
     assert (batch.get(timeout=30), item.get(timeout=30)) == (10, 1)
     first = dict(Item.objects.values_list("pk", "processed_at"))
 
-    assert deliver_again(wp, process_batch, (ids[:10],), batch.id) == ("SUCCESS", 0)
-    assert deliver_again(wp, process_item, (ids[10],), item.id) == ("SUCCESS", 0)
+    assert deliver_again(wp, process_batch, (ids[:10],), batch.id) == 0
+    assert deliver_again(wp, process_item, (ids[10],), item.id) == 0
     assert counts() == {1: 11, 0: 1}  # the twelfth item was never asked for
     assert dict(Item.objects.values_list("pk", "processed_at")) == first
 

@@ -70,7 +70,7 @@ def test_a_reminder_delivered_again_is_recorded_once(shared_prefork_worker):
     wp = shared_prefork_worker
     first = send_reminder.apply_async((61, "once"), queue=wp.queue)
     reminder = first.get(timeout=30)
-    assert deliver_again(wp, send_reminder, (61, "once"), first.id) == ("SUCCESS", reminder)
+    assert deliver_again(wp, send_reminder, (61, "once"), first.id) == reminder
     assert reminders(61) == 1
     assert send_reminder.apply_async((61, "once"), queue=wp.queue).get(timeout=30) != reminder
     assert reminders(61) == 2
