@@ -97,9 +97,8 @@ def rows() -> dict[str, int]:
 @pytest.mark.proves_idempotent(task=collect)
 def test_a_step_delivered_again_returns_the_same_and_writes_nothing(shared_prefork_worker):
     """Each step's message delivered again to a prefork worker, with its task id (a
-    redelivery): the same value stored again, and no row written anywhere in the app. A step
-    that kept state between runs (a counter, a cache, a row) would answer or leave something
-    else."""
+    redelivery): the same value, and no row written anywhere in the app. A step whose answer
+    counts earlier runs (a counter kept in Redis) or that writes a row fails this."""
     wp = shared_prefork_worker
     calls = [
         (add, (2, 3), 5),
