@@ -1,15 +1,18 @@
 """Calling tasks: delay, apply_async options, signatures, and what ETA costs on each broker."""
 
 # --8<-- [start:task]
-from celery import shared_task
+from celery import Task, shared_task
 
 from snippets.task_design.models import Reminder
 
 
-@shared_task
-def send_reminder(user_id: int, text: str) -> int:
-    """Send (here: record) one reminder; the tests count rows to count executions."""
-    return Reminder.objects.create(user_id=user_id, text=text).pk
+@shared_task(bind=True)
+def send_reminder(self: Task, user_id: int, text: str) -> int:
+    """Send (here: record) one reminder per message, however often it is delivered."""
+    reminder, _ = Reminder.objects.get_or_create(
+        task_id=self.request.id, defaults={"user_id": user_id, "text": text}
+    )  # (1)!
+    return reminder.pk
 
 
 # --8<-- [end:task]

@@ -45,8 +45,9 @@ def collect(values: list[int]) -> list[int]:
 @shared_task
 def record_failure(task_id: str) -> None:
     """An error callback (link_error): called with the id of the task that failed."""
-    logger.error("canvas step %s failed; recorded for follow-up", task_id)
-    ChainFailure.objects.create(task_id=task_id)
+    _, created = ChainFailure.objects.get_or_create(task_id=task_id)  # (1)!
+    if created:
+        logger.error("canvas step %s failed; recorded for follow-up", task_id)
 
 
 # --8<-- [end:tasks]

@@ -57,8 +57,9 @@ from django.db import models
 
 
 class Reminder(models.Model):
-    """One row per reminder sent: the tests count rows to count executions."""
+    """One row per reminder sent, keyed on the id of the message that asked for it."""
 
+    task_id = models.CharField(max_length=255, unique=True)  # the same in a redelivery
     user_id = models.IntegerField()
     text = models.CharField(max_length=200)
     sent_at = models.DateTimeField(auto_now_add=True)
@@ -74,7 +75,7 @@ from django.db import models
 class ChainFailure(models.Model):
     """What the error callback records: one row per failed task, with its id."""
 
-    task_id = models.CharField(max_length=255)
+    task_id = models.CharField(max_length=255, unique=True)  # a second call finds the row
     created_at = models.DateTimeField(auto_now_add=True)
 
 

@@ -14,11 +14,13 @@ finished tasks besides. So there are two ways to read it here:
   the result the second run stores, read afresh;
 - :func:`outcomes` and :func:`wait_succeeded` read each run's end from the worker's INFO log
   (``Task <name>[<id>] succeeded in <s>s: <repr>``, LOG_SUCCESS in ``celery/app/trace.py``),
-  for a proof that keeps the first result or counts the runs.
+  for a proof that keeps the first result or counts the runs; :func:`deliver_again` is the
+  redelivery on top of them, and returns the value the second run logged.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -70,3 +72,27 @@ def wait_succeeded(wp: WorkerProcess, task_id: str, runs: int, timeout: float = 
     failed = [outcome for outcome in ended if outcome.startswith("raised ")]
     assert not failed, f"{task_id}: {failed}\n{wp.log()[-4000:]}"
     return ended
+
+
+def received(wp: WorkerProcess, task: Any) -> list[str]:
+    """The ids of `task`'s messages the worker received, in order (a redelivery repeats one)."""
+    return re.findall(rf"Task {re.escape(task.name)}\[([\w-]+)\] received", wp.log())
+
+
+def deliver_again(
+    wp: WorkerProcess, task: Any, args: tuple, task_id: str, timeout: float = 60
+) -> object:
+    """Deliver `task_id`'s message to `wp` once more, wait for that run to end, and return what
+    it returned (the value the worker logged). The first delivery must have ended: its result
+    is stored a moment before the worker logs its end, so this waits for that line first."""
+    done = len(
+        wait_until(
+            lambda: outcomes(wp, task_id),
+            timeout,
+            what=f"the end of the first run of {task.name}[{task_id}] in the log",
+            context=wp,
+        )
+    )
+    task.apply_async(args, task_id=task_id, queue=wp.queue)  # a redelivery, as on the wire
+    ended = wait_succeeded(wp, task_id, done + 1, timeout)
+    return ast.literal_eval(ended[done])  # the worker logs the value's repr

@@ -7,6 +7,7 @@ import sys
 
 from hypothesis import strategies as st
 
+from tests.configuration.helpers import settings_env
 from tests.harness.celery import worker_env
 from tests.harness.process import ROOT
 
@@ -22,6 +23,23 @@ def run_web_process(code: str, **env: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=120,
         check=False,
+    )
+
+
+def recipe_worker_settings(queue: str, smtp: object = None, **overrides: object) -> dict:
+    """`worker_process(env=...)` for a recipe's worker: the production settings, with `queue` as
+    the default queue (so the steps the worker publishes come back to it) and, given `smtp`
+    (the `smtp_server` fixture), Django's SMTP backend pointed at that server."""
+    if smtp is not None:
+        overrides |= {
+            "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "EMAIL_HOST": smtp.host,
+            "EMAIL_PORT": smtp.port,
+            "EMAIL_USE_TLS": False,
+            "EMAIL_USE_SSL": False,
+        }
+    return settings_env(
+        "snippets.production.settings", CELERY_TASK_DEFAULT_QUEUE=queue, **overrides
     )
 
 

@@ -24,6 +24,7 @@ from snippets.recipes.order_workflow import (
     charge_payment,
     handle_order_failure,
     notify_order_failed,
+    order_workflow,
     place_order,
     reserve_stock,
     resume_stuck_orders,
@@ -39,8 +40,9 @@ from tests.configuration.helpers import settings_env
 from tests.harness.db import Rollback
 from tests.harness.net import free_port
 from tests.harness.publishes import recording_publishes
+from tests.harness.redelivery import deliver_again, received
 from tests.harness.wait import wait_until
-from tests.recipes.helpers import BAD_IDS, coerces_to, run_web_process
+from tests.recipes.helpers import BAD_IDS, coerces_to, recipe_worker_settings, run_web_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -161,6 +163,72 @@ def test_the_sweeper_finishes_stuck_orders_and_a_redelivered_sweep_changes_nothi
     assert fresh.status == Order.Status.PENDING
 
 
+@pytest.mark.proves_idempotent(task=reserve_stock)
+@pytest.mark.proves_idempotent(task=charge_payment)
+@pytest.mark.proves_idempotent(task=send_confirmation)
+@pytest.mark.proves_idempotent(task=handle_order_failure)
+@pytest.mark.proves_idempotent(task=notify_order_failed)
+@pytest.mark.services("broker")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(production, default queue, PAYMENTS_URL, EMAIL_*)",
+    reason="the steps the worker publishes come back to its private queue; the test's provider "
+    "and SMTP server",
+)
+def test_every_step_delivered_again_changes_nothing(
+    worker_process, provider, smtp_server, settings
+):
+    """Two orders run their workflows on a worker subprocess: one is confirmed, the other's card
+    is declined (the error callback gives its unit back and tells the customer). Then every
+    message the two ran is delivered again with its task id, as the broker does after a lost
+    acknowledgement: each step finds the order's state already advanced, and the stock, the
+    charges, the emails and the orders stay as the first deliveries left them."""
+    # Each step fails this if it acts without checking the state first: a second reservation
+    # takes a unit (stock 3), a second claim of the charge overwrites CONFIRMED with PAID, a
+    # second release gives a unit back (stock 5), a second confirmation or notice is an email.
+    provider.decline_over = 5000
+    StockItem.objects.create(sku="LAMP", available=5)
+    paid = new_order(amount_cents=4990)
+    declined = new_order(amount_cents=9990, email="bob@example.com")
+    queue = f"orders-{uuid.uuid4().hex[:8]}"
+    env = recipe_worker_settings(queue, smtp_server, PAYMENTS_URL=settings.PAYMENTS_URL)
+    wp = worker_process(queue=queue, env=env)
+
+    confirm = order_workflow(paid.pk).apply_async(queue=wp.queue)  # the chain's last step
+    never_sent = order_workflow(declined.pk).apply_async(queue=wp.queue)
+    status_becomes(paid, Order.Status.CONFIRMED)
+    status_becomes(declined, Order.Status.FAILED)
+    [failure] = wait_until(lambda: received(wp, handle_order_failure), what="the error callback")
+    [notice] = wait_until(lambda: received(wp, notify_order_failed), what="the notice")
+    assert notify_order_failed.AsyncResult(notice).get(timeout=30) == "notified"
+    assert (stock(), len(provider.charges), len(smtp_server.messages)) == (4, 1, 2)
+
+    again = [
+        (reserve_stock, paid, confirm.parent.parent.id, "confirmed"),
+        (charge_payment, paid, confirm.parent.id, "confirmed"),
+        (send_confirmation, paid, confirm.id, "confirmed"),
+        (reserve_stock, declined, never_sent.parent.parent.id, "failed"),
+        (charge_payment, declined, never_sent.parent.id, "failed"),
+        (handle_order_failure, declined, failure, "failed"),
+        (notify_order_failed, declined, notice, "already-notified"),
+    ]
+    for task, order, task_id, answer in again:
+        assert deliver_again(wp, task, (order.pk,), task_id) == answer, task.name
+    # The failure handler publishes the notice again (the first could have been lost): a new
+    # message, which finds the customer told.
+    [asked_again] = wait_until(
+        lambda: sorted(set(received(wp, notify_order_failed)) - {notice}), what="a new notice"
+    )
+    assert notify_order_failed.AsyncResult(asked_again).get(timeout=30) == "already-notified"
+
+    assert (stock(), len(provider.charges), len(smtp_server.messages)) == (4, 1, 2)
+    mails = [m["data"] for m in smtp_server.messages]
+    assert sum(f"Subject: Order {paid.pk} confirmed" in m for m in mails) == 1
+    assert sum(f"Subject: Order {declined.pk} not placed" in m for m in mails) == 1
+    paid.refresh_from_db()
+    declined.refresh_from_db()
+    assert (paid.status, paid.payment_id, declined.status) == ("confirmed", "ch_1", "failed")
+
+
 @pytest.mark.antipattern(task=validate_inventory)
 def test_why_naive_chain_starts_before_commit(celery_worker, provider, published):
     """The naive chain is published inside the transaction, before the order is committed."""
@@ -173,7 +241,6 @@ def test_why_naive_chain_starts_before_commit(celery_worker, provider, published
         reserve_stock.AsyncResult(sent["id"]).get(timeout=30)
 
 
-@pytest.mark.proves_idempotent(task=charge_payment)
 def test_charge_delivered_twice_charges_once(celery_worker, provider, caplog):
     """The same charge message delivered twice (same task id): the card is charged once."""
     caplog.set_level(logging.INFO, logger=LOGGER)
@@ -301,7 +368,6 @@ def test_why_naive_check_without_reserving_oversells(celery_worker, provider, ma
     assert stock() == 1  # nothing was ever reserved
 
 
-@pytest.mark.proves_idempotent(task=send_confirmation)
 def test_a_failed_confirmation_is_retried_never_recharged(
     celery_worker, provider, smtp_server, published
 ):
@@ -368,7 +434,6 @@ def test_a_redelivered_reservation_reserves_once(celery_worker):
     assert stock() == 3
 
 
-@pytest.mark.proves_idempotent(task=notify_order_failed)
 def test_the_customer_is_told_once(celery_worker, mailoutbox):
     """The failure notice sent twice tells the customer once."""
     order = new_order(status=Order.Status.FAILED)

@@ -8,6 +8,7 @@ import smtplib
 import socket
 import threading
 import time
+import uuid
 from datetime import datetime, timedelta
 
 import django
@@ -15,6 +16,7 @@ import pytest
 from celery.signals import before_task_publish
 from celery.utils.time import get_exponential_backoff_interval
 from django.db import connections, transaction
+from django.utils import timezone
 from hypothesis import HealthCheck, assume, example, given, settings
 
 from snippets.recipes.models import Member
@@ -32,8 +34,9 @@ from snippets.recipes.welcome_email_naive import (
 from tests.harness.db import Rollback
 from tests.harness.net import free_port
 from tests.harness.publishes import recording_publishes
+from tests.harness.redelivery import deliver_again, received
 from tests.harness.wait import wait_until
-from tests.recipes.helpers import BAD_IDS, coerces_to, run_web_process
+from tests.recipes.helpers import BAD_IDS, coerces_to, recipe_worker_settings, run_web_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -78,7 +81,6 @@ def test_rollback_sends_nothing(celery_worker, published, mailoutbox):
     assert mailoutbox == []
 
 
-@pytest.mark.proves_idempotent(task=send_welcome_email)
 def test_redelivered_task_sends_exactly_once(celery_worker, published, mailoutbox, caplog):
     """The same message delivered twice (same task id: what a redelivery is): one email."""
     caplog.set_level(logging.INFO, logger=LOGGER)
@@ -92,6 +94,39 @@ def test_redelivered_task_sends_exactly_once(celery_worker, published, mailoutbo
         what="the second delivery ran",
     )
     assert len(mailoutbox) == 1
+
+
+@pytest.mark.proves_idempotent(task=send_welcome_email)
+@pytest.mark.proves_idempotent(task=reconcile_welcome_emails)
+@pytest.mark.services("broker")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(production, default queue, EMAIL_*)",
+    reason="the emails the job publishes come back to the worker's private queue; the test's "
+    "SMTP server",
+)
+def test_the_job_and_the_email_delivered_again_send_nothing_more(worker_process, smtp_server):
+    """On a worker subprocess, over SMTP: a member who joined an hour ago is still owed her
+    email (its publish was lost); the reconciliation job publishes it and it is sent. Then the
+    job's message and the email's, each delivered again with its task id: the job finds nobody
+    owed and the email finds its claim taken. The SMTP server has one message."""
+    # Without `welcome_sent_at__isnull=True` in the claim the email goes twice; without it in
+    # the job's query the job publishes it again (1, not 0).
+    member = Member.objects.create(
+        name="Ada", email="ada@example.com", date_joined=timezone.now() - timedelta(hours=1)
+    )
+    queue = f"welcome-{uuid.uuid4().hex[:8]}"
+    wp = worker_process(queue=queue, env=recipe_worker_settings(queue, smtp_server))
+
+    job = reconcile_welcome_emails.apply_async(queue=wp.queue)
+    assert job.get(timeout=60) == 1
+    [email] = wait_until(lambda: received(wp, send_welcome_email), what="the owed email")
+    assert result_of(email, timeout=60) == "sent"
+
+    assert deliver_again(wp, reconcile_welcome_emails, (), job.id) == 0
+    assert deliver_again(wp, send_welcome_email, (member.pk,), email) == "already-handled"
+    assert received(wp, send_welcome_email) == [email, email]  # the job published no other
+    [message] = smtp_server.messages
+    assert "ada@example.com" in message["to"][0]
 
 
 def test_concurrent_deliveries_wait_for_the_claim(smtp_server):

@@ -11,6 +11,7 @@ from snippets.task_design.batching import (
     process_item,
 )
 from snippets.task_design.models import Item
+from tests.harness.redelivery import deliver_again
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,6 +41,26 @@ def test_batches_process_every_item_exactly_once(celery_worker, published):
     # A batch delivered again (a redelivery, a retry) finds nothing left to do.
     assert process_batch.delay(ids[:100]).get(timeout=30) == 0
     assert counts() == {1: 250}
+
+
+@pytest.mark.proves_idempotent(task=process_batch)
+@pytest.mark.proves_idempotent(task=process_item)
+def test_a_batch_or_an_item_delivered_again_processes_nothing_again(shared_prefork_worker):
+    """On a prefork worker: a batch of 10 and a single item, each delivered again with its
+    task id (a redelivery): the second run processes 0, every `processed_count` stays 1 and
+    every `processed_at` keeps its first value. Without `processed_at__isnull=True` the second
+    run would process them again."""
+    wp = shared_prefork_worker
+    ids = make_items(12)
+    batch = process_batch.apply_async((ids[:10],), queue=wp.queue)
+    item = process_item.apply_async((ids[10],), queue=wp.queue)
+    assert (batch.get(timeout=30), item.get(timeout=30)) == (10, 1)
+    first = dict(Item.objects.values_list("pk", "processed_at"))
+
+    assert deliver_again(wp, process_batch, (ids[:10],), batch.id) == 0
+    assert deliver_again(wp, process_item, (ids[10],), item.id) == 0
+    assert counts() == {1: 11, 0: 1}  # the twelfth item was never asked for
+    assert dict(Item.objects.values_list("pk", "processed_at")) == first
 
 
 def test_a_failing_batch_does_not_lose_the_others(celery_worker):

@@ -18,6 +18,7 @@ from snippets.task_design.calling import (
     send_reminder,
 )
 from snippets.task_design.models import Reminder
+from tests.harness.redelivery import deliver_again, outcomes
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -58,6 +59,21 @@ def test_delay_and_a_partial_run_on_the_worker(celery_worker):
     sig = reminder_options()
     assert sig.options == {"countdown": 1, "priority": 5}
     assert Reminder.objects.get(pk=sig.apply_async().get(timeout=20)).user_id == 42
+
+
+@pytest.mark.proves_idempotent(task=send_reminder)
+def test_a_reminder_delivered_again_is_recorded_once(shared_prefork_worker):
+    """The same message delivered again to a prefork worker (same task id: a redelivery)
+    returns the same reminder and records none; a second call (a new message) is a second
+    reminder. Keyed on anything but the message's id, or created on every run, the redelivery
+    would record a second row."""
+    wp = shared_prefork_worker
+    first = send_reminder.apply_async((61, "once"), queue=wp.queue)
+    reminder = first.get(timeout=30)
+    assert deliver_again(wp, send_reminder, (61, "once"), first.id) == reminder
+    assert reminders(61) == 1
+    assert send_reminder.apply_async((61, "once"), queue=wp.queue).get(timeout=30) != reminder
+    assert reminders(61) == 2
 
 
 RABBITMQ_CONSUMER_TIMEOUT_S = 30 * 60  # RabbitMQ's default consumer_timeout (1800000 ms)
@@ -184,20 +200,27 @@ def test_why_a_countdown_longer_than_the_visibility_timeout_runs_twice(worker_pr
     try:
         for wp in (too_short, sized):
             wp.wait_for_log("ready.", timeout=60)
+        sent = []
         for wp_app, wp, user_id in ((app, too_short, 51), (sized_app, sized, 52)):
             with wp_app.connection_for_write(redis_url) as conn:
-                wp_app.send_task(
-                    send_reminder.name,
-                    (user_id, "once?"),
-                    countdown=6,
-                    queue=wp.queue,
-                    connection=conn,
+                sent.append(
+                    wp_app.send_task(
+                        send_reminder.name,
+                        (user_id, "once?"),
+                        countdown=6,
+                        queue=wp.queue,
+                        connection=conn,
+                    ).id
                 )
 
-        wait_until(lambda: reminders(51) >= 2, what="a second run", context=too_short)
-        wait_until(lambda: reminders(52) == 1, what="the sized worker to run it")
+        def runs(wp, task_id: str) -> int:
+            return len(outcomes(wp, task_id))
+
+        wait_until(lambda: runs(too_short, sent[0]) >= 2, what="a second run", context=too_short)
+        wait_until(lambda: runs(sized, sent[1]) == 1, what="the sized worker to run it")
         time.sleep(2)
-        assert reminders(52) == 1  # visibility_timeout above the countdown: once
+        assert runs(sized, sent[1]) == 1  # visibility_timeout above the countdown: once
+        assert (reminders(51), reminders(52)) == (1, 1)  # the task's key held the extra runs
     finally:
         for wp, wp_app in ((too_short, app), (sized, sized_app)):
             wp.stop()

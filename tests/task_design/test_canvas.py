@@ -1,14 +1,17 @@
 """Proof for docs/task-design/canvas.md: chains, chords, immutable signatures, no .get()."""
 
 import time
+import uuid
 
 import pytest
 from celery import Celery, chain, chord, group
 from celery.exceptions import ChordError
+from django.apps import apps
 
 from snippets.task_design.canvas import (
     add,
     check_positive,
+    collect,
     pipeline,
     record_failure,
     square,
@@ -19,6 +22,7 @@ from snippets.task_design.canvas import (
     total_by_waiting,
 )
 from snippets.task_design.models import ChainFailure
+from tests.harness.redelivery import deliver_again
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -79,6 +83,53 @@ def test_chord_results_arrive_in_header_order_whatever_the_finishing_order(
     finished = [r.get(timeout=5) for r in sorted(header, key=lambda r: r.date_done)]
     assert finished[-1] == 1  # the first header task finished last: not header order
     assert squares_total([1, 2, 3], seconds).apply_async(queue=queue).get(timeout=60) == 14
+
+
+def rows() -> dict[str, int]:
+    """How many rows each model of the app holds: whatever a step could have written."""
+    return {m.__name__: m.objects.count() for m in apps.get_app_config("task_design").get_models()}
+
+
+@pytest.mark.proves_idempotent(task=add)
+@pytest.mark.proves_idempotent(task=square)
+@pytest.mark.proves_idempotent(task=check_positive)
+@pytest.mark.proves_idempotent(task=total)
+@pytest.mark.proves_idempotent(task=collect)
+def test_a_step_delivered_again_returns_the_same_and_writes_nothing(shared_prefork_worker):
+    """Each step's message delivered again to a prefork worker, with its task id (a
+    redelivery): the same value, and no row written anywhere in the app. A step whose answer
+    counts earlier runs (a counter kept in Redis) or that writes a row fails this."""
+    wp = shared_prefork_worker
+    calls = [
+        (add, (2, 3), 5),
+        (square, (4,), 16),
+        (check_positive, (7,), 7),
+        (total, ([1, 2, 3],), 6),
+        (collect, ([3, 1, 2],), [3, 1, 2]),
+    ]
+    before = rows()
+    firsts = [task.apply_async(args, queue=wp.queue) for task, args, _ in calls]
+    assert [first.get(timeout=30) for first in firsts] == [value for *_, value in calls]
+    for (task, args, value), first in zip(calls, firsts, strict=True):
+        assert deliver_again(wp, task, args, first.id) == value, task.name
+    assert rows() == before
+
+
+@pytest.mark.proves_idempotent(task=record_failure)
+def test_the_error_callback_delivered_again_records_the_failure_once(shared_prefork_worker):
+    """The error callback delivered again (same task id), and called again for the same
+    failed task (a new message): one row. With a plain `create()`, three."""
+    wp = shared_prefork_worker
+    failed = f"failed-{uuid.uuid4()}"
+    recorded = f"canvas step {failed} failed; recorded for follow-up"
+    first = record_failure.apply_async((failed,), queue=wp.queue)
+    assert first.get(timeout=30) is None
+    logged = wp.log().count(recorded)
+    assert logged >= 1
+    assert deliver_again(wp, record_failure, (failed,), first.id) is None
+    assert record_failure.apply_async((failed,), queue=wp.queue).get(timeout=30) is None
+    assert list(ChainFailure.objects.values_list("task_id", flat=True)) == [failed]
+    assert wp.log().count(recorded) == logged  # nobody is asked to follow up twice
 
 
 def test_a_chord_without_a_result_backend_fails_at_apply_async(monkeypatch):

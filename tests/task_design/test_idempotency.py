@@ -15,6 +15,7 @@ from snippets.task_design.idempotency import (
     mark_invoice_paid,
 )
 from snippets.task_design.models import Account, Charge, Invoice, ProcessedKey
+from tests.harness.redelivery import deliver_again
 from tests.harness.wait import wait_until
 from tests.task_design import provider as fake
 from tests.task_design.helpers import kill_pool_child, kill_worker, task_pid
@@ -135,6 +136,23 @@ def test_a_conditional_update_lets_one_delivery_win(celery_worker):
     invoice.refresh_from_db()
     assert invoice.status == Invoice.Status.PAID
     assert mark_invoice_paid.delay(987654).get(timeout=20) is False  # unknown: logged, no error
+
+
+@pytest.mark.proves_idempotent(task=mark_invoice_paid)
+def test_a_redelivered_transition_moves_nothing(shared_prefork_worker):
+    """The transition delivered again to a prefork worker (same task id: a redelivery) moves
+    nothing: it answers False and the invoice keeps the `paid_at` of the delivery that moved
+    it. Without `status=OPEN` in the UPDATE the second delivery would pay it again, later."""
+    wp = shared_prefork_worker
+    invoice = Invoice.objects.create()
+    first = mark_invoice_paid.apply_async((invoice.pk,), queue=wp.queue)
+    assert first.get(timeout=30) is True
+    invoice.refresh_from_db()
+    paid_at = invoice.paid_at
+
+    assert deliver_again(wp, mark_invoice_paid, (invoice.pk,), first.id) is False
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.paid_at) == (Invoice.Status.PAID, paid_at)
 
 
 @pytest.fixture

@@ -67,10 +67,14 @@ def test_two_concurrent_runs_one_holds_the_advisory_lock(shared_prefork_worker, 
 
 
 @pytest.mark.services("redis", "broker")
+@pytest.mark.proves_idempotent(task=rebuild_search_index)
 def test_a_killed_holder_leaves_the_redis_lock_only_until_it_expires(
     shared_prefork_worker, client, job
 ):
-    """SIGKILL: no finally runs, the key stays, and expires after its TTL; then a run works."""
+    """SIGKILL: no finally runs, the key stays, and expires after its TTL; then a run works.
+
+    The run again after the kill (the project's retry on worker loss) is skipped: one run's
+    row. A task that did not skip when the lock is held would write a second one."""
     wp = shared_prefork_worker
     killed = rebuild_search_index.apply_async((job, 8.0, 30), queue=wp.queue)  # a 30 s TTL
     pid = task_pid(killed)
@@ -90,8 +94,12 @@ def test_a_killed_holder_leaves_the_redis_lock_only_until_it_expires(
 
 
 @pytest.mark.services("postgres", "broker")
+@pytest.mark.proves_idempotent(task=rebuild_with_advisory_lock)
 def test_a_killed_holder_releases_the_advisory_lock_at_once(shared_prefork_worker, job):
-    """SIGKILL closes the connection; PostgreSQL ends the transaction and frees the lock."""
+    """SIGKILL closes the connection; PostgreSQL ends the transaction and frees the lock.
+
+    The killed run's row goes with its transaction and the run again writes one: one row. Work
+    committed outside the lock's transaction would survive the kill: two."""
     wp = shared_prefork_worker
     killed = rebuild_with_advisory_lock.apply_async((job, 3.0), queue=wp.queue)
     pid = task_pid(killed)
