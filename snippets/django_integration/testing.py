@@ -46,6 +46,42 @@ def test_create_report_enqueues_one_render_on_commit(
 # --8<-- [end:on_commit]
 
 
+# --8<-- [start:retries]
+import pytest
+from celery.exceptions import Retry
+
+from snippets.error_handling import retries
+from snippets.error_handling.models import Invoice
+from snippets.error_handling.retries import RateLimited, TransientAPIError, push_invoice
+
+
+def test_a_rate_limited_push_asks_to_retry_after_the_servers_delay(db: None) -> None:
+    """A bound task: patch what it calls and its `retry`, then call it like a function."""
+    invoice = Invoice.objects.create(number="T-1", amount_cents=100)
+    with (
+        mock.patch.object(retries, "post_invoice", side_effect=RateLimited(30)),
+        mock.patch.object(push_invoice, "retry", side_effect=Retry) as retry,  # (1)!
+        pytest.raises(Retry),
+    ):
+        push_invoice(invoice.pk)  # (2)!
+    assert retry.call_args.kwargs["countdown"] == 30
+
+
+def test_a_transient_error_is_retried_until_it_succeeds(db: None) -> None:
+    """`apply()` runs the task with its retries, inline: every attempt, no countdown waited."""
+    invoice = Invoice.objects.create(number="T-2", amount_cents=100)
+    outcomes = [TransientAPIError("503"), TransientAPIError("503"), "inv-42"]
+    with mock.patch.object(retries, "post_invoice", side_effect=outcomes) as post:
+        result = push_invoice.apply((invoice.pk,))  # (3)!
+    assert result.get() == "inv-42"
+    assert post.call_count == 3  # two retries (autoretry_for), then success
+    invoice.refresh_from_db()
+    assert invoice.remote_id == "inv-42"
+
+
+# --8<-- [end:retries]
+
+
 # --8<-- [start:integration]
 from celery.worker import WorkController
 

@@ -49,6 +49,11 @@ def remind_soon(user_id: int, queue: str = "celery") -> AsyncResult:
     )
 
 
+def remind_and_forget(user_id: int) -> AsyncResult:
+    """Fire-and-forget: nobody reads this call's result, so the worker stores none."""
+    return send_reminder.apply_async((user_id, "See you soon"), ignore_result=True)  # (7)!
+
+
 # --8<-- [end:calling]
 
 

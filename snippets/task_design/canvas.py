@@ -87,6 +87,13 @@ def squares_in_order(numbers: list[int], seconds: list[float]) -> Signature:
     return chord(header, collect.s())
 
 
+def checked_total(numbers: list[int]) -> Signature:
+    """A chord with an error callback: it runs once, for the body, if a header task fails."""
+    workflow = chord(group(check_positive.s(n) for n in numbers), total.s())
+    workflow.link_error(record_failure.s())  # (2)!
+    return workflow
+
+
 # --8<-- [end:chord]
 
 

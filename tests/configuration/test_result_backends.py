@@ -11,7 +11,7 @@ from celery import Celery, chord
 from celery.exceptions import ChordError
 from celery.result import AsyncResult
 
-from snippets.configuration import result_backends
+from snippets.configuration import quiet_results, result_backends
 from snippets.configuration.models import TaskRun
 from snippets.configuration.result_backends import (
     add_up,
@@ -282,3 +282,39 @@ def test_an_event_delivered_again_is_recorded_once(shared_prefork_worker, celery
     wait_succeeded(wp, first.id, 2)
     assert list(TaskRun.objects.filter(task_id=first.id)) == [run]
     assert not redis_backend(celery_app).exists(f"celery-task-meta-{first.id}")
+
+
+def quiet_app() -> Celery:
+    """An app with the project's settings plus the page's quiet-results block; `apply()` stores
+    its results (task_store_eager_result) through the same ignore_result check as a worker."""
+    app = Celery("quiet-results", set_as_current=False)
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    block = {k: v for k, v in vars(quiet_results).items() if k.startswith("CELERY_")}
+    app.conf.update({k.removeprefix("CELERY_").lower(): v for k, v in block.items()})
+    app.conf.task_store_eager_result = True
+    return app
+
+
+def test_with_ignore_result_as_the_default_only_a_task_that_opts_in_stores_a_result():
+    """`CELERY_TASK_IGNORE_RESULT = True`: a plain task stores nothing; one declared with
+    `ignore_result=False` stores SUCCESS, and `result_extended` adds its name and arguments."""
+    app = quiet_app()
+
+    @app.task(shared=False, name="quiet.plain")
+    def plain(n: int) -> int:
+        return n
+
+    @app.task(shared=False, name="quiet.read", ignore_result=False)
+    def read(n: int) -> int:
+        return n
+
+    try:
+        quiet, stored = plain.apply((1,)), read.apply((2,))
+        assert AsyncResult(quiet.id, app=app).state == "PENDING"  # nothing was written
+        kept = AsyncResult(stored.id, app=app)
+        assert (kept.state, kept.result) == ("SUCCESS", 2)
+        assert (kept.name, kept.args) == ("quiet.read", [2])  # result_extended
+        kept.forget()  # the status page has shown it: delete it now, not after result_expires
+        assert AsyncResult(stored.id, app=app).state == "PENDING"
+    finally:
+        app.close()

@@ -5,21 +5,27 @@ import importlib.metadata
 import pytest
 from celery.contrib.testing.app import DEFAULT_TEST_CONFIG
 from django.db import transaction
+from django.test import override_settings
 
 from snippets.django_integration.models import Report
 from snippets.django_integration.testing import (
     eager_test_of_a_publish_before_commit,
+    test_a_rate_limited_push_asks_to_retry_after_the_servers_delay,
     test_a_real_worker_renders_a_committed_report,
+    test_a_transient_error_is_retried_until_it_succeeds,
     test_create_report_enqueues_one_render_on_commit,
     test_render_report_renders_once,
     worker_test_under_plain_db,
 )
 from snippets.django_integration.transactions import create_report_too_early, render_report
+from snippets.project.celery import app
 from tests.harness.db import Rollback
 
-# The page's three tests, collected from this module and run with pytest-django's fixtures.
+# The page's five tests, collected from this module and run with pytest-django's fixtures.
 __all__ = [
+    "test_a_rate_limited_push_asks_to_retry_after_the_servers_delay",
     "test_a_real_worker_renders_a_committed_report",
+    "test_a_transient_error_is_retried_until_it_succeeds",
     "test_create_report_enqueues_one_render_on_commit",
     "test_render_report_renders_once",
 ]
@@ -60,3 +66,14 @@ def test_celerys_own_pytest_fixtures_use_a_fresh_in_memory_app():
     assert "celery.contrib.pytest" not in plugins
     # The control: the lookup does find installed plugins, so the line above can fail.
     assert "pytest_django.plugin" in plugins
+
+
+@pytest.mark.django_db
+def test_override_settings_reaches_app_conf_but_not_a_bound_tasks_options():
+    """`override_settings(CELERY_...)` changes what `app.conf` reads (it reads Django's settings
+    live), but not the options a task copied from the settings when it was bound."""
+    bound = render_report.time_limit
+    assert bound == app.conf.task_time_limit  # the task took the setting...
+    with override_settings(CELERY_TASK_TIME_LIMIT=bound + 7):
+        assert app.conf.task_time_limit == bound + 7  # app.conf follows the override
+        assert render_report.time_limit == bound  # ...once, at bind: it does not

@@ -5,11 +5,12 @@ import uuid
 from datetime import datetime
 
 import pytest
-from celery import Task, shared_task
+from celery import Celery, Task, shared_task
 from kombu import Exchange, Queue
 
 from snippets.task_design.calling import (
     redis_transport_options,
+    remind_and_forget,
     remind_later,
     remind_now,
     remind_soon,
@@ -245,3 +246,29 @@ def test_why_a_correlation_id_header_is_replaced_by_the_task_id(celery_worker):
     seen = result.get(timeout=20)
     assert seen["x_request_id"] == "req-123"
     assert seen["correlation_id"] == result.id != "req-123"
+
+
+def test_ignore_result_on_one_call_stores_no_result(celery_worker):
+    """The call's `ignore_result=True` overrides the task's: it runs and stores nothing; the
+    same task called without it stores SUCCESS."""
+    quiet = remind_and_forget(8)
+    wait_until(lambda: reminders(8) == 1, timeout=20)
+    stored = remind_now(9)
+    assert stored.get(timeout=20)
+    assert stored.state == "SUCCESS"  # the task itself stores results
+    assert quiet.state == "PENDING"  # it ran before `stored`: a stored result would be there
+
+
+def test_a_queue_given_at_the_call_wins_over_task_routes(celery_app):
+    """Celery's router merges the call's options over the route: `queue=` wins, and a call
+    without it follows CELERY_TASK_ROUTES."""
+    app = Celery("snippets", set_as_current=False)
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    app.conf.task_routes = {send_reminder.name: {"queue": "td-routed"}}
+    try:
+        router = app.amqp.router
+        assert router.route({}, send_reminder.name)["queue"].name == "td-routed"
+        chosen = router.route({"queue": "td-reminders"}, send_reminder.name)
+        assert chosen["queue"].name == "td-reminders"
+    finally:
+        app.close()

@@ -5,12 +5,13 @@ import uuid
 
 import pytest
 from celery import Celery, chain, chord, group
-from celery.exceptions import ChordError
+from celery.exceptions import ChordError, CPendingDeprecationWarning
 from django.apps import apps
 
 from snippets.task_design.canvas import (
     add,
     check_positive,
+    checked_total,
     collect,
     pipeline,
     record_failure,
@@ -150,6 +151,21 @@ def test_a_failing_header_task_fails_the_chord(celery_worker):
         result.get(timeout=30)
     wait_until(lambda: result.state == "FAILURE", timeout=30, what="the chord body FAILURE")
     assert isinstance(result.result, ChordError)
+
+
+def test_a_chords_error_callback_runs_once_with_the_bodys_id(celery_worker, published):
+    """With Celery's default, link_error on a chord is linked to the body only (and warns of the
+    pending change); a failing header task fails the body, whose callback records the body's id,
+    once: not the failed header task's id."""
+    with pytest.warns(CPendingDeprecationWarning, match="task_allow_error_cb_on_chord_header"):
+        workflow = checked_total([1, -1, -2])
+    result = workflow.apply_async()
+    with pytest.raises((ValueError, ChordError)):
+        result.get(timeout=30)
+    wait_until(lambda: ChainFailure.objects.exists(), timeout=30, what="the error callback")
+    time.sleep(1)  # room for a second callback (one per failed header task), if there were one
+    assert list(ChainFailure.objects.values_list("task_id", flat=True)) == [result.id]
+    assert [p["name"] for p in published].count(record_failure.name) == 1
 
 
 @pytest.mark.antipattern(task=total_by_waiting)
