@@ -8,11 +8,13 @@ function bodies (decorator arguments, task options, module-level settings), stri
 keyword arguments and dict entries dropped and upper-case settings deleted. Each mutant is
 written over the file in place (so the worker subprocesses a proof starts import it too), the
 page's own test module runs against it (``-x``: the first failure kills it) with a deadline, and
-the file is restored. Out of scope: anti-pattern sections (a name with ``antipattern`` or
-``naive``) and functions whose docstring starts with ``ANTI-PATTERN``, parameter defaults (the
-knobs tests turn), docstrings, annotations, f-strings and ``models.py`` (a schema change needs a
-migration). A mutant listed in tests/mutants_equivalent.toml (with its one-line reason) is
-counted as equivalent and not run.
+the file is restored. Kill-first (tests/mutants_order.py): the test that killed the last mutant
+runs first for the next one, so a killed mutant usually costs one test, not half the module;
+the order only moves tests (``--pytest-order`` turns it off). Out of scope: anti-pattern
+sections (a name with ``antipattern`` or ``naive``) and functions whose docstring starts with
+``ANTI-PATTERN``, parameter defaults (the knobs tests turn), docstrings, annotations, f-strings
+and ``models.py`` (a schema change needs a migration). A mutant listed in
+tests/mutants_equivalent.toml (with its one-line reason) is counted as equivalent and not run.
 
     python -m tests.mutants task-design/idempotency error-handling/worker-loss
     python -m tests.mutants --list task-design/idempotency   # the mutants, nothing run
@@ -43,6 +45,7 @@ from pathlib import Path
 
 import psutil
 
+from tests import mutants_order
 from tests.harness.process import Process
 from tests.results import write_results
 
@@ -362,15 +365,20 @@ def applied(mutant: Mutant) -> Iterator[None]:
             pyc.unlink()
 
 
-def run_tests(module: Path, deadline: float) -> tuple[str, float, str]:
-    """("passed" | "failed" | "timeout", seconds, output tail) of one run of the test module."""
+def run_tests(
+    module: Path, deadline: float, first: list[str] | tuple[str, ...] = ()
+) -> tuple[str, float, str, str]:
+    """("passed" | "failed" | "timeout", seconds, output tail, first failure) of one run of the
+    test module, the tests named in `first` run first (tests/mutants_order.py)."""
     argv = [
         "nice", "-n", "15", sys.executable, "-m", "pytest", str(module.relative_to(ROOT)),
-        "-x", "-q", "-p", "no:cacheprovider", "-p", "no:cov",
+        "-x", "-q", "-p", "no:cacheprovider", "-p", "no:cov", "-p", "tests.mutants_order",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
+        failed = Path(tmp) / "failed"
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", mutants_order.FIRST: "\n".join(first),
+               mutants_order.FAILED: str(failed)}  # fmt: skip
         run = Process.spawn(argv, log_path=Path(tmp) / "pytest.log", env=env, name="pytest")
         try:
             status = run.proc.wait(deadline)
@@ -383,7 +391,8 @@ def run_tests(module: Path, deadline: float) -> tuple[str, float, str]:
         except BaseException:  # Ctrl+C or SIGTERM: stop the tests and their workers, then restore
             stop(run)
             raise
-        return outcome, time.monotonic() - began, run.log()[-3000:]
+        by = failed.read_text().strip() if failed.exists() else first_failure(run.log())
+        return outcome, time.monotonic() - began, run.log()[-3000:], by
 
 
 def stop(run: Process) -> None:
@@ -406,47 +415,84 @@ def equivalents() -> dict[str, str]:
     return tomllib.loads(EQUIVALENT.read_text()).get("equivalent", {})
 
 
-def run_page(page: str, survivors: bool = False) -> dict:
+def killers(results: list[dict]) -> list[str]:
+    """Node ids of the tests that killed mutants in `results`, the most kills first."""
+    counts: dict[str, int] = {}
+    for entry in results:
+        if nodeid := test_of(entry.get("by", "")):
+            counts[nodeid] = counts.get(nodeid, 0) + 1
+    return sorted(counts, key=lambda nodeid: -counts[nodeid])
+
+
+def test_of(by: str) -> str:
+    """The node id in "FAILED tests/x.py::test" (none for a collection error or a log line)."""
+    nodeid = by.partition(" ")[2].strip()
+    return nodeid if nodeid.startswith("tests/") and "::" in nodeid else ""
+
+
+def run_page(page: str, survivors: bool = False, kill_first: bool = True) -> dict:
     """Run every mutant of the page; with `survivors`, only those the page's last run did not
-    kill (tests only gain assertions, so a killed mutant stays killed), the others kept."""
+    kill (tests only gain assertions, so a killed mutant stays killed), the others kept.
+
+    Kill-first (tests/mutants_order.py): the test that killed this mutant in the page's last
+    run goes first, then the last test that killed a mutant in this run (move to front), then
+    the killers of the page's last run, most kills first. The unmutated module passes in the
+    starting order (the baseline runs in it) and, at the end, in the final one; should it fail
+    there (a test that depends on the ones before it), the mutants this run killed are run again
+    in pytest's own order, so a test out of its place never kills one."""
     module = test_module(page)
     mutants = page_mutants(page)
     known = equivalents()
-    last = json.loads((DETAILS / f"{page}.json").read_text()) if survivors else {}
+    detail = DETAILS / f"{page}.json"
+    previous = json.loads(detail.read_text()) if detail.exists() else {}
+    last = previous if survivors else {}
     kept = {r["key"]: r for r in last.get("results", []) if r["outcome"] in ("killed", "timeout")}
+    order = killers(previous.get("results", [])) if kill_first else []
+    killed_by = {r["key"]: test_of(r.get("by", "")) for r in previous.get("results", [])}
     began = time.monotonic()
     print(f"== {page}: {len(mutants)} mutants, oracle {module.relative_to(ROOT)}", flush=True)
-    outcome, baseline, tail = run_tests(module, deadline=1800)
+    outcome, baseline, tail, _ = run_tests(module, deadline=1800, first=order)
     if outcome != "passed":
         raise SystemExit(f"{page}: the unmutated tests do not pass ({outcome}):\n{tail}")
     deadline = 2 * baseline + 60
     print(f"   baseline {baseline:.0f} s, deadline per mutant {deadline:.0f} s", flush=True)
-    results = []
+    passed_in = list(order)  # the order the unmutated module passed in
+    results, ran = [], []
     for i, mutant in enumerate(mutants, 1):
         if mutant.key in kept:
             results.append(entry := kept[mutant.key])
             print(f"   [{i}/{len(mutants)}] {entry['outcome']:10} (last run)", flush=True)
             continue
-        if reason := known.get(mutant.key, mutant.equivalent):
-            outcome, seconds, tail = "equivalent", 0.0, reason
-        else:
-            with applied(mutant):
-                outcome, seconds, tail = run_tests(module, deadline)
-            outcome = {"passed": "survived", "failed": "killed"}.get(outcome, outcome)
-        print(f"   [{i}/{len(mutants)}] {outcome:10} {seconds:5.0f} s  {mutant.key}", flush=True)
-        entry = {**asdict(mutant), "key": mutant.key, "outcome": outcome, "seconds": round(seconds)}
-        if outcome == "killed":
-            entry["by"] = first_failure(tail)
-        elif outcome == "equivalent":
-            entry["reason"] = tail
+        own = killed_by.get(mutant.key, "") if kill_first else ""  # its killer last time
+        first = [own, *(n for n in order if n != own)] if own else order
+        entry = run_mutant(mutant, module, deadline, first, known)
+        print(f"   [{i}/{len(mutants)}] {entry['outcome']:10} {entry['seconds']:5} s  "
+              f"{mutant.key}", flush=True)  # fmt: skip
+        if kill_first and (nodeid := test_of(entry.get("by", ""))):
+            order[:] = [nodeid, *(n for n in order if n != nodeid)]
         results.append(entry)
+        ran.append(mutant)
+    if order != passed_in:
+        outcome, _, tail, by = run_tests(module, deadline, first=order)
+        print(f"   unmutated, in the final kill-first order: {outcome} {by}", flush=True)
+        if outcome != "passed":
+            print(f"   the order mattered: this run's kills again in pytest's order\n{tail}")
+            again = {m.key: m for m in ran}
+            for n, entry in enumerate(results):
+                if entry["outcome"] == "killed" and entry["key"] in again:
+                    results[n] = run_mutant(again[entry["key"]], module, deadline, [], known)
+                    print(f"   {results[n]['outcome']:10} {entry['key']}", flush=True)
     wall = time.monotonic() - began
     counts = {k: sum(r["outcome"] == k for r in results) for k in
               ("killed", "survived", "equivalent", "timeout")}  # fmt: skip
     broker = os.environ.get("CELERY_BROKER_URL", "memory://").split(":")[0]
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    run_s = [r["seconds"] for r in results if r["key"] in {m.key for m in ran}
+             and r["outcome"] != "equivalent"]  # fmt: skip
     summary = {"page": page, "broker": broker, "mutants": len(mutants), **counts,
-               "wall_s": round(wall), "baseline_s": round(baseline), "results": results,
+               "wall_s": round(wall), "baseline_s": round(baseline),
+               "mean_s": round(sum(run_s) / len(run_s), 1) if run_s else 0,
+               "order": "kill-first" if kill_first else "pytest", "results": results,
                "run": now}  # fmt: skip
     if survivors:  # the wall time and date stay the full run's; the re-run is noted
         rerun = {"run": now, "wall_s": round(wall), "mutants": len(mutants) - len(kept)}
@@ -456,10 +502,27 @@ def run_page(page: str, survivors: bool = False) -> dict:
     return summary
 
 
+def run_mutant(
+    mutant: Mutant, module: Path, deadline: float, order: list[str], known: dict[str, str]
+) -> dict:
+    """One mutant's entry: its outcome, seconds and the test that killed it (or why not run)."""
+    entry = {**asdict(mutant), "key": mutant.key}
+    if reason := known.get(mutant.key, mutant.equivalent):
+        return {**entry, "outcome": "equivalent", "seconds": 0, "reason": reason}
+    with applied(mutant):
+        outcome, seconds, _, by = run_tests(module, deadline, first=order)
+    outcome = {"passed": "survived", "failed": "killed"}.get(outcome, outcome)
+    entry.update(outcome=outcome, seconds=round(seconds))
+    if outcome == "killed":
+        entry["by"] = by
+    return entry
+
+
 def first_failure(output: str) -> str:
-    """The first FAILED/ERROR line of a pytest -q run (which proof caught the mutant)."""
+    """The first FAILED/ERROR line of a pytest -q run that names a test module (which proof
+    caught the mutant), when tests/mutants_order.py wrote none."""
     for line in output.splitlines():
-        if line.startswith(("FAILED ", "ERROR ")):
+        if re.match(r"(FAILED|ERROR) tests/", line):
             return line.split(" - ")[0]
     return ""
 
@@ -500,6 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--survivors", action="store_true", help="re-run only what the last run did not kill"
     )
+    parser.add_argument(
+        "--pytest-order", action="store_true", help="no kill-first: the tests in pytest's order"
+    )
     args = parser.parse_args(argv)
     # Interrupted (Ctrl+C, or SIGTERM even when started in the background, where SIGINT is
     # ignored): unwind, so the running tests are stopped and the snippet file is restored.
@@ -513,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
                 mark = "  (equivalent)" if mutant.key in known or mutant.equivalent else ""
                 print(f"{page}  line {mutant.line}  {mutant.key}{mark}")
             continue
-        summary = run_page(page, survivors=args.survivors)
+        summary = run_page(page, survivors=args.survivors, kill_first=not args.pytest_order)
         record(summary)
         print(row(summary), flush=True)
         for entry in summary["results"]:

@@ -6,11 +6,14 @@ equivalent mutants name real pages and mutants. No worker: the runs themselves a
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 import tomllib
 
 import pytest
 
-from tests import mutants
+from tests import mutants, mutants_order
 from tests.results import table_rows
 
 pytestmark = pytest.mark.once  # the sources and results files only: no broker, no Django
@@ -107,3 +110,50 @@ def test_deleting_a_setting_stated_at_celerys_default_is_equivalent():
     }
     assert "celery.app.defaults" in found["delete CELERY_TASK_SERIALIZER"]
     assert found["delete CELERY_TASK_ACKS_LATE"] == ""
+
+
+def test_kill_first_moves_the_named_tests_to_the_front_and_keeps_the_rest():
+    """The named tests first, in the given order; the others in pytest's order; unknown ids
+    ignored; nothing dropped."""
+
+    class Item:
+        def __init__(self, nodeid: str) -> None:
+            self.nodeid = nodeid
+
+    items = [Item(f"t.py::test_{n}") for n in "abcde"]
+    first = ["t.py::test_d", "t.py::gone", "t.py::test_b"]
+    ordered = [i.nodeid[-1] for i in mutants_order.kill_first(items, first)]
+    assert ordered == ["d", "b", "a", "c", "e"]
+
+
+def test_a_mutant_run_collects_the_killers_first(tmp_path):
+    """The plugin as the runner loads it (-p, environment), after pytest's and pytest-django's
+    own reordering: this module's last test is collected first, the rest in file order."""
+    module = "tests/test_mutants.py"
+    last = f"{module}::test_a_mutant_run_collects_the_killers_first"
+    env = {**os.environ, mutants_order.FIRST: last, mutants_order.FAILED: str(tmp_path / "f")}
+    argv = [sys.executable, "-m", "pytest", module, "--collect-only", "-q", "-p", "no:cov",
+            "-p", "no:cacheprovider", "-p", "tests.mutants_order"]  # fmt: skip
+    run = subprocess.run(argv, cwd=mutants.ROOT, env=env, capture_output=True, text=True)
+    collected = [line for line in run.stdout.splitlines() if line.startswith(module)]
+    assert collected[0] == last
+    assert collected[1:] == [n for n in sorted(collected, key=order_in_file) if n != last]
+    assert len(collected) > 5
+
+
+def order_in_file(nodeid: str) -> int:
+    source = (mutants.ROOT / "tests" / "test_mutants.py").read_text()
+    return source.index(f"def {nodeid.split('::')[1]}(")
+
+
+def test_the_killers_of_a_last_run_come_most_kills_first():
+    """From a page's JSON: tests only (no collection error, no captured log line)."""
+    results = [
+        {"by": "FAILED tests/a.py::test_x"},
+        {"by": "ERROR tests/a.py::test_y"},
+        {"by": "FAILED tests/a.py::test_y"},
+        {"by": "ERROR tests/a.py"},
+        {"by": "ERROR    snippets.tasks:failure_logging.py:44 task failed"},
+        {},
+    ]
+    assert mutants.killers(results) == ["tests/a.py::test_y", "tests/a.py::test_x"]

@@ -3,7 +3,11 @@ the page says, on the app and on a running worker; the system check catches the 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from celery import Celery
@@ -18,6 +22,7 @@ from snippets.production.celery_audit.system_check import check_celery_settings
 from tests.configuration.helpers import settings_env
 from tests.harness.wait import wait_until
 
+ROOT = Path(__file__).resolve().parents[2]
 ANTIPATTERN = {k: v for k, v in vars(production_settings).items() if k.startswith("CELERY_")}
 
 
@@ -66,10 +71,27 @@ def test_celery_defaults_the_page_changes(monkeypatch):
     assert conf.task_send_sent_event is False
 
 
+@pytest.mark.parametrize("name", ["CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"])
+def test_without_a_service_variable_the_settings_do_not_load(name):
+    """No default in the block: a deploy that forgets the variable stops at startup, naming it
+    (Celery itself would fall back to a broker on localhost). A `celery worker` started so:
+    tests/test_project.py."""
+    env = {k: v for k, v in os.environ.items() if k != name}
+    argv = [sys.executable, "-c", "import snippets.project.settings"]
+    run = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert f"ImproperlyConfigured: {name} is not set in the environment" in run.stderr
+
+
 def test_the_system_check_passes_on_the_project_settings():
-    """`manage.py check` is clean."""
+    """`manage.py check` is clean, and leaves the process's current Celery app alone (the
+    check runs before `runserver`, whose `.delay()` calls must keep using the project's app)."""
+    from celery import current_app
+
+    before = current_app._get_current_object()
     assert check_celery_settings() == []
     call_command("check", tags=["celery"])  # raises SystemCheckError on any error
+    assert current_app._get_current_object() is before
 
 
 @pytest.mark.antipattern("snippets/configuration/production_settings.py:antipattern")
@@ -84,6 +106,13 @@ def test_why_the_antipattern_settings_fail_the_check():
         app = Celery(set_as_current=False)
         app.config_from_object("django.conf:settings", namespace="CELERY")
         assert app.conf.task_acks_late is False  # what the typo really leaves you with
+
+
+def test_pickle_accepted_for_results_alone_fails_the_check():
+    """Results are deserialized by whoever reads them: pickle there is as bad as for tasks."""
+    with override_settings(CELERY_RESULT_ACCEPT_CONTENT=["json", "pickle"]):
+        [message] = check_celery_settings()
+    assert (message.id, message.msg) == ("celery.E002", "JSON only, got ['json', 'pickle']")
 
 
 def test_acks_late_without_a_worker_lost_policy_warns():
@@ -119,11 +148,25 @@ def test_the_hard_limit_is_checked_against_the_brokers_redelivery(monkeypatch):
     )
 
 
+def test_on_redis_the_limit_is_checked_against_the_visibility_timeout_set(monkeypatch):
+    """The transport option when set (here 40 min: under the 45 min limit), else Redis' own
+    1 h."""
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://redis.internal:6379/0")
+    limits = {"CELERY_TASK_SOFT_TIME_LIMIT": 2600, "CELERY_TASK_TIME_LIMIT": 2700}
+    with override_settings(**limits, CELERY_BROKER_TRANSPORT_OPTIONS={"visibility_timeout": 2400}):
+        [message] = check_celery_settings()
+    assert message.msg == "need soft 2600 < hard 2700 < visibility_timeout 2400"
+    with override_settings(**limits, CELERY_BROKER_TRANSPORT_OPTIONS={}):
+        assert check_celery_settings() == []
+
+
 def test_the_timezone_follows_djangos_time_zone():
-    """With namespace="CELERY" and no CELERY_TIMEZONE, Celery uses TIME_ZONE (app/utils.py)."""
+    """With namespace="CELERY" and no CELERY_TIMEZONE, Celery uses TIME_ZONE (app/utils.py):
+    the project states UTC, so a TIME_ZONE change leaves its schedules alone."""
     from snippets.production.celery_audit.system_check import effective_celery_conf
 
     with override_settings(TIME_ZONE="Europe/Paris"):
+        assert effective_celery_conf().timezone == "UTC"  # the stated CELERY_TIMEZONE
         del settings.CELERY_TIMEZONE
         assert effective_celery_conf().timezone == "Europe/Paris"
 
