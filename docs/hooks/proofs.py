@@ -158,8 +158,8 @@ def checklist_value(name: str) -> object:
         target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
         if isinstance(target, ast.Name) and target.id == name and node.value is not None:
             value = node.value
-            if isinstance(value, ast.Call):  # frozenset({...})
-                value = value.args[0]
+            if isinstance(value, ast.Call):  # frozenset({...}), or frozenset(): empty
+                return ast.literal_eval(value.args[0]) if value.args else set()
             return ast.literal_eval(value)
     raise LookupError(f"tests/test_checklist.py defines no {name}")
 
