@@ -66,6 +66,7 @@ class PrivateRedis:
 # Prefetch proofs (reused by bench_prefetch.py).
 CELERY_DEFAULTS = {"CELERY_TASK_ACKS_LATE": False, "CELERY_WORKER_PREFETCH_MULTIPLIER": 4}
 PROJECT = {"CELERY_TASK_ACKS_LATE": True, "CELERY_WORKER_PREFETCH_MULTIPLIER": 1}
+EARLY_ACKS_MULTIPLIER_1 = {"CELERY_TASK_ACKS_LATE": False, "CELERY_WORKER_PREFETCH_MULTIPLIER": 1}
 
 
 def reserved_ids(app, hostname: str) -> set[str]:

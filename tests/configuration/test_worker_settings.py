@@ -12,6 +12,7 @@ from celery import Celery
 from snippets.configuration.worker_settings import leaky_task, record_run
 from tests.configuration.helpers import (
     CELERY_DEFAULTS,
+    EARLY_ACKS_MULTIPLIER_1,
     PROJECT,
     PrivateRedis,
     runs_of,
@@ -51,6 +52,21 @@ def test_acks_late_and_multiplier_1_leave_the_short_task_to_the_idle_worker(
     )
     assert short_run.hostname == b.hostname
     assert short_run.finished_at < long_run.finished_at  # ran while the long one still ran
+
+
+@pytest.mark.antipattern("snippets/project/settings.py:celery_settings")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(early acks, multiplier 1)",
+    reason="the anti-pattern under test: multiplier 1 without acks_late",
+)
+def test_why_with_early_acks_multiplier_1_still_holds_the_next_task(worker_process, celery_app):
+    """Early acks: the running message is acked as it starts, which frees the one prefetch slot,
+    so busy A reserves the short task anyway and idle B never gets it."""
+    long_run, short_run, a, _b = short_behind_long(
+        worker_process, celery_app, EARLY_ACKS_MULTIPLIER_1, prefetched=True
+    )
+    assert short_run.hostname == a.hostname  # held by busy A although B was idle
+    assert short_run.started_at >= long_run.finished_at  # it waited for the long task
 
 
 def leak_counts(wp, calls: int = 3) -> list[int]:

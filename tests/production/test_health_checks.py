@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.configuration.helpers import PrivateRedis
-from tests.harness.celery import CELERY, wait_ping, worker_env
+from snippets.production.scaling import child_pid
+from tests.configuration.helpers import PrivateRedis, settings_env
+from tests.harness.celery import CELERY, queue_length, wait_ping, worker_env
 from tests.harness.process import Process
 from tests.harness.wait import wait_until
-from tests.production.helpers import HOST, SNIPPETS, prod_env, unique
+from tests.production.helpers import HOST, PRODUCTION_SETTINGS, SNIPPETS, prod_env, unique
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PROBES = SNIPPETS / "probes"
@@ -96,15 +97,25 @@ def test_worker_probes_pass_when_live_and_fail_when_blocked_or_stopped(worker_pr
 @pytest.mark.services("broker")
 @probe_files
 def test_heartbeat_catches_alive_but_not_consuming(worker_process, tmp_path):
-    """The ping answers, yet the worker takes no task: only the heartbeat file notices."""
+    """The ping answers, yet a task published to the worker's queue waits there: only the
+    heartbeat file notices. Once the worker consumes again, the task runs and the heartbeat
+    comes back: the file follows consumption both ways, not the process."""
     wp, pod = start_worker(worker_process, tmp_path)
     env = files_env(tmp_path)
+    node = f"celery@{pod}"
     wait_until(lambda: passes("worker-heartbeat.sh", **env))
 
-    wp.app.control.cancel_consumer(wp.queue, destination=[f"celery@{pod}"], reply=True)
+    wp.app.control.cancel_consumer(wp.queue, destination=[node], reply=True)
+    waiting = child_pid.apply_async(queue=wp.queue)
 
     wait_until(lambda: not passes("worker-heartbeat.sh", **env))
     assert passes("worker-liveness.sh", pod)  # the ping probe still says "alive"
+    assert queue_length(wp.app, wp.queue) == 1  # ... while the task waits, taken by nobody
+    assert waiting.state == "PENDING"
+
+    wp.app.control.add_consumer(wp.queue, destination=[node], reply=True)
+    assert waiting.get(timeout=30) in wp.pool_pids()  # consuming again: the worker runs it
+    wait_until(lambda: passes("worker-heartbeat.sh", **env))  # and the heartbeat is back
 
 
 @pytest.mark.antipattern("snippets/production/probes/worker-liveness-flappy.sh")
@@ -127,10 +138,14 @@ def test_why_the_default_one_second_timeout_flaps(worker_process, tmp_path):
 
 
 @pytest.mark.services("broker")
-def test_beat_probe_passes_when_beat_ticks_and_fails_when_it_is_stopped(
+def test_beat_probe_fails_while_the_scheduler_is_stuck_and_the_process_still_runs(
     run_command, celery_app, tmp_path
 ):
+    """Not a stopped process: a scheduler pass blocks while beat's remote-control thread keeps
+    consuming. The probe fails once the tick is older than the maximum age, and passes again,
+    from the same process, when the pass ends: the silence is the tick-age check."""
     pod = unique("beat-pod")
+    stuck = tmp_path / "stuck"
     beat = run_command(
         [
             *CELERY,
@@ -139,18 +154,28 @@ def test_beat_probe_passes_when_beat_ticks_and_fails_when_it_is_stopped(
             "beat",
             f"--hostname={pod}",
             f"--schedule={tmp_path / 'schedule'}",
+            "--scheduler=tests.production.stuck_scheduler:StuckScheduler",
+            "--max-interval=1",  # a tick every second, so a 3 s maximum age holds when healthy
             "--loglevel=INFO",
         ],
-        env=prod_env(),
+        env={
+            # production settings with a 3 s maximum tick age (default: max(2 x interval, 60 s))
+            **settings_env(PRODUCTION_SETTINGS, CELERY_BEAT_REMOTE_CONTROL_MAX_TICK_AGE=3),
+            "SNIPPETS_STUCK_MARKER": str(stuck),
+        },
     )
     wait_ping(celery_app, f"celerybeat@{pod}", proc=beat)
     assert passes("beat-liveness.sh", pod)
 
-    os.kill(beat.pid, signal.SIGSTOP)
-    try:
-        assert not passes("beat-liveness.sh", pod)
-    finally:
-        os.kill(beat.pid, signal.SIGCONT)
+    stuck.touch()
+    wait_until(lambda: "scheduler pass stuck" in beat.log(), what="the stuck pass", context=beat)
+    wait_until(lambda: not passes("beat-liveness.sh", pod))  # silent once the tick is 3 s old
+    assert beat.proc.poll() is None  # the process is still there, and its pidbox thread
+    # received the ping and chose silence (celery/beat.py, `_BeatNode.dispatch`):
+    assert "beat pidbox: not answering ping, the scheduler has not ticked for" in beat.log()
+
+    stuck.unlink()
+    wait_until(lambda: passes("beat-liveness.sh", pod))  # the same process answers again
 
 
 def k8s_container(name: str) -> dict:

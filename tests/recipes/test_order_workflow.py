@@ -36,6 +36,7 @@ from snippets.recipes.order_workflow_naive import (
     send_confirmation_naive,
     validate_inventory,
 )
+from snippets.recipes.payments import serve_provider
 from tests.configuration.helpers import settings_env
 from tests.harness.db import Rollback
 from tests.harness.net import free_port
@@ -412,6 +413,65 @@ def test_the_failure_handler_finds_a_charge_that_went_through(celery_worker, pro
     status_becomes(order, "confirmed")
     assert order.payment_id == "ch_9"
     assert len(mailoutbox) == 1
+
+
+class SlowLookups(payments.FakeProvider):
+    """The provider during an incident: the first `slow` lookups answer after `delay` s too.
+    `asked` counts lookups as they arrive (`lookups` only once answered)."""
+
+    slow: int = 1
+    delay: float = 1.5
+    asked: int = 0
+
+    def find(self, key: str) -> tuple[int, dict]:
+        with self.lock:
+            self.asked += 1
+            slow, self.slow = self.slow > 0, self.slow - 1
+        if slow:
+            time.sleep(self.delay)
+        return super().find(key)
+
+
+@pytest.mark.services("broker")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(production, default queue, PAYMENTS_URL, "
+    "PAYMENTS_TIMEOUT 0.5 s, charge_payment max_retries 1)",
+    reason="the worker's own queue and the test's provider; one retry instead of five (a "
+    "minute of backoff) to run out of retries",
+)
+def test_a_charge_out_of_retries_on_a_worker_is_found_by_the_failure_handler(worker_process):
+    """On a real worker: the charge is booked but answers too late, the retry's lookup is too
+    late as well, the retries run out, and the chain's error callback (on the worker) asks
+    the provider again, finds the charge: PAID and confirmed, charged once, not failed."""
+    provider = SlowLookups(response_delay=1.5)  # every charge answer comes after the timeout
+    server = serve_provider(provider)
+    StockItem.objects.create(sku="LAMP", available=1)
+    order = new_order()
+    queue = f"orders-{uuid.uuid4().hex[:8]}"
+    env = settings_env(
+        "snippets.production.settings",
+        CELERY_TASK_DEFAULT_QUEUE=queue,
+        PAYMENTS_URL=f"http://127.0.0.1:{server.server_port}",
+        PAYMENTS_TIMEOUT=0.5,
+        CELERY_TASK_ANNOTATIONS={charge_payment.name: {"max_retries": 1}},
+    )
+    try:
+        wp = worker_process(queue=queue, env=env)
+        order_workflow(order.pk).apply_async(queue=wp.queue)
+
+        status_becomes(order, Order.Status.CONFIRMED)
+        log = wp.log()
+        charge = re.escape(charge_payment.name) + r"\[[-\w]+\] "
+        assert len(re.findall(charge + "retry: Retry in", log)) == 1  # retried once
+        assert re.search(charge + "raised unexpected: ReadTimeout", log)  # then out of retries
+        assert f"order {order.pk}: its charge ch_1 went through after all" in log  # the handler
+        assert order.payment_id == "ch_1"
+        assert len(provider.charges) == 1
+        assert provider.asked == 2  # the retry's lookup (too late), the handler's
+        assert stock() == 0  # the paid order keeps its unit
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_the_failure_handler_never_fails_a_paid_order(celery_worker, caplog):

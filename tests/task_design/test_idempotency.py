@@ -24,6 +24,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 LONG = 60.0  # the "rest of the task" after the commit: the window the SIGKILL falls into
 
 
+def redeliver_unacked(app) -> None:
+    """Hand back the messages of a dead node now. RabbitMQ requeues them (redelivered) when
+    its connection drops; Redis only after `visibility_timeout` (an hour here): do what
+    kombu's `QoS.restore_visible` does then (kombu/transport/redis.py), with a zero timeout."""
+    if not app.conf.broker_url.startswith("redis"):
+        return
+    with app.connection_for_write(transport_options={"visibility_timeout": 0}) as conn:
+        conn.default_channel.qos.restore_visible()
+
+
 def balance(account: Account) -> int:
     account.refresh_from_db()
     return account.balance_cents
@@ -82,9 +92,10 @@ def test_sigkill_mid_task_runs_it_again_and_the_key_credits_once(shared_prefork_
 def test_why_without_a_key_the_redelivery_credits_twice_even_with_deduplication(worker_process):
     """No key: the rerun credits again. worker_deduplicate_successful_tasks does not help,
     because the killed run never stored SUCCESS."""
-    wp = worker_process(env={"DJANGO_SETTINGS_MODULE": "tests.task_design.dedupe_settings"})
+    env = {"DJANGO_SETTINGS_MODULE": "tests.task_design.dedupe_settings"}
+    wp = worker_process(env=env)
     account = Account.objects.create()
-    credit_account_without_key.apply_async((account.pk, 100, LONG), queue=wp.queue)
+    result = credit_account_without_key.apply_async((account.pk, 100, LONG), queue=wp.queue)
 
     wait_until(lambda: balance(account) == 100, what="the first credit")
     kill_pool_child(wp)
@@ -93,7 +104,16 @@ def test_why_without_a_key_the_redelivery_credits_twice_even_with_deduplication(
     log = wp.log()
     assert "signal 9 (SIGKILL)" in log
     assert "already completed successfully" not in log  # deduplication did not step in
-    kill_worker(wp)  # the rerun is sleeping in its own 60 s window; no need to wait for it
+
+    # Positive control, same message and settings: once SUCCESS is stored (standing in for a
+    # run that finished but whose ack was lost), the redelivery after a node loss is skipped.
+    credit_account_without_key.backend.mark_as_done(result.id, "applied")
+    kill_worker(wp)  # the whole node: nobody acks the message, nobody checks the backend
+    redeliver_unacked(credit_account_without_key.app)
+    again = worker_process(env=env, queue=wp.queue)
+    ignored = f"Task {credit_account_without_key.name}[{result.id}] Task already completed"
+    wait_until(lambda: ignored in again.log(), what="the deduplicated redelivery")
+    assert balance(account) == 200  # not credited a third time
 
 
 @pytest.mark.proves_idempotent(task=credit_account_retrying)
