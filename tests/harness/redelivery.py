@@ -94,5 +94,14 @@ def deliver_again(
         )
     )
     task.apply_async(args, task_id=task_id, queue=wp.queue)  # a redelivery, as on the wire
-    ended = wait_succeeded(wp, task_id, done + 1, timeout)
-    return ast.literal_eval(ended[done])  # the worker logs the value's repr
+    ended = wait_until(
+        lambda: (found := outcomes(wp, task_id))[done:] and found,
+        timeout,
+        what=f"the second run of {task.name}[{task_id}]",
+        context=wp,
+    )
+    again = ended[done]  # the first run may have failed (a declined charge); this one may not
+    assert not again.startswith("raised "), (
+        f"{task_id} delivered again: {again}\n{wp.log()[-4000:]}"
+    )
+    return ast.literal_eval(again)  # the worker logs the value's repr
