@@ -34,9 +34,10 @@ def square_start(request: HttpRequest, x: int) -> JsonResponse:
 def square_status(request: HttpRequest, task_id: str) -> JsonResponse:
     """The page (or the client) polls this; it reads the backend and never waits."""
     result = AsyncResult(task_id)
-    if result.successful():
-        return JsonResponse({"state": "SUCCESS", "square": result.result})
-    return JsonResponse({"state": result.state})  # (2)!
+    state = result.state  # (2)!
+    if state == "SUCCESS":
+        return JsonResponse({"state": state, "square": result.result})
+    return JsonResponse({"state": state})  # (3)!
 
 
 # --8<-- [end:view-returns-id]

@@ -18,7 +18,13 @@ from django.test import RequestFactory
 
 from snippets.configuration.models import TaskRun
 from snippets.configuration.result_backends import build_export, export_status, record_event
-from snippets.task_design.canvas import check_positive, squares_total, total, total_by_waiting
+from snippets.task_design.canvas import (
+    check_positive,
+    square,
+    squares_total,
+    total,
+    total_by_waiting,
+)
 from snippets.task_design.models import ChainFailure
 from snippets.troubleshooting import results_and_waiting as rw
 from tests.harness.celery import delete_queues, running_worker
@@ -74,6 +80,29 @@ def test_a_view_that_returns_the_id_answers_at_once_and_the_status_view_reports(
     assert wait_until(done, 30, what="the status view reports SUCCESS") == {
         "state": "SUCCESS",
         "square": 16,
+    }
+
+
+def test_the_status_view_answers_from_one_read_of_the_backend(celery_worker, monkeypatch):
+    """The task finishes between two reads of the backend (forced here: the first read
+    stores the result in the real backend right after it): the answer is the state that read
+    saw, never SUCCESS without the value, as the view read twice (successful(), then .state)."""
+    request = RequestFactory().get("/square/5")
+    task_id = str(uuid.uuid4())
+    backend = square.backend
+    read = backend.get_task_meta
+
+    def read_then_finish(task_id: str, cache: bool = True) -> dict:
+        meta = read(task_id, cache=cache)
+        if meta["status"] == "PENDING":
+            backend.store_result(task_id, 25, "SUCCESS")  # the worker finishes just now
+        return meta
+
+    monkeypatch.setattr(backend, "get_task_meta", read_then_finish)
+    assert json.loads(rw.square_status(request, task_id).content) == {"state": "PENDING"}
+    assert json.loads(rw.square_status(request, task_id).content) == {
+        "state": "SUCCESS",
+        "square": 25,
     }
 
 
