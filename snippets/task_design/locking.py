@@ -31,19 +31,34 @@ def redis_lock(client: redis.Redis, name: str, ttl_s: int) -> Iterator[bool]:
 # --8<-- [end:redis_lock]
 
 
+# --8<-- [start:work]
+import time
+
+from snippets.task_design.models import JobRun
+
+WORK_SECONDS = 3  # how long the stand-in takes: long enough for a second run to overlap
+
+
+def rebuild_index(job: str) -> None:
+    """The work itself. A stand-in for yours: it records the run, then takes its time."""
+    JobRun.objects.create(job=job)
+    time.sleep(WORK_SECONDS)
+
+
+# --8<-- [end:work]
+
+
 # --8<-- [start:redis_task]
 import logging
 import os
-import time
 from functools import cache
 
 import redis
 from celery import shared_task
 
-from snippets.task_design.models import JobRun
-
 logger = logging.getLogger(__name__)
 TIME_LIMIT = 60  # (1)!
+LOCK_TTL = TIME_LIMIT + 30
 
 
 @cache
@@ -57,14 +72,13 @@ def lock_client() -> redis.Redis:
     time_limit=TIME_LIMIT,
     default_retry_delay=2,  # a run lost with its worker is retried after 2 s (not 180)
 )
-def rebuild_search_index(job: str, seconds: float = 0.0, lock_ttl_s: int = TIME_LIMIT + 30) -> str:
+def rebuild_search_index(job: str) -> str:
     """Rebuild an index; if another run holds the lock, skip: that run does the work."""
-    with redis_lock(lock_client(), f"lock:{job}", lock_ttl_s) as acquired:
+    with redis_lock(lock_client(), f"lock:{job}", LOCK_TTL) as acquired:
         if not acquired:
             logger.info("%s: another run holds lock:%s, skipping", job, job)  # (2)!
             return "skipped"
-        JobRun.objects.create(job=job)
-        time.sleep(seconds)  # the work
+        rebuild_index(job)  # (3)!
         return "done"
 
 
@@ -74,14 +88,11 @@ def rebuild_search_index(job: str, seconds: float = 0.0, lock_ttl_s: int = TIME_
 # --8<-- [start:advisory_lock]
 import hashlib
 import logging
-import time  # noqa: F811
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from celery import shared_task
 from django.db import connection, transaction
-
-from snippets.task_design.models import JobRun  # noqa: F811
 
 logger = logging.getLogger(__name__)
 
@@ -101,14 +112,13 @@ def advisory_lock(name: str) -> Iterator[bool]:
 
 
 @shared_task(soft_time_limit=50, time_limit=60, default_retry_delay=2)
-def rebuild_with_advisory_lock(job: str, seconds: float = 0.0) -> str:
+def rebuild_with_advisory_lock(job: str) -> str:
     """The same job, locked by PostgreSQL: no expiry to choose, nothing to clean up."""
     with advisory_lock(f"job:{job}") as acquired:
         if not acquired:
             logger.info("%s: another run holds the advisory lock, skipping", job)
             return "skipped"
-        JobRun.objects.create(job=job)
-        time.sleep(seconds)
+        rebuild_index(job)  # the same work, inside the lock's transaction
         return "done"
 
 
