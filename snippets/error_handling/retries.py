@@ -107,3 +107,53 @@ def push_invoice_retry_everything(self: Task, invoice_id: int) -> str:
 
 
 # --8<-- [end:antipattern]
+
+
+# --8<-- [start:atomic]
+from celery import Task, shared_task
+from django.db import transaction
+
+
+@shared_task(
+    bind=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=8,
+)
+def push_invoice_locked(self: Task, invoice_id: int) -> str:
+    """Push with the invoice row locked (one push at a time); retry once the lock is gone."""
+    try:
+        with transaction.atomic():  # (1)!
+            invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+            if not invoice.remote_id:
+                invoice.remote_id = post_invoice(invoice)
+                invoice.save(update_fields=["remote_id"])
+    except RateLimited as exc:
+        raise self.retry(exc=exc, countdown=exc.retry_after) from exc  # (2)!
+    return invoice.remote_id
+
+
+# --8<-- [end:atomic]
+
+
+# --8<-- [start:atomic_antipattern]
+from celery import Task, shared_task
+from django.db import transaction  # noqa: F811
+
+
+@shared_task(bind=True, max_retries=8)
+def push_invoice_retry_in_atomic(self: Task, invoice_id: int) -> str:
+    """ANTI-PATTERN: self.retry() inside atomic() sends the retry while the row is locked."""
+    with transaction.atomic():
+        invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+        if not invoice.remote_id:
+            try:
+                invoice.remote_id = post_invoice(invoice)
+            except RateLimited as exc:
+                raise self.retry(exc=exc, countdown=exc.retry_after) from exc
+            invoice.save(update_fields=["remote_id"])
+    return invoice.remote_id
+
+
+# --8<-- [end:atomic_antipattern]

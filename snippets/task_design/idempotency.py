@@ -200,3 +200,51 @@ def charge_order_key_first(
 
 
 # --8<-- [end:key_first]
+
+
+# --8<-- [start:retention]
+from datetime import timedelta
+
+from celery import shared_task
+from django.utils import timezone  # noqa: F811
+
+from snippets.task_design.models import ProcessedKey  # noqa: F811
+
+# Longer than any second delivery of a keyed task can come, with a wide margin: the Redis
+# visibility timeout, RabbitMQ's consumer_timeout, a task's retries (max_retries x delay).
+KEY_RETENTION = timedelta(days=7)  # (1)!
+
+PURGE_SCHEDULE = {  # (2)!
+    "purge-processed-keys": {
+        "task": "snippets.task_design.idempotency.purge_processed_keys",
+        "schedule": timedelta(hours=1),
+        "options": {"expires": 50 * 60},
+    },
+}
+
+
+@shared_task(soft_time_limit=50, time_limit=60)
+def purge_processed_keys() -> int:
+    """Delete the keys older than KEY_RETENTION; return how many went."""
+    cutoff = timezone.now() - KEY_RETENTION
+    deleted, _ = ProcessedKey.objects.filter(created_at__lt=cutoff).delete()  # (3)!
+    return deleted
+
+
+# --8<-- [end:retention]
+
+
+# --8<-- [start:chord]
+from celery import chord
+
+
+def credit_batch_then_pay(invoice_id: int, credits: list[tuple[int, int]]) -> chord:
+    """Credit each account (one chord member per credit), then mark the invoice paid."""
+    members = [
+        credit_account.s(account_id, amount_cents, f"invoice-{invoice_id}-{account_id}")  # (1)!
+        for account_id, amount_cents in credits
+    ]
+    return chord(members, mark_invoice_paid.si(invoice_id))  # (2)!
+
+
+# --8<-- [end:chord]

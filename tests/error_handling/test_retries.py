@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -17,7 +19,9 @@ from snippets.error_handling.retries import (
     MAX_RETRY_AFTER,
     TransientAPIError,
     push_invoice,
+    push_invoice_locked,
     push_invoice_retry_everything,
+    push_invoice_retry_in_atomic,
     retry_after,
 )
 from tests.configuration.helpers import settings_env
@@ -223,3 +227,83 @@ def test_a_push_delivered_again_after_success_sends_nothing(worker_process, bill
     assert billing_api.invoices == {f"invoice-{row.pk}": "inv_1"}
     row.refresh_from_db()
     assert row.remote_id == "inv_1"
+
+
+@contextmanager
+def row_at_each_retry(invoice_pk: int) -> Iterator[list[tuple[bool, bool]]]:
+    """For each retry message, at the moment it is published: (is the publishing connection
+    inside atomic()?, is the invoice row locked, seen from another connection with NOWAIT?)."""
+    from django.db import OperationalError, connections, transaction
+
+    seen: list[tuple[bool, bool]] = []
+
+    def check(headers=None, **_kw) -> None:
+        if not headers.get("retries"):
+            return
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                table = Invoice._meta.db_table
+                cursor.execute(
+                    f"SELECT id FROM {table} WHERE id = %s FOR UPDATE NOWAIT", [invoice_pk]
+                )
+            locked = False
+        except OperationalError:  # LockNotAvailable: another transaction holds the row
+            locked = True
+        finally:
+            other.close()
+        seen.append((transaction.get_connection().in_atomic_block, locked))
+
+    before_task_publish.connect(check, weak=False)
+    try:
+        yield seen
+    finally:
+        before_task_publish.disconnect(check)
+
+
+@pytest.mark.services("postgres")
+def test_a_retry_is_sent_after_the_transaction_released_the_row(celery_worker, billing_api):
+    """A 503 (autoretry_for) and a 429 (self.retry) under the row lock: each retry message is
+    published after the transaction ended, with the row free; the third run pushes it."""
+    billing_api.script = [
+        Reply(503, create=False),
+        Reply(429, {"Retry-After": "1"}, create=False),
+    ]
+    row = invoice()
+    with row_at_each_retry(row.pk) as seen:
+        assert push_invoice_locked.delay(row.pk).get(timeout=30) == "inv_1"
+    assert seen == [(False, False), (False, False)]  # (in atomic, row locked), per retry
+    assert len(billing_api.requests) == 3
+
+
+@pytest.mark.services("postgres")
+@pytest.mark.antipattern(task=push_invoice_retry_in_atomic)
+def test_why_a_retry_inside_atomic_is_sent_while_the_row_is_locked(celery_worker, billing_api):
+    """self.retry() inside atomic(): Task.retry publishes before it raises, so the retry is on
+    the broker while the transaction is open and the row locked; the rollback comes after."""
+    billing_api.script = [Reply(429, {"Retry-After": "1"}, create=False)]
+    row = invoice()
+    with row_at_each_retry(row.pk) as seen:
+        assert push_invoice_retry_in_atomic.delay(row.pk).get(timeout=30) == "inv_1"
+    assert seen == [(True, True)]
+
+
+@pytest.mark.services("broker", "postgres")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(snippets.production.settings + BILLING_API_URL)",
+    reason="the test's fake billing API in place of a real one",
+)
+@pytest.mark.proves_idempotent(task=push_invoice_locked)
+def test_a_locked_push_delivered_again_after_success_sends_nothing(worker_process, billing_api):
+    """On a real worker: the locked push delivered again (same id) reads the row under its lock
+    and answers its remote id: no second request."""
+    wp = worker_process(
+        env=settings_env("snippets.production.settings", BILLING_API_URL=billing_api.url)
+    )
+    row = invoice()
+    result = push_invoice_locked.apply_async((row.pk,), queue=wp.queue)
+    assert result.get(timeout=60) == "inv_1"
+
+    again = redeliver(wp, push_invoice_locked, result, (row.pk,))
+    assert (again["status"], again["result"]) == ("SUCCESS", "inv_1")
+    assert len(billing_api.requests) == 1

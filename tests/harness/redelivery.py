@@ -80,11 +80,18 @@ def received(wp: WorkerProcess, task: Any) -> list[str]:
 
 
 def deliver_again(
-    wp: WorkerProcess, task: Any, args: tuple, task_id: str, timeout: float = 60
+    wp: WorkerProcess,
+    task: Any,
+    args: tuple,
+    task_id: str,
+    timeout: float = 60,
+    **options: Any,
 ) -> object:
     """Deliver `task_id`'s message to `wp` once more, wait for that run to end, and return what
     it returned (the value the worker logged). The first delivery must have ended: its result
-    is stored a moment before the worker logs its end, so this waits for that line first."""
+    is stored a moment before the worker logs its end, so this waits for that line first.
+    `options` are the rest of the first message's (`group_id`, `group_index`, `chord` of a
+    chord member), so the copy carries them as the broker's would."""
     done = len(
         wait_until(
             lambda: outcomes(wp, task_id),
@@ -93,7 +100,7 @@ def deliver_again(
             context=wp,
         )
     )
-    task.apply_async(args, task_id=task_id, queue=wp.queue)  # a redelivery, as on the wire
+    task.apply_async(args, task_id=task_id, queue=wp.queue, **options)  # as on the wire
     ended = wait_until(
         lambda: (found := outcomes(wp, task_id))[done:] and found,
         timeout,

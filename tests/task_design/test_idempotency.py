@@ -3,19 +3,26 @@
 import os
 import signal
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 
 from snippets.task_design.idempotency import (
+    KEY_RETENTION,
+    PURGE_SCHEDULE,
     charge_order,
     charge_order_key_first,
     credit_account,
     credit_account_retrying,
     credit_account_without_key,
+    credit_batch_then_pay,
     mark_invoice_paid,
+    purge_processed_keys,
 )
 from snippets.task_design.models import Account, Charge, Invoice, ProcessedKey
-from tests.harness.redelivery import deliver_again
+from tests.harness.celery import delete_queues, queue_length
+from tests.harness.redelivery import deliver_again, outcomes, wait_succeeded
 from tests.harness.wait import wait_until
 from tests.task_design import provider as fake
 from tests.task_design.helpers import kill_pool_child, kill_worker, task_pid
@@ -239,3 +246,195 @@ def test_why_a_database_key_before_the_call_skips_the_charge_forever(worker_proc
     assert ProcessedKey.objects.filter(key="order-8-charge").exists()
     assert provider.requests == ["order-8-charge"]  # asked once, by the run that died
     assert provider.charges == {}  # and never charged: at most once, not exactly once
+
+
+def test_the_key_retention_outlasts_every_second_delivery():
+    """KEY_RETENTION is longer than the Redis visibility timeout, RabbitMQ's consumer_timeout
+    (the server's, or its 30 min default) and the retry span of every keyed task; the purge
+    runs more often than that, and a stale purge expires before the next is sent."""
+    from snippets.project.celery import app
+    from tests.test_checklist import rabbitmq_consumer_timeout, redis_visibility_timeout
+
+    windows = {
+        "visibility_timeout": redis_visibility_timeout(),
+        "consumer_timeout": rabbitmq_consumer_timeout() or 30 * 60,
+    }
+    for task in (credit_account, credit_account_retrying):
+        hard = task.time_limit or app.conf.task_time_limit
+        retries = task.max_retries if task.retry_on_worker_lost else 0
+        windows[task.name] = hard + retries * (task.default_retry_delay + hard)
+    retention = KEY_RETENTION.total_seconds()
+    assert all(seconds < retention for seconds in windows.values()), windows
+    [entry] = PURGE_SCHEDULE.values()
+    assert entry["task"] == purge_processed_keys.name
+    assert 0 < entry["options"]["expires"] < entry["schedule"].total_seconds() < retention
+
+
+def age_keys(*keys: str, by: timedelta) -> None:
+    """Back-date keys, as if they had been written `by` ago."""
+    from django.utils import timezone
+
+    ProcessedKey.objects.filter(key__in=keys).update(created_at=timezone.now() - by)
+
+
+@pytest.mark.proves_idempotent(task=purge_processed_keys)
+def test_the_purge_deletes_only_keys_past_the_retention_and_a_redelivery_stays_a_duplicate(
+    shared_prefork_worker, unique_key
+):
+    """On a prefork worker: keys older than KEY_RETENTION go, younger ones stay; the credit
+    delivered again after the purge (its key inside the window) is still a duplicate; and the
+    purge delivered again deletes nothing more."""
+    wp = shared_prefork_worker
+    account = Account.objects.create()
+    credit = credit_account.apply_async((account.pk, 100, unique_key), queue=wp.queue)
+    assert credit.get(timeout=30) == "applied"
+    ProcessedKey.objects.bulk_create(ProcessedKey(key=k) for k in ("old-1", "old-2", "edge"))
+    age_keys("old-1", "old-2", by=KEY_RETENTION + timedelta(minutes=1))
+    age_keys("edge", by=KEY_RETENTION - timedelta(minutes=1))
+
+    purge = purge_processed_keys.apply_async(queue=wp.queue)
+    assert purge.get(timeout=30) == 2
+    assert set(ProcessedKey.objects.values_list("key", flat=True)) == {unique_key, "edge"}
+
+    assert deliver_again(wp, credit_account, (account.pk, 100, unique_key), credit.id) == (
+        "duplicate"
+    )
+    assert balance(account) == 100
+    assert deliver_again(wp, purge_processed_keys, (), purge.id) == 0
+
+
+def test_why_a_key_purged_inside_the_redelivery_window_credits_twice(
+    shared_prefork_worker, unique_key
+):
+    """A retention shorter than the redelivery window: the key is gone when the message comes
+    back, and the same message credits the account a second time."""
+    wp = shared_prefork_worker
+    account = Account.objects.create()
+    credit = credit_account.apply_async((account.pk, 100, unique_key), queue=wp.queue)
+    assert credit.get(timeout=30) == "applied"
+    ProcessedKey.objects.filter(key=unique_key).delete()  # purged too early
+
+    assert deliver_again(wp, credit_account, (account.pk, 100, unique_key), credit.id) == (
+        "applied"
+    )
+    assert balance(account) == 200
+
+
+@contextmanager
+def published_messages() -> Iterator[dict[str, dict]]:
+    """The messages this process publishes inside the block, by task id: headers and embed
+    (protocol 2's callbacks, errbacks, chain, chord), to deliver one again as it was."""
+    from celery.signals import before_task_publish
+
+    sent: dict[str, dict] = {}
+
+    def record(body=None, headers=None, **_kw) -> None:
+        sent[headers["id"]] = {"args": tuple(body[0]), "headers": headers, "embed": body[2]}
+
+    before_task_publish.connect(record, weak=False)
+    try:
+        yield sent
+    finally:
+        before_task_publish.disconnect(record)
+
+
+def chord_results_recorded(celery_app, group_id: str) -> int:
+    """How many member results the Redis result backend holds for the chord (its join key)."""
+    backend = celery_app.backend
+    key = backend.get_key_for_group(group_id, ".j")
+    ordered = backend.client.type(key) == b"zset"  # result_chord_ordered (the default)
+    return backend.client.zcard(key) if ordered else backend.client.llen(key)
+
+
+@pytest.mark.services("redis")
+def test_a_chord_member_delivered_again_is_counted_once(shared_prefork_worker, celery_app):
+    """The first member of a two-member chord runs, and its message (same id, group and chord)
+    is delivered again while the second member waits in a queue nobody consumes yet. The rerun
+    is a duplicate (its key), the Redis backend records one result for it, and the body does
+    not start: it runs once, after the second member, and the invoice is paid once."""
+    wp = shared_prefork_worker
+    held = f"{wp.queue}-held"
+    first_account, second_account = Account.objects.create(), Account.objects.create()
+    invoice = Invoice.objects.create()
+    work = credit_batch_then_pay(invoice.pk, [(first_account.pk, 100), (second_account.pk, 50)])
+    first, second = work.tasks
+    first.set(queue=wp.queue)
+    second.set(queue=held)  # not consumed yet: the chord cannot complete before the rerun
+    work.body.set(queue=wp.queue)
+    try:
+        with published_messages() as sent:
+            result = work.apply_async()
+        group_id = result.parent.id
+        [first_id] = [i for i, m in sent.items() if m["headers"]["group_index"] == 0]
+        message = sent[first_id]
+        assert wait_succeeded(wp, first_id, 1) == ["'applied'"]
+
+        again = deliver_again(
+            wp, credit_account, message["args"], first_id,
+            group_id=group_id, group_index=0, chord=message["embed"]["chord"],
+        )  # fmt: skip
+        assert again == "duplicate"  # the member's key
+        assert chord_results_recorded(celery_app, group_id) == 1  # counted once, not twice
+        assert queue_length(celery_app, held) == 1  # the second member has not run
+        assert result.state == "PENDING"  # and the body has not been sent
+
+        celery_app.control.add_consumer(held, destination=[wp.hostname], reply=True)
+        assert result.get(timeout=60) is True  # the body: the invoice moved to paid
+        assert [balance(first_account), balance(second_account)] == [100, 50]
+        assert outcomes(wp, result.id) == ["True"]  # the body ran once
+    finally:
+        celery_app.control.cancel_consumer(held, destination=[wp.hostname], reply=True)
+        delete_queues(celery_app, held)
+
+
+@pytest.mark.services("broker", "postgres")
+def test_why_on_the_django_db_backend_a_member_delivered_again_counts_twice(
+    worker_process, monkeypatch
+):
+    """The same chord on django-celery-results' `django-db` backend (its ChordCounter counts
+    down once per member run, with no check of which member ran): the rerun of the first
+    member counts the chord down to zero while the second has not run. When it does run, the
+    counter is gone: the body is never sent, the invoice never paid, and nothing fails."""
+    from celery import Celery, chord
+    from django_celery_results.models import ChordCounter
+
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", "django-db")  # Celery reads it before settings
+    wp = worker_process(env={"CELERY_RESULT_BACKEND": "django-db"})
+    app = Celery("snippets", set_as_current=False)
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    held = f"{wp.queue}-held"
+    accounts = [Account.objects.create(), Account.objects.create()]
+    invoice = Invoice.objects.create()
+    members = [
+        app.signature(credit_account.name, (a.pk, 100, f"invoice-{invoice.pk}-{a.pk}"), queue=q)
+        for a, q in zip(accounts, (wp.queue, held), strict=True)
+    ]
+    body = app.signature(mark_invoice_paid.name, (invoice.pk,), immutable=True, queue=wp.queue)
+    try:
+        with published_messages() as sent:
+            result = chord(members)(body)
+        group_id = result.parent.id
+        ids = {m["headers"]["group_index"]: i for i, m in sent.items() if m["headers"]["group"]}
+        assert wait_succeeded(wp, ids[0], 1) == ["'applied'"]
+        assert ChordCounter.objects.get(group_id=group_id).count == 1  # one member to go
+
+        again = deliver_again(
+            wp, credit_account, sent[ids[0]]["args"], ids[0],
+            group_id=group_id, group_index=0, chord=sent[ids[0]]["embed"]["chord"],
+        )  # fmt: skip
+        assert again == "duplicate"  # the member's key holds...
+        assert not ChordCounter.objects.filter(group_id=group_id).exists()  # ...the count not
+
+        app.control.add_consumer(held, destination=[wp.hostname], reply=True)
+        assert wait_succeeded(wp, ids[1], 1) == ["'applied'"]
+        wait_until(
+            lambda: f"Can't find ChordCounter for Group {group_id}" in wp.log(),
+            what="the second member finding no counter",
+            context=wp,
+        )
+        assert outcomes(wp, result.id) == []  # the body was never sent
+        invoice.refresh_from_db()
+        assert invoice.status == Invoice.Status.OPEN
+        assert result.state == "PENDING"
+    finally:
+        delete_queues(app, held)
