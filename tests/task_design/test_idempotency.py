@@ -2,6 +2,7 @@
 
 import os
 import signal
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -328,8 +329,13 @@ def published_messages() -> Iterator[dict[str, dict]]:
 
     sent: dict[str, dict] = {}
 
-    def record(body=None, headers=None, **_kw) -> None:
-        sent[headers["id"]] = {"args": tuple(body[0]), "headers": headers, "embed": body[2]}
+    def record(sender=None, body=None, headers=None, **_kw) -> None:
+        sent[headers["id"]] = {
+            "task": sender,
+            "args": tuple(body[0]),
+            "headers": headers,
+            "embed": body[2],
+        }
 
     before_task_publish.connect(record, weak=False)
     try:
@@ -353,7 +359,7 @@ def test_a_chord_member_delivered_again_is_counted_once(shared_prefork_worker, c
     is a duplicate (its key), the Redis backend records one result for it, and the body does
     not start: it runs once, after the second member, and the invoice is paid once."""
     wp = shared_prefork_worker
-    held = f"{wp.queue}-held"
+    held = f"{wp.queue}-held-{uuid.uuid4().hex[:8]}"  # its own: the shared worker outlives it
     first_account, second_account = Account.objects.create(), Account.objects.create()
     invoice = Invoice.objects.create()
     work = credit_batch_then_pay(invoice.pk, [(first_account.pk, 100), (second_account.pk, 50)])
@@ -370,7 +376,7 @@ def test_a_chord_member_delivered_again_is_counted_once(shared_prefork_worker, c
         assert wait_succeeded(wp, first_id, 1) == ["'applied'"]
 
         again = deliver_again(
-            wp, credit_account, message["args"], first_id,
+            wp, celery_app.tasks[message["task"]], message["args"], first_id,
             group_id=group_id, group_index=0, chord=message["embed"]["chord"],
         )  # fmt: skip
         assert again == "duplicate"  # the member's key
