@@ -393,6 +393,35 @@ def test_a_chord_member_delivered_again_is_counted_once(shared_prefork_worker, c
         delete_queues(celery_app, held)
 
 
+def test_a_chain_step_delivered_again_sends_the_next_step_again(shared_prefork_worker):
+    """A two-step chain ran; its first step's message is delivered again (same id, same rest of
+    the chain). The rerun is a duplicate, and yet it publishes the next step once more, with the
+    id the chain gave it: the next step runs twice, and only its own condition keeps the second
+    run from paying the invoice again."""
+    from celery import chain
+
+    wp = shared_prefork_worker
+    account, invoice = Account.objects.create(), Invoice.objects.create()
+    steps = chain(
+        credit_account.si(account.pk, 100, f"invoice-{invoice.pk}-{account.pk}").set(
+            queue=wp.queue
+        ),
+        mark_invoice_paid.si(invoice.pk).set(queue=wp.queue),
+    )
+    with published_messages() as sent:
+        result = steps.apply_async()
+    [(first_id, message)] = sent.items()  # the worker publishes the second step
+    assert result.get(timeout=30) is True
+    assert wait_succeeded(wp, first_id, 1) == ["'applied'"]
+
+    again = deliver_again(
+        wp, credit_account, message["args"], first_id, chain=message["embed"]["chain"]
+    )
+    assert again == "duplicate"
+    assert wait_succeeded(wp, result.id, 2) == ["True", "False"]  # sent again, ran again
+    assert balance(account) == 100
+
+
 @pytest.mark.services("broker", "postgres")
 def test_why_on_the_django_db_backend_a_member_delivered_again_counts_twice(
     worker_process, monkeypatch
