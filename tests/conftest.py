@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -28,10 +29,22 @@ from itertools import count
 import pytest
 
 from tests.harness.celery import WorkerProcess, running_worker
+from tests.harness.db import unstick_connections
 from tests.harness.publishes import recording_publishes
 from tests.harness.services import SERVICE_URLS, require_services
 
 pytest_plugins = ["tests.bench", "tests.harness.order"]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> object:
+    """A test stopped mid-query (a timeout) must not leave its process's connection busy."""
+    try:
+        return (yield)
+    except BaseException:
+        if "django" in sys.modules:
+            unstick_connections()
+        raise
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -3,3 +3,27 @@
 
 class Rollback(Exception):
     """Raised inside ``transaction.atomic()`` to roll the surrounding transaction back."""
+
+
+def unstick_connections() -> list[str]:
+    """Cancel and close every Django connection left with a query running; their aliases.
+
+    pytest-timeout's signal method raises `Failed` wherever the test is, also inside psycopg's
+    wait for a query's result. psycopg cancels the query only on KeyboardInterrupt or SystemExit
+    (`_INTERRUPTED`, psycopg/connection.py `Connection.wait`), so the connection stays ACTIVE and
+    every later test of that xdist process fails with "another command is already in progress"
+    (R2 of stop 27: one timeout, 109 errors). Closed, Django opens a fresh one when next used.
+    """
+    from django.db import connections
+    from psycopg.pq import TransactionStatus
+
+    unstuck = []
+    for conn in connections.all(initialized_only=True):
+        raw = conn.connection
+        pgconn = getattr(raw, "pgconn", None)
+        if pgconn is None or pgconn.transaction_status != TransactionStatus.ACTIVE:
+            continue
+        raw.cancel_safe(timeout=5)
+        conn.close()
+        unstuck.append(conn.alias)
+    return unstuck
