@@ -97,6 +97,16 @@ def test_modules_are_queued_longest_first_and_unknown_ones_as_the_median():
     assert longest_first(["x.py", "y.py"], {}) == ["x.py", "y.py"]
 
 
+def test_the_site_modules_are_one_scope_with_the_sum_of_their_durations():
+    """One process builds the site for all of tests/site/; the others keep one module each."""
+    from tests.harness.order import scope_durations, scope_of
+
+    assert scope_of("tests/site/test_links.py") == scope_of("tests/site/test_skill.py")
+    assert scope_of("tests/task_design/test_calling.py") == "tests/task_design/test_calling.py"
+    durations = {"tests/site/test_links.py": 19.0, "tests/site/test_site.py": 18.5, "a.py": 3.0}
+    assert scope_durations(durations) == {scope_of("tests/site/test_site.py"): 37.5, "a.py": 3.0}
+
+
 def test_the_committed_durations_name_only_modules_that_exist():
     from tests.harness.order import known_durations
 
