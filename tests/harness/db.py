@@ -1,8 +1,36 @@
 """Database helpers shared by the proofs."""
 
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from django.db import models
+
 
 class Rollback(Exception):
     """Raised inside ``transaction.atomic()`` to roll the surrounding transaction back."""
+
+
+@contextlib.contextmanager
+def row_locked(row: models.Model) -> Iterator[None]:
+    """Hold the row's lock (``SELECT ... FOR UPDATE``) from another connection, as a slow
+    transaction elsewhere would, until the block ends: a write to that row waits inside the
+    database meanwhile (plain reads do not). PostgreSQL; SQLite has no row locks."""
+    from django.db import connections
+
+    other = connections.create_connection("default")
+    try:
+        other.set_autocommit(False)
+        with other.cursor() as cursor:
+            table = other.ops.quote_name(row._meta.db_table)
+            cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [row.pk])
+        yield
+    finally:
+        other.rollback()
+        other.close()
 
 
 def unstick_connections() -> list[str]:
