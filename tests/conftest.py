@@ -20,18 +20,33 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from itertools import count
 
 import pytest
+from celery.worker import WorkController
 
+from snippets.django_integration.testing import project_worker  # noqa: F401  the page's fixture
 from tests.harness.celery import WorkerProcess, running_worker
+from tests.harness.db import unstick_connections
 from tests.harness.publishes import recording_publishes
 from tests.harness.services import SERVICE_URLS, require_services
 
 pytest_plugins = ["tests.bench", "tests.harness.order"]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> object:
+    """A test stopped mid-query (a timeout) must not leave its process's connection busy."""
+    try:
+        return (yield)
+    except BaseException:
+        if "django" in sys.modules:
+            unstick_connections()
+        raise
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -63,36 +78,29 @@ def celery_app():
     return app
 
 
-@pytest.fixture(scope="session")
-def celery_worker(celery_app, django_db_setup, django_db_blocker):
-    """A real worker in a thread, shared by the session; the default queue's consumer."""
-    import celery.contrib.testing.tasks  # noqa: F401  registers celery.ping for the ping check
-    from celery.contrib.testing.worker import start_worker
-    from celery.fixups.django import DjangoWorkerFixup
-
-    # What a `celery worker` process installs: close DB connections around every task.
-    fixup = DjangoWorkerFixup(celery_app)
-    amqp = celery_app.conf.broker_url.startswith(("amqp", "pyamqp"))
+@pytest.fixture(scope="session", autouse=True)
+def quick_worker_thread(celery_app) -> None:
+    """Broker settings for the in-thread worker, applied before it starts (autouse): it polls
+    a memory broker often, and on RabbitMQ an AMQP heartbeat lets the thread stop at once
+    (without one, leaving `start_worker()` waits on the connection for seconds)."""
     if celery_app.conf.broker_url.startswith("memory://"):
         celery_app.conf.broker_transport_options = {
             **celery_app.conf.broker_transport_options,
             "polling_interval": 0.05,
         }
-    if amqp:
-        celery_app.conf.broker_heartbeat = 2  # or the thread takes 10 s to shut down
-    with django_db_blocker.unblock():
-        fixup.install()
-        with start_worker(
-            celery_app,
-            pool="solo",
-            perform_ping_check=True,
-            shutdown_timeout=30,
-            without_heartbeat=not amqp,
-        ) as worker:
-            yield worker
-        from django.db import connections
+    if celery_app.conf.broker_url.startswith(("amqp", "pyamqp")):
+        celery_app.conf.broker_heartbeat = 2
 
-        connections.close_all()
+
+@pytest.fixture(scope="session")
+def celery_worker(project_worker: WorkController) -> WorkController:  # noqa: F811  a fixture
+    """A real worker in a thread, shared by the session; the default queue's consumer.
+
+    It is the fixture the testing page shows (`project_worker`, snippets/django_integration/
+    testing.py), under the name the proofs use: this suite never loads celery.contrib.pytest,
+    whose `celery_worker` this name would otherwise replace (tests/django_integration/
+    test_testing.py shows the clash)."""
+    return project_worker
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from snippets.django_integration.models import Report
 from snippets.django_integration.transactions import render_report
 from tests.harness import deployment
 from tests.harness.celery import worker_argv
+from tests.harness.db import unstick_connections
 
 TESTS = Path(__file__).parent
 HARNESS = TESTS / "harness"
@@ -96,6 +97,16 @@ def test_modules_are_queued_longest_first_and_unknown_ones_as_the_median():
     assert longest_first(["x.py", "y.py"], {}) == ["x.py", "y.py"]
 
 
+def test_the_site_modules_are_one_scope_with_the_sum_of_their_durations():
+    """One process builds the site for all of tests/site/; the others keep one module each."""
+    from tests.harness.order import scope_durations, scope_of
+
+    assert scope_of("tests/site/test_links.py") == scope_of("tests/site/test_skill.py")
+    assert scope_of("tests/task_design/test_calling.py") == "tests/task_design/test_calling.py"
+    durations = {"tests/site/test_links.py": 19.0, "tests/site/test_site.py": 18.5, "a.py": 3.0}
+    assert scope_durations(durations) == {scope_of("tests/site/test_site.py"): 37.5, "a.py": 3.0}
+
+
 def test_the_committed_durations_name_only_modules_that_exist():
     from tests.harness.order import known_durations
 
@@ -125,3 +136,32 @@ def test_a_module_marked_once_runs_no_worker_broker_or_database():
                 uses |= {m for m in marks if "services(" in m or "django_db" in m}
                 found += [f"{path.name}::{node.name}: {sorted(uses)}"] if uses else []
     assert found == []
+
+
+@pytest.mark.services("postgres")
+@pytest.mark.django_db(transaction=True)
+def test_a_test_stopped_mid_query_leaves_no_busy_connection():
+    """What pytest-timeout's signal method does: `Failed` raised inside a running query. The
+    connection is left busy (the next query fails) until `unstick_connections` cancels it."""
+    from django.db import connection
+    from django.db.utils import DatabaseError
+
+    def timeout(*_args: object) -> None:
+        pytest.fail("Timeout (as pytest-timeout raises it)")
+
+    previous = signal.signal(signal.SIGALRM, timeout)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(pytest.fail.Exception), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(30)")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    busy = "another command is already in progress"
+    with pytest.raises(DatabaseError, match=busy), connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+    assert unstick_connections() == ["default"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)

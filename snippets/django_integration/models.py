@@ -10,6 +10,7 @@ class Report(models.Model):
     title = models.CharField(max_length=200)
     rendered_at = models.DateTimeField(null=True, blank=True)
     render_count = models.PositiveIntegerField(default=0)
+    render_task_id = models.UUIDField(null=True, blank=True)  # its task, known before publish
 
 
 # --8<-- [end:report]

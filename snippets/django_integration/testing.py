@@ -23,7 +23,8 @@ def test_render_report_renders_once(db: None) -> None:
 # --8<-- [start:on_commit]
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from unittest import mock
+
+from celery.signals import before_task_publish
 
 from snippets.django_integration.transactions import create_report
 
@@ -33,20 +34,28 @@ CaptureOnCommit = Callable[..., AbstractContextManager[list[Callable[[], object]
 def test_create_report_enqueues_one_render_on_commit(
     db: None, django_capture_on_commit_callbacks: CaptureOnCommit
 ) -> None:
-    """What is enqueued, and with which id: run the on_commit callbacks, mock the publish."""
-    with (
-        mock.patch.object(render_report, "delay") as delay,  # (1)!
-        django_capture_on_commit_callbacks(execute=True) as callbacks,  # (2)!
-    ):
-        report = create_report("captured")
-    assert len(callbacks) == 1
-    delay.assert_called_once_with(report.pk)
+    """What is published, and when: nothing inside the block, one render of the new id at commit."""
+    published: list[tuple[str, list[object]]] = []
+
+    def record(sender: str, body: tuple, **_: object) -> None:  # (1)!
+        published.append((sender, list(body[0])))
+
+    before_task_publish.connect(record)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):  # (2)!
+            report = create_report("captured")
+            assert published == []  # not before the commit
+    finally:
+        before_task_publish.disconnect(record)
+    assert published == [(render_report.name, [report.pk])]
 
 
 # --8<-- [end:on_commit]
 
 
 # --8<-- [start:retries]
+from unittest import mock
+
 import pytest
 from celery.exceptions import Retry
 
@@ -82,12 +91,38 @@ def test_a_transient_error_is_retried_until_it_succeeds(db: None) -> None:
 # --8<-- [end:retries]
 
 
-# --8<-- [start:integration]
+# --8<-- [start:fixture]
+from collections.abc import Iterator
+
+from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
+from pytest_django import DjangoDbBlocker
+
+from snippets.project.celery import app
 
 
+@pytest.fixture(scope="session")
+def project_worker(
+    django_db_setup: None, django_db_blocker: DjangoDbBlocker
+) -> Iterator[WorkController]:
+    """A real worker in a thread on the project's own app, broker and settings, for the session.
+
+    Not named `celery_worker`: that is celery.contrib.pytest's fixture, on a test app."""
+    import celery.contrib.testing.tasks  # noqa: F401  celery.ping, for start_worker's check
+
+    with (
+        django_db_blocker.unblock(),  # (1)!
+        start_worker(app, pool="solo", shutdown_timeout=30) as worker,  # (2)!
+    ):
+        yield worker
+
+
+# --8<-- [end:fixture]
+
+
+# --8<-- [start:integration]
 def test_a_real_worker_renders_a_committed_report(
-    transactional_db: None, celery_worker: WorkController
+    transactional_db: None, project_worker: WorkController
 ) -> None:
     """Integration test: a real worker in a thread, reading through its own connection."""
     report = Report.objects.create(title="integration")  # (1)!
@@ -100,7 +135,7 @@ def test_a_real_worker_renders_a_committed_report(
 
 
 # --8<-- [start:plain_db_antipattern]
-def worker_test_under_plain_db(db: None, celery_worker: WorkController) -> None:
+def worker_test_under_plain_db(db: None, project_worker: WorkController) -> None:
     """ANTI-PATTERN: `db` wraps the test in a transaction that is never committed."""
     report = Report.objects.create(title="invisible")  # uncommitted, on the test's connection
     assert render_report.delay(report.pk).get(timeout=20) == "invisible"  # DoesNotExist
@@ -111,7 +146,7 @@ def worker_test_under_plain_db(db: None, celery_worker: WorkController) -> None:
 
 # --8<-- [start:eager_antipattern]
 from snippets.django_integration.transactions import create_report_too_early
-from snippets.project.celery import app
+from snippets.project.celery import app  # noqa: F811
 
 
 def eager_test_of_a_publish_before_commit(db: None) -> None:

@@ -48,6 +48,22 @@ def create_report_on(title: str, using: str) -> Report:
 # --8<-- [end:pattern]
 
 
+# --8<-- [start:task_id]
+import uuid
+
+
+def create_report_tracked(title: str) -> Report:
+    """The row stores the id its task will carry, before anything is published."""
+    task_id = uuid.uuid4()  # (1)!
+    with transaction.atomic():
+        report = Report.objects.create(title=title, render_task_id=task_id)  # (2)!
+        render_report.apply_async_on_commit((report.pk,), task_id=str(task_id))  # (3)!
+    return report
+
+
+# --8<-- [end:task_id]
+
+
 # --8<-- [start:antipattern]
 def create_report_too_early(title: str) -> Report:
     """ANTI-PATTERN: the task is published at once, even if the transaction rolls back."""

@@ -5,10 +5,15 @@ Tests marked ``django6`` are deselected, with a printed note, on Django 5.2
 """
 
 import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
 
 import django
 import pytest
 from django.db import transaction
+from django.dispatch import Signal
+from django.test import override_settings
 
 from snippets.django_integration import django_tasks as page
 from snippets.django_integration.django_tasks import publish_report_celery
@@ -19,11 +24,29 @@ from tests.harness.redelivery import wait_succeeded
 if django.VERSION >= (6, 0):
     from django.tasks import TaskResultStatus, task_backends
     from django.tasks.backends.dummy import DummyBackend
-    from django.tasks.backends.immediate import ImmediateBackend
     from django.tasks.exceptions import InvalidTask
+    from django.tasks.signals import task_started
 
 pytestmark = pytest.mark.django_db(transaction=True)
 django6 = pytest.mark.django6
+# A TASKS setting whose default backend queues instead of running: DummyBackend stores.
+QUEUEING = {"default": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"}}
+
+
+@contextlib.contextmanager
+def recording(signal: Signal) -> Iterator[list[tuple[object, int]]]:
+    """Every `signal` sent inside the block: its task result and the thread that sent it."""
+    sent: list[tuple[object, int]] = []
+
+    def record(sender: object, task_result: object, **_kwargs: object) -> None:
+        sent.append((task_result, threading.get_ident()))
+
+    signal.connect(record)
+    try:
+        yield sent
+    finally:
+        signal.disconnect(record)
+
 
 if django.VERSION >= (6, 0):
     from django.tasks import task
@@ -60,10 +83,13 @@ def test_the_celery_front_door_delivered_again_publishes_once(shared_prefork_wor
 
 @django6
 def test_the_default_backend_runs_the_task_inline_at_enqueue():
-    """Django's default TASKS backend is ImmediateBackend: no queue, no worker, no process."""
-    assert isinstance(task_backends["default"], ImmediateBackend)
+    """Django's default TASKS backend (ImmediateBackend, `django/conf/global_settings.py`) runs
+    the task in the caller's thread, before `enqueue()` returns: no queue, no worker, no
+    process. Fails on any backend that runs it later or elsewhere (DummyBackend: never)."""
     report = Report.objects.create(title="django")
-    result = page.publish_report_task.enqueue(report.pk)
+    with recording(task_started) as started:
+        result = page.publish_report_task.enqueue(report.pk)
+    assert [thread for _, thread in started] == [threading.get_ident()]  # this thread
     assert result.status == TaskResultStatus.SUCCESSFUL  # already done when enqueue returns
     assert result.return_value == "django"
     assert Report.objects.get(pk=report.pk).render_count == 1
@@ -78,6 +104,28 @@ def test_enqueue_on_commit_waits_for_the_commit():
     assert not Report.objects.exists()
     report = page.create_and_publish("committed")
     assert Report.objects.get(pk=report.pk).render_count == 1
+
+
+@django6
+def test_a_queue_backend_keeps_a_task_enqueued_in_a_rolled_back_block():
+    """No `enqueue_on_commit`: `enqueue()` is not tied to the transaction. On a backend that
+    queues (DummyBackend stores, as a broker would), a rolled-back block leaves its task queued
+    for a row that is gone; `create_and_publish()` queues nothing then, and one task on commit."""
+    with override_settings(TASKS=QUEUEING):
+        queued = task_backends["default"]
+        with pytest.raises(Rollback), transaction.atomic():
+            report = page.create_and_publish_too_early("ghost")  # the anti-pattern, queued
+            raise Rollback
+        assert [r.args for r in queued.results] == [[report.pk]]  # queued, row gone
+        assert not Report.objects.exists()
+        queued.clear()
+
+        with pytest.raises(Rollback), transaction.atomic():
+            page.create_and_publish("rolled back")
+            raise Rollback
+        assert queued.results == []
+        committed = page.create_and_publish("committed")
+        assert [r.args for r in queued.results] == [[committed.pk]]
 
 
 @django6
@@ -115,8 +163,10 @@ def test_the_dummy_backend_stores_tasks_and_never_runs_them():
 @django6
 def test_a_failure_is_recorded_once_and_not_retried():
     """`FAILED`, one attempt, the exception path."""
-    result = page.publish_report_task.enqueue(987654)
+    with recording(task_started) as started:
+        result = page.publish_report_task.enqueue(987654)
     assert result.status == TaskResultStatus.FAILED
+    assert len(started) == 1  # the body ran once: nothing retried it
     assert result.attempts == 1  # no retry policy exists to ask for more
     [error] = result.errors
     assert error.exception_class_path == "snippets.django_integration.models.Report.DoesNotExist"
@@ -139,18 +189,21 @@ def test_arguments_are_json_round_tripped_and_instances_refused():
 
 
 @django6
-def test_what_ships_lacks_deferral_retries_canvas_and_beat():
-    """`run_after` refused by the default backend; no `retry`, `s`, `delay_on_commit` on a Django
-    task."""
+def test_run_after_is_refused_inline_and_kept_by_a_backend_that_defers():
+    """The table's `run_after` row: the API exists; ImmediateBackend refuses it (`InvalidTask`,
+    it cannot wait), a backend that supports deferral stores the task with its time, unrun."""
     from datetime import timedelta
 
     from django.utils import timezone
 
+    later = timezone.now() + timedelta(minutes=5)
     with pytest.raises(InvalidTask, match="run_after"):
-        page.publish_report_task.using(run_after=timezone.now() + timedelta(minutes=5))
-    for celery_only in ("retry", "delay", "apply_async", "s", "si", "delay_on_commit"):
-        assert not hasattr(page.publish_report_task, celery_only)
-        assert hasattr(page.publish_report_celery, celery_only)
+        page.publish_report_task.using(run_after=later)
+    report = Report.objects.create(title="later")
+    with override_settings(TASKS=QUEUEING):
+        result = page.publish_report_task.using(run_after=later).enqueue(report.pk)
+        assert (result.status, result.task.run_after) == (TaskResultStatus.READY, later)
+    assert Report.objects.get(pk=report.pk).render_count == 0  # nothing ran it
 
 
 @django6

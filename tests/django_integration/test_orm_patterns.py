@@ -1,8 +1,6 @@
 """Proof for docs/django-integration/orm-patterns.md: the ORM in tasks, on real workers."""
 
-import contextlib
 import logging
-from collections.abc import Iterator
 
 import pytest
 from celery import Celery
@@ -20,27 +18,12 @@ from snippets.django_integration.orm_patterns import (
     reserve_stock,
     reserve_stock_racy,
 )
+from tests.harness.db import row_locked
 from tests.harness.redelivery import wait_succeeded
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 RACE_WINDOW = 2.0  # seconds both claimers hold between read and write: both have read by then
-
-
-@contextlib.contextmanager
-def row_locked(item: StockItem) -> Iterator[None]:
-    """Hold the item's row lock from another connection, so writes to it wait until the block
-    ends (plain reads do not): tasks started inside the block overlap for certain."""
-    other = connections.create_connection("default")
-    try:
-        other.set_autocommit(False)
-        with other.cursor() as cursor:
-            table = StockItem._meta.db_table
-            cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [item.pk])
-        yield
-    finally:
-        other.rollback()
-        other.close()
 
 
 def waiting_on_locks() -> int:

@@ -8,6 +8,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from celery import Task
+from celery.result import AsyncResult
 from celery.signals import task_postrun
 
 from snippets.django_integration.correlation_log import (
@@ -21,6 +23,7 @@ from snippets.django_integration.request_correlation import (
     record_step,
     record_step_by_celery_id,
 )
+from tests.harness.celery import WorkerProcess
 from tests.harness.redelivery import wait_succeeded
 from tests.harness.wait import wait_until
 
@@ -46,6 +49,19 @@ def ids_of(published: list[dict]) -> dict[str, str]:
     return {p["id"]: p["headers"].get(CORRELATION_HEADER) for p in published}
 
 
+def first_delivery(task: Task, step: str, request_id: str, wp: WorkerProcess) -> AsyncResult:
+    """Publish `task(step)` as from inside request `request_id` to the worker subprocess, and
+    wait until that first run has returned the id and logged its success."""
+    token = correlation_id.set(request_id)
+    try:
+        first = task.apply_async((step,), queue=wp.queue)
+    finally:
+        correlation_id.reset(token)
+    assert first.get(timeout=30) == request_id
+    wait_succeeded(wp, first.id, 1)
+    return first
+
+
 def test_every_task_of_a_request_and_its_children_carry_the_request_id(
     celery_worker, client, published, correlated_logging
 ):
@@ -57,8 +73,6 @@ def test_every_task_of_a_request_and_its_children_carry_the_request_id(
     body = response.json()
 
     # chain: the last step's result; group: every part; each task returns the id it ran under
-    from celery.result import AsyncResult
-
     assert AsyncResult(body["chain"]).get(timeout=20) == "req-42"
     assert [AsyncResult(i).get(timeout=20) for i in body["group"]] == ["req-42"] * 3
     assert AsyncResult(body["retried"]).get(timeout=20) == "req-42"
@@ -172,8 +186,10 @@ def test_the_logging_settings_print_the_id():
 
 
 @pytest.mark.antipattern(task=record_step_by_celery_id)
-def test_why_celery_request_correlation_id_is_not_the_request_id(celery_worker):
-    """Two steps of one request: Celery's correlation_id differs per task; ours does not."""
+def test_why_celery_request_correlation_id_is_not_the_request_id(celery_worker, published):
+    """Two steps of one request: Celery's correlation_id differs per task, and so do its
+    `root_id` and `parent_id` headers (they link a task to the task that published it, and a
+    request is not a task); ours does not differ."""
     token = correlation_id.set("req-9")
     try:
         steps = [record_step_by_celery_id.delay(s) for s in ("a", "b")]
@@ -182,6 +198,8 @@ def test_why_celery_request_correlation_id_is_not_the_request_id(celery_worker):
         correlation_id.reset(token)
     seen = [r.get(timeout=20) for r in steps]
     assert seen == [steps[0].id, steps[1].id]  # each task's own id: nothing to join on
+    headers = [p["headers"] for p in published if p["name"] == record_step_by_celery_id.name]
+    assert [(h["root_id"], h["parent_id"]) for h in headers] == [(r.id, None) for r in steps]
     assert [r.get(timeout=20) for r in ours] == ["req-9", "req-9"]
 
 
@@ -196,13 +214,7 @@ def test_a_step_delivered_again_runs_under_the_request_id_it_was_sent_with(
     Fails if the worker took the id from anywhere but the message (what a child held before, or
     a new one per run)."""
     wp = shared_prefork_worker
-    token = correlation_id.set("req-first")
-    try:
-        first = record_step.apply_async(("extract",), queue=wp.queue)
-    finally:
-        correlation_id.reset(token)
-    assert first.get(timeout=30) == "req-first"
-    wait_succeeded(wp, first.id, 1)
+    first = first_delivery(record_step, "extract", "req-first", wp)
     token = correlation_id.set("req-other")  # another request's task runs in between
     try:
         assert record_step.apply_async(("other",), queue=wp.queue).get(timeout=30) == "req-other"
@@ -225,13 +237,7 @@ def test_a_retried_step_delivered_again_retries_once_more_and_keeps_the_id(
     Fails if the attempt count came from anywhere but the message (the redelivery would not
     retry, or would exceed max_retries and fail)."""
     wp = shared_prefork_worker
-    token = correlation_id.set("req-flaky")
-    try:
-        first = flaky_step.apply_async(("flaky",), queue=wp.queue)
-    finally:
-        correlation_id.reset(token)
-    assert first.get(timeout=30) == "req-flaky"
-    wait_succeeded(wp, first.id, 1)
+    first = first_delivery(flaky_step, "flaky", "req-flaky", wp)
     flaky_step.apply_async(
         ("flaky",), task_id=first.id, headers={CORRELATION_HEADER: "req-flaky"}, queue=wp.queue
     )

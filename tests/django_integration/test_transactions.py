@@ -5,6 +5,7 @@ from functools import partial
 
 import django
 import pytest
+from celery.signals import task_prerun
 from django.db import transaction
 from kombu.exceptions import OperationalError
 
@@ -15,6 +16,7 @@ from snippets.django_integration.transactions import (
     create_report_on_other_too_early,
     create_report_robust,
     create_report_too_early,
+    create_report_tracked,
     create_report_with_outbox,
     relay_outbox,
     render_report,
@@ -39,6 +41,39 @@ def test_commit_publishes_once_and_the_worker_renders(celery_worker, published):
     report.refresh_from_db()
     assert report.rendered_at is not None
     assert report.render_count == 1
+
+
+def test_a_pre_generated_task_id_links_the_row_to_the_task_that_ran(celery_worker, published):
+    """The row holds its task's id before the commit, while nothing is published yet; after
+    the commit one message carries that id, and the task the worker ran (task_prerun, the
+    result backend) is that one. A rollback leaves neither row nor message.
+
+    Fails without `task_id=` (the message gets a new id), or with `apply_async()` in place of
+    `apply_async_on_commit()` (published before the commit)."""
+    with pytest.raises(Rollback), transaction.atomic():
+        create_report_tracked("rolled back")
+        raise Rollback
+    assert (Report.objects.exists(), renders_of(published)) == (False, [])
+
+    ran: list[str] = []
+
+    def record(sender=None, task_id=None, **_kw) -> None:
+        if sender.name == render_report.name:
+            ran.append(task_id)
+
+    task_prerun.connect(record, weak=False)
+    try:
+        with transaction.atomic():
+            report = create_report_tracked("tracked")
+            stored = str(Report.objects.get(pk=report.pk).render_task_id)
+            assert renders_of(published) == []  # the row knows its task; nothing sent yet
+        [sent] = renders_of(published)
+        assert sent["id"] == stored
+        assert render_report.AsyncResult(stored).get(timeout=20) == "tracked"
+    finally:
+        task_prerun.disconnect(record)
+    assert ran == [stored]  # the worker ran the task whose id the row holds
+    assert Report.objects.get(pk=report.pk).render_count == 1
 
 
 @pytest.mark.antipattern("snippets/django_integration/transactions.py:antipattern")

@@ -18,6 +18,7 @@ from snippets.error_handling.dead_letters import (
 )
 from snippets.error_handling.models import FailedTask, ImportRow
 from tests.configuration.helpers import settings_env
+from tests.harness.celery import consumed_queues
 from tests.harness.redelivery import redeliver
 from tests.harness.wait import wait_until
 
@@ -83,7 +84,9 @@ def worker_as_the_page_starts_it(worker_process, app: Celery, amqp_url: str) -> 
     env = {**settings_env(base=SETTINGS), "CELERY_BROKER_URL": amqp_url}
     wp = worker_process(env=env, queue=plain_worker_queues(app), ready=False)
     try:
-        wait_until(lambda: consumed(app, wp.hostname), what="the worker consuming", context=wp)
+        wait_until(
+            lambda: consumed_queues(app, wp.hostname), what="the worker consuming", context=wp
+        )
         yield wp
     finally:
         wp.stop()
@@ -94,12 +97,6 @@ def worker_as_the_page_starts_it(worker_process, app: Celery, amqp_url: str) -> 
             for exchange in ("imports", "dead-letters", "imports.dead"):
                 with contextlib.suppress(Exception), conn.channel() as channel:
                     channel.exchange_delete(exchange)
-
-
-def consumed(app: Celery, hostname: str) -> set[str]:
-    """The queues the worker says it consumes."""
-    replies = app.control.inspect(destination=[hostname], timeout=5).active_queues() or {}
-    return {queue["name"] for queue in replies.get(hostname, [])}
 
 
 def consumers(app: Celery, name: str) -> int:
@@ -129,7 +126,7 @@ def rabbit(amqp_url, worker_process) -> Iterator[tuple[Celery, object]]:
 def test_a_worker_started_without_queues_consumes_the_work_not_the_dead_letters(rabbit):
     app, worker = rabbit
     assert plain_worker_queues(app) == "celery,imports"  # the default queue too
-    assert consumed(app, worker.hostname) == {"celery", "imports"}
+    assert consumed_queues(app, worker.hostname) == {"celery", "imports"}
     assert consumers(app, "imports.dead") == 0  # declared by the worker, consumed by nobody
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import smtplib
 import time
-from collections.abc import Iterator
 
 import pytest
 import requests
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from django.db import OperationalError, connection, connections
+from django.db import OperationalError, connection
 
 from snippets.error_handling.models import Export
 from snippets.error_handling.timeouts import (
@@ -22,6 +20,7 @@ from snippets.error_handling.timeouts import (
     fetch_with_deadline,
     send_receipt,
 )
+from tests.harness.db import row_locked
 from tests.harness.redelivery import redeliver
 from tests.harness.wait import wait_until
 
@@ -86,22 +85,6 @@ def test_why_swallowing_the_soft_limit_ends_in_a_kill_without_cleanup(worker_pro
     assert export_rows_skipping_errors.apply_async((export.pk, 3), queue=wp.queue).get(60) == 3
     killed = f"export_rows_skipping_errors[{first.id}] received"
     assert wp.log().count(killed) == 1  # acked after the hard limit: not redelivered
-
-
-@contextlib.contextmanager
-def row_locked(export: Export) -> Iterator[None]:
-    """Hold the export's row lock from another connection (a slow transaction elsewhere), so
-    the task's `update()` on that row waits inside PostgreSQL until the block ends."""
-    other = connections.create_connection("default")
-    try:
-        other.set_autocommit(False)
-        with other.cursor() as cursor:
-            table = Export._meta.db_table
-            cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [export.pk])
-        yield
-    finally:
-        other.rollback()
-        other.close()
 
 
 @pytest.mark.services("postgres")

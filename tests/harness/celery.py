@@ -191,6 +191,13 @@ def delete_queues(app: object, *names: str) -> None:
                 channel.queue_delete(queue)
 
 
+def consumed_queues(app: object, hostname: str) -> set[str]:
+    """The queues the worker `hostname` says it consumes (`inspect active_queues`)."""
+    inspect = app.control.inspect(destination=[hostname], timeout=5)  # type: ignore[attr-defined]
+    replies = inspect.active_queues() or {}
+    return {queue["name"] for queue in replies.get(hostname, [])}
+
+
 def queue_length(app: object, name: str) -> int:
     """Messages ready in a queue (not counting those a consumer holds unacknowledged)."""
     from amqp.exceptions import ChannelError

@@ -34,7 +34,7 @@ SERVICE_VARIABLES = frozenset({"CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "DA
 
 HARNESS_DEVIATIONS: dict[str, str] = {
     "celery": "run as `python -m tests.covered_celery`: the same `celery` entry point, with "
-    "coverage in every pool child",
+    "coverage in every pool child when the run measures coverage (CI's Redis run)",
     "--queues": "each proof consumes a private queue (`wp.queue`), so no other worker of the "
     "run takes its tasks",
     "--hostname": "a node name per worker, so a proof pings and inspects exactly that worker",

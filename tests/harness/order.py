@@ -33,6 +33,25 @@ def known_durations(path: Path = DURATIONS) -> dict[str, float]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+SHARED_SCOPES = ("tests/site/",)
+"""Directories whose modules share a session fixture worth building once: the modules of
+tests/site/ all read the site that its conftest builds (a strict `mkdocs build`, ~20 s of CPU).
+Split over three processes, the Redis run built it three times; one scope, one process, once."""
+
+
+def scope_of(module: str) -> str:
+    """The unit xdist hands to one process: the module, or the shared directory it is in."""
+    return next((shared for shared in SHARED_SCOPES if module.startswith(shared)), module)
+
+
+def scope_durations(durations: dict[str, float]) -> dict[str, float]:
+    """Seconds per scope: a shared scope takes the sum of its modules'."""
+    summed: dict[str, float] = defaultdict(float)
+    for module, seconds in durations.items():
+        summed[scope_of(module)] += seconds
+    return dict(summed)
+
+
 def longest_first(modules: list[str], durations: dict[str, float]) -> list[str]:
     """`modules` by measured duration, longest first; unknown ones count as the median.
 
@@ -50,11 +69,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
 
     class LongestModuleFirst(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(module_of(nodeid))
+
         def _assign_work_unit(self, node: Any) -> None:
             # The first call comes from schedule(), once the queue holds every module.
             if not getattr(self, "_ordered", False):
                 self._ordered = True
-                order = longest_first(list(self.workqueue), known_durations())
+                order = longest_first(list(self.workqueue), scope_durations(known_durations()))
                 for scope in order:
                     self.workqueue.move_to_end(scope)
             super()._assign_work_unit(node)

@@ -15,7 +15,7 @@ import yaml
 
 from snippets.production.scaling import child_pid
 from tests.configuration.helpers import PrivateRedis, settings_env
-from tests.harness.celery import CELERY, queue_length, wait_ping, worker_env
+from tests.harness.celery import CELERY, consumed_queues, queue_length, wait_ping, worker_env
 from tests.harness.process import Process
 from tests.harness.wait import wait_until
 from tests.production.helpers import HOST, PRODUCTION_SETTINGS, SNIPPETS, prod_env, unique
@@ -106,6 +106,10 @@ def test_heartbeat_catches_alive_but_not_consuming(worker_process, tmp_path):
     wait_until(lambda: passes("worker-heartbeat.sh", **env))
 
     wp.app.control.cancel_consumer(wp.queue, destination=[node], reply=True)
+    # The reply comes before the cancel: the worker only schedules it (`call_soon` in
+    # celery/worker/control.py `cancel_consumer`). A task published before it takes effect is
+    # taken by the consumer (seen on RabbitMQ), so wait until the worker no longer lists it.
+    wait_until(lambda: wp.queue not in consumed_queues(wp.app, node))
     waiting = child_pid.apply_async(queue=wp.queue)
 
     wait_until(lambda: not passes("worker-heartbeat.sh", **env))
