@@ -3,6 +3,9 @@
 import os
 import re
 import signal
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ import pytest
 from snippets.django_integration.models import Report
 from snippets.django_integration.transactions import render_report
 from tests.harness import deployment
-from tests.harness.celery import worker_argv
+from tests.harness.celery import delete_queues, queue_length, worker_argv
 from tests.harness.db import unstick_connections
 
 TESTS = Path(__file__).parent
@@ -165,3 +168,21 @@ def test_a_test_stopped_mid_query_leaves_no_busy_connection():
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         assert cursor.fetchone() == (1,)
+
+
+@pytest.mark.services("broker")
+def test_a_queue_another_process_declared_is_emptied_by_delete_queues(celery_app):
+    """The worker subprocess declares a proof's queue, not the test process: on Redis kombu's
+    queue_delete alone left its messages there (a fixed queue name then saw the last run's)."""
+    queue = f"q-other-{uuid.uuid4().hex[:8]}"
+    publish = (
+        "import os, kombu\n"
+        "with kombu.Connection(os.environ['CELERY_BROKER_URL']) as conn:\n"
+        f"    q = kombu.Queue({queue!r}, routing_key={queue!r})\n"
+        f"    conn.Producer().publish('left over', routing_key={queue!r}, declare=[q])\n"
+    )
+    subprocess.run([sys.executable, "-c", publish], check=True, timeout=60)
+    assert queue_length(celery_app, queue) == 1
+
+    delete_queues(celery_app, queue)
+    assert queue_length(celery_app, queue) == 0

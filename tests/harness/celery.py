@@ -184,9 +184,16 @@ TIMINGS: list[tuple[str, float]] = []
 
 
 def delete_queues(app: object, *names: str) -> None:
-    """Delete the queues a proof used (each is its own; best effort, they may be gone)."""
+    """Delete the queues a proof used (each is its own; best effort, they may be gone).
+
+    Purged first: on Redis, kombu's `queue_delete` deletes only the queues this process bound
+    itself (kombu/transport/virtual/base.py, `Channel.queue_delete` walks `self.state`), and a
+    proof's queue is declared by its worker subprocess, so its messages outlived the proof.
+    """
     with app.connection_for_write() as conn:
         for queue in names:
+            with contextlib.suppress(Exception), conn.channel() as channel:
+                channel.queue_purge(queue)
             with contextlib.suppress(Exception), conn.channel() as channel:
                 channel.queue_delete(queue)
 
