@@ -140,17 +140,20 @@ def send_confirmation(self: Task, order_id: int) -> str:
 @shared_task(soft_time_limit=30, time_limit=60)
 def handle_order_failure(order_id: int) -> str:
     """The workflow's link_error: leave the order in a final state, release its stock."""
+    charge_id = None
+    if Order.objects.filter(pk=order_id, status=S.CHARGING).exists():
+        charge_id = payments.find_charge(charge_key(order_id))  # (1)!
     with transaction.atomic():
-        order = Order.objects.select_for_update().get(pk=order_id)
-        if order.status == S.CHARGING and (charge_id := payments.find_charge(charge_key(order_id))):
-            order.status, order.payment_id = S.PAID, charge_id  # (1)!
+        order = Order.objects.select_for_update().get(pk=order_id)  # (2)!
+        if order.status == S.CHARGING and charge_id:
+            order.status, order.payment_id = S.PAID, charge_id  # (3)!
             order.save(update_fields=["status", "payment_id"])
             send_confirmation.delay_on_commit(order_id)
             logger.warning("order %s: its charge %s went through after all", order_id, charge_id)
             return order.status
         if order.status in (S.PAID, S.CONFIRMED):
             logger.error("order %s is %s but a step failed: follow up", order_id, order.status)
-            return order.status  # (2)!
+            return order.status  # (4)!
         if order.status in (S.RESERVED, S.CHARGING):
             StockItem.objects.filter(sku=order.sku).update(
                 available=F("available") + order.quantity

@@ -8,11 +8,12 @@ import re
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
 from celery.exceptions import Ignore
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
@@ -501,6 +502,54 @@ def test_the_customer_is_told_once(celery_worker, mailoutbox):
     assert first.get(timeout=30) == "notified"
     assert notify_order_failed.delay(order.pk).get(timeout=30) == "already-notified"
     assert len(mailoutbox) == 1
+
+
+@dataclass
+class ProbesTheRowLock(payments.FakeProvider):
+    """The provider, which, while it handles each request, has another connection try to lock
+    the order's row (``SELECT ... FOR UPDATE NOWAIT``): "free" or "locked", per request."""
+
+    order_id: int = 0
+    probes: list[str] = field(default_factory=list)
+
+    def probe(self) -> None:
+        try:
+            with transaction.atomic():
+                Order.objects.select_for_update(nowait=True).get(pk=self.order_id)
+            self.probes.append("free")
+        except DatabaseError:
+            self.probes.append("locked")
+        finally:
+            connections.close_all()  # this request's thread is done with its connection
+
+    def charge(self, key: str | None, body: dict) -> tuple[int, dict]:
+        self.probe()
+        return super().charge(key, body)
+
+    def find(self, key: str) -> tuple[int, dict]:
+        self.probe()
+        return super().find(key)
+
+
+@pytest.mark.services("postgres")  # NOWAIT row locks: SQLite has no SELECT ... FOR UPDATE
+def test_no_row_lock_is_held_while_the_provider_is_called(celery_worker, settings):
+    """A declined card: the charge, then the error callback's lookup of the charge by key. While
+    the provider handles each request, another connection locks the order's row with NOWAIT and
+    gets it: no step holds the row while it waits on the network."""
+    StockItem.objects.create(sku="LAMP", available=1)
+    order = new_order()
+    provider = ProbesTheRowLock(decline_over=1000, order_id=order.pk)
+    server = serve_provider(provider)
+    settings.PAYMENTS_URL = f"http://127.0.0.1:{server.server_port}"
+    try:
+        order_workflow(order.pk).delay()
+        status_becomes(order, Order.Status.FAILED)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert provider.lookups == 1  # the error callback asked the provider
+    assert provider.probes == ["free", "free"]  # during the charge, during the lookup
+    assert stock() == 1
 
 
 @pytest.mark.django_db  # no worker, no committed rows needed: skip the flush
