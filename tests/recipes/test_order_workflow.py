@@ -38,13 +38,18 @@ from snippets.recipes.order_workflow_naive import (
     validate_inventory,
 )
 from snippets.recipes.payments import serve_provider
-from tests.configuration.helpers import settings_env
 from tests.harness.db import Rollback
 from tests.harness.net import free_port
 from tests.harness.publishes import recording_publishes
 from tests.harness.redelivery import deliver_again, received
 from tests.harness.wait import wait_until
-from tests.recipes.helpers import BAD_IDS, coerces_to, recipe_worker_settings, run_web_process
+from tests.recipes.helpers import (
+    BAD_IDS,
+    RECIPE_WORKER,
+    coerces_to,
+    recipe_worker_settings,
+    run_web_process,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -123,10 +128,7 @@ def test_broker_down_at_commit_the_order_is_kept_pending():
 
 @pytest.mark.proves_idempotent(task=resume_stuck_orders)
 @pytest.mark.services("broker")
-@pytest.mark.deviation(
-    "DJANGO_SETTINGS_MODULE=settings_override(production, default queue, PAYMENTS_URL)",
-    reason="the re-published workflows go to this worker's private queue; the test's provider",
-)
+@RECIPE_WORKER
 def test_the_sweeper_finishes_stuck_orders_and_a_redelivered_sweep_changes_nothing(
     worker_process, provider, settings
 ):
@@ -142,11 +144,7 @@ def test_the_sweeper_finishes_stuck_orders_and_a_redelivered_sweep_changes_nothi
     charged = payments.create_charge(charge_key(charging.pk), 4990, "went through")
     fresh = new_order()  # its workflow may still be on its way: not the sweeper's business
     queue = f"orders-{uuid.uuid4().hex[:8]}"
-    env = settings_env(
-        "snippets.production.settings",
-        CELERY_TASK_DEFAULT_QUEUE=queue,
-        PAYMENTS_URL=settings.PAYMENTS_URL,
-    )
+    env = recipe_worker_settings(queue, PAYMENTS_URL=settings.PAYMENTS_URL)
     wp = worker_process(queue=queue, env=env)
 
     sweep = resume_stuck_orders.apply_async((900,), queue=wp.queue)
@@ -171,11 +169,7 @@ def test_the_sweeper_finishes_stuck_orders_and_a_redelivered_sweep_changes_nothi
 @pytest.mark.proves_idempotent(task=handle_order_failure)
 @pytest.mark.proves_idempotent(task=notify_order_failed)
 @pytest.mark.services("broker")
-@pytest.mark.deviation(
-    "DJANGO_SETTINGS_MODULE=settings_override(production, default queue, PAYMENTS_URL, EMAIL_*)",
-    reason="the steps the worker publishes come back to its private queue; the test's provider "
-    "and SMTP server",
-)
+@RECIPE_WORKER
 def test_every_step_delivered_again_changes_nothing(
     worker_process, provider, smtp_server, settings
 ):
@@ -434,10 +428,10 @@ class SlowLookups(payments.FakeProvider):
 
 
 @pytest.mark.services("broker")
+@RECIPE_WORKER
 @pytest.mark.deviation(
-    "DJANGO_SETTINGS_MODULE=settings_override(production, default queue, PAYMENTS_URL, "
-    "PAYMENTS_TIMEOUT 0.5 s, charge_payment max_retries 1)",
-    reason="the worker's own queue and the test's provider; one retry instead of five (a "
+    "DJANGO_SETTINGS_MODULE also sets PAYMENTS_TIMEOUT=0.5 and charge_payment max_retries=1",
+    reason="the provider's answers come after the timeout; one retry instead of five (a "
     "minute of backoff) to run out of retries",
 )
 def test_a_charge_out_of_retries_on_a_worker_is_found_by_the_failure_handler(worker_process):
@@ -449,9 +443,8 @@ def test_a_charge_out_of_retries_on_a_worker_is_found_by_the_failure_handler(wor
     StockItem.objects.create(sku="LAMP", available=1)
     order = new_order()
     queue = f"orders-{uuid.uuid4().hex[:8]}"
-    env = settings_env(
-        "snippets.production.settings",
-        CELERY_TASK_DEFAULT_QUEUE=queue,
+    env = recipe_worker_settings(
+        queue,
         PAYMENTS_URL=f"http://127.0.0.1:{server.server_port}",
         PAYMENTS_TIMEOUT=0.5,
         CELERY_TASK_ANNOTATIONS={charge_payment.name: {"max_retries": 1}},
