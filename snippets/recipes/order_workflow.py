@@ -165,6 +165,10 @@ def handle_order_failure(order_id: int) -> str:
     return order.status
 
 
+# --8<-- [end:failure]
+
+
+# --8<-- [start:notify]
 @shared_task(
     bind=True,
     autoretry_for=(OSError,),
@@ -199,7 +203,7 @@ def notify_order_failed(self: Task, order_id: int) -> str:
     return "notified"
 
 
-# --8<-- [end:failure]
+# --8<-- [end:notify]
 
 
 # --8<-- [start:sweeper]
@@ -224,3 +228,62 @@ def resume_stuck_orders(older_than_seconds: int = 900) -> int:
 
 
 # --8<-- [end:sweeper]
+
+
+# --8<-- [start:webhook]
+import json
+import re
+
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+
+def order_of(idempotency_key: str | None) -> int | None:
+    """The order a charge was made for, read back from its idempotency key."""
+    match = re.fullmatch(r"order-(\d+)-charge", idempotency_key or "")
+    return int(match[1]) if match else None
+
+
+@csrf_exempt  # (1)!
+@require_POST
+def payment_webhook(request: HttpRequest) -> HttpResponse:
+    """The provider reports a charge: record it if we were still waiting, refund it if the
+    order had already failed. Delivered twice, it changes nothing more."""
+    signature = request.headers.get("Provider-Signature", "")
+    if not payments.signature_is_valid(request.body, signature):
+        return HttpResponse(status=400)  # (2)!
+    event = json.loads(request.body)
+    charge = event["data"]
+    order_id = order_of(charge.get("idempotency_key"))
+    if event["type"] != "charge.succeeded" or order_id is None:
+        return HttpResponse(status=204)  # not an order's charge: acknowledged, nothing to do
+    paid = Order.objects.filter(pk=order_id, status=S.CHARGING).update(
+        status=S.PAID, payment_id=charge["id"]
+    )  # (3)!
+    if paid:
+        send_confirmation.delay_on_commit(order_id)
+    elif Order.objects.filter(pk=order_id, status=S.FAILED).exists():
+        refund_charge.delay_on_commit(order_id, charge["id"])  # (4)!
+    return HttpResponse(status=200)  # (5)!
+
+
+@shared_task(
+    autoretry_for=(requests.ConnectionError, requests.Timeout),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=8,
+    soft_time_limit=60,
+    time_limit=90,
+)
+def refund_charge(order_id: int, charge_id: str) -> str:
+    """Refund a charge that was booked after its order failed: once, however often asked."""
+    refund_id = payments.refund_charge(f"order-{order_id}-refund", charge_id)  # (6)!
+    logger.warning(
+        "order %s: charge %s came after it failed, refunded: %s", order_id, charge_id, refund_id
+    )
+    return refund_id
+
+
+# --8<-- [end:webhook]

@@ -27,6 +27,7 @@ from snippets.recipes.order_workflow import (
     notify_order_failed,
     order_workflow,
     place_order,
+    refund_charge,
     reserve_stock,
     resume_stuck_orders,
     send_confirmation,
@@ -543,6 +544,89 @@ def test_no_row_lock_is_held_while_the_provider_is_called(celery_worker, setting
     assert provider.lookups == 1  # the error callback asked the provider
     assert provider.probes == ["free", "free"]  # during the charge, during the lookup
     assert stock() == 1
+
+
+WEBHOOK_SECRET = "whsec_test"
+
+
+@pytest.fixture
+def webhook(client, settings, provider):
+    """POST the provider's signed event for `charge` to the shop's webhook, as the provider
+    does; `signature=` sends another signature instead."""
+    settings.ROOT_URLCONF = "snippets.recipes.urls"
+    settings.PAYMENTS_WEBHOOK_SECRET = WEBHOOK_SECRET
+
+    def post(charge: dict, event_type: str = "charge.succeeded", signature: str | None = None):
+        body, signed = provider.webhook(event_type, charge, WEBHOOK_SECRET)
+        return client.post(
+            "/payments/webhook",
+            body,
+            content_type="application/json",
+            headers={"Provider-Signature": signed if signature is None else signature},
+        )
+
+    return post
+
+
+def test_a_charge_booked_after_the_order_failed_is_refunded_once(
+    celery_worker, provider, webhook, published
+):
+    """The client gave up, the order failed, the customer was told "not charged": then the
+    request still in flight books the charge. The provider's webhook, delivered twice, refunds
+    it once. A forged event (bad signature) and an event for no order's charge change nothing."""
+    order = new_order(status=Order.Status.FAILED)
+    late = payments.create_charge(charge_key(order.pk), 4990, "in flight")  # booked too late
+    [charge] = provider.charges
+
+    assert webhook(charge, signature="0" * 64).status_code == 400  # not from the provider
+    assert webhook({**charge, "idempotency_key": "not-an-order"}).status_code == 204
+    assert published == []
+    for _delivery in range(2):  # the provider delivers at least once
+        assert webhook(charge).status_code == 200
+    refunds = [p for p in published if p["name"] == refund_charge.name]
+    assert [p["args"] for p in refunds] == [[order.pk, late], [order.pk, late]]
+    for p in refunds:
+        assert refund_charge.AsyncResult(p["id"]).get(timeout=30) == "re_1"
+    assert [r["charge"] for r in provider.refunds] == [late]  # one refund, of that charge
+    order.refresh_from_db()
+    assert order.status == Order.Status.FAILED
+
+
+def test_the_webhook_records_a_charge_the_workflow_is_still_waiting_for(
+    celery_worker, provider, webhook, mailoutbox, published
+):
+    """The order is CHARGING (the charge step is retrying, or its worker died): the webhook
+    records the charge and the confirmation follows, once, however often it is delivered."""
+    order = new_order(status=Order.Status.CHARGING)
+    payments.create_charge(charge_key(order.pk), 4990, "booked")
+    [charge] = provider.charges
+
+    assert webhook(charge).status_code == 200
+    status_becomes(order, Order.Status.CONFIRMED)
+    assert webhook(charge).status_code == 200  # delivered again: the order is past CHARGING
+    assert names(published) == ["send_confirmation"]
+    assert order.payment_id == charge["id"]
+    assert len(mailoutbox) == 1
+
+
+@pytest.mark.proves_idempotent(task=refund_charge)
+@pytest.mark.services("broker")
+@RECIPE_WORKER
+def test_a_refund_delivered_again_refunds_nothing_more(worker_process, provider, settings):
+    """On a worker subprocess: the refund runs, then its message is delivered again with its
+    task id. The provider answers the second request with the first refund (the refund's own
+    idempotency key): one refund."""
+    order = new_order(status=Order.Status.FAILED)
+    late = payments.create_charge(charge_key(order.pk), 4990, "in flight")
+    queue = f"orders-{uuid.uuid4().hex[:8]}"
+    wp = worker_process(
+        queue=queue, env=recipe_worker_settings(queue, PAYMENTS_URL=settings.PAYMENTS_URL)
+    )
+
+    first = refund_charge.apply_async((order.pk, late), queue=wp.queue)
+    assert first.get(timeout=60) == "re_1"
+    assert deliver_again(wp, refund_charge, (order.pk, late), first.id) == "re_1"
+    assert len(provider.refunds) == 1
 
 
 @pytest.mark.django_db  # no worker, no committed rows needed: skip the flush
