@@ -114,6 +114,33 @@ def test_the_hook_lists_tests_in_file_order_with_summary_and_deviations(tmp_path
     ]
 
 
+BOUND = '''
+import pytest
+
+from tests.recipes.helpers import RECIPE_WORKER
+
+solo = pytest.mark.deviation("--pool=solo", reason="one process")
+pytestmark = [pytest.mark.django_db, solo]
+
+
+@RECIPE_WORKER
+def test_first(worker_process):
+    """Runs a recipe's worker."""
+'''
+
+
+def test_the_hook_reads_a_mark_bound_to_a_name_here_or_in_a_tests_helper(tmp_path):
+    """A deviation mark given a name (``solo = pytest.mark.deviation(...)``, or
+    ``RECIPE_WORKER``, imported from tests/recipes/helpers.py) is listed like one spelt out."""
+    module = tmp_path / "test_page.py"
+    module.write_text(BOUND)
+    [proof] = proofs.proofs(module)
+    assert proof.deviations[0] == ("--pool=solo", "one process")
+    [(what, why)] = proof.deviations[1:]
+    assert what.startswith("DJANGO_SETTINGS_MODULE=settings_override(production, default queue")
+    assert why.startswith("recipe_worker_settings(): ")
+
+
 def test_the_hook_links_each_test_to_its_source_when_repo_url_is_set():
     module = ROOT / "tests" / "task_design" / "test_idempotency.py"
     config = {"repo_url": "https://github.com/example/site/", "edit_uri": "edit/trunk/docs/"}

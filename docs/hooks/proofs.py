@@ -58,11 +58,56 @@ def literal(node: ast.expr) -> str:
         return ast.unparse(node)
 
 
-def deviations(decorators: list[ast.expr]) -> list[tuple[str, str]]:
-    """``deviation("what", reason="why")`` marks, however they are spelt (pytest.mark.deviation,
-    a bare ``deviation(...)`` helper, or inside a list assigned to ``pytestmark``)."""
+def assignments(tree: ast.Module) -> dict[str, ast.expr]:
+    """The module's top-level ``NAME = value`` assignments."""
+    return {
+        target.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+
+
+def bound_names(tree: ast.Module) -> dict[str, ast.expr]:
+    """What a name used as a mark stands for: a top-level assignment of the test module, or one
+    it imports from another module under tests/ (``from tests.recipes.helpers import MARK``)."""
+    bound: dict[str, ast.expr] = {}
+    for node in tree.body:
+        if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module):
+            continue
+        path = ROOT.joinpath(*node.module.split(".")).with_suffix(".py")
+        if node.module.split(".")[0] != "tests" or not path.is_file():
+            continue
+        theirs = assignments(ast.parse(path.read_text()))
+        for alias in node.names:
+            if alias.name in theirs:
+                bound[alias.asname or alias.name] = theirs[alias.name]
+    return bound | assignments(tree)
+
+
+def marks(nodes: list[ast.expr], bound: dict[str, ast.expr]) -> list[ast.expr]:
+    """The marks themselves: a name bound to a mark (``@RECIPE_WORKER``) is replaced by its
+    value, and a list or tuple of marks (``pytestmark = [...]``) by its items."""
     found = []
-    for node in decorators:
+    for node in nodes:
+        if isinstance(node, ast.Name) and node.id in bound:
+            found += marks([bound[node.id]], {k: v for k, v in bound.items() if k != node.id})
+        elif isinstance(node, ast.List | ast.Tuple):
+            found += marks(node.elts, bound)
+        else:
+            found.append(node)
+    return found
+
+
+def deviations(
+    decorators: list[ast.expr], bound: dict[str, ast.expr] | None = None
+) -> list[tuple[str, str]]:
+    """``deviation("what", reason="why")`` marks, however they are spelt (pytest.mark.deviation,
+    a bare ``deviation(...)`` helper, inside a list assigned to ``pytestmark``, or a name
+    bound to such a mark in the module or in a tests helper module it imports)."""
+    found = []
+    for node in marks(decorators, bound or {}):
         for call in ast.walk(node):
             if not isinstance(call, ast.Call):
                 continue
@@ -87,22 +132,23 @@ def proofs(module: Path) -> list[Proof]:
         if isinstance(node, ast.Assign)
         and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets)
     ]
-    shared = deviations(module_marks)
+    bound = bound_names(tree)
+    shared = deviations(module_marks, bound)
     found = []
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             if node.name.startswith("test_"):
-                marks = shared + deviations(node.decorator_list)
+                own = shared + deviations(node.decorator_list, bound)
                 workers = bool(WORKER_FIXTURES & {a.arg for a in node.args.args})
-                found.append(Proof(node.name, node.lineno, summary(node), marks, workers))
+                found.append(Proof(node.name, node.lineno, summary(node), own, workers))
         elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
-            class_marks = shared + deviations(node.decorator_list)
+            class_marks = shared + deviations(node.decorator_list, bound)
             for item in node.body:
                 if isinstance(item, ast.FunctionDef) and item.name.startswith("test_"):
-                    marks = class_marks + deviations(item.decorator_list)
+                    own = class_marks + deviations(item.decorator_list, bound)
                     name = f"{node.name}.{item.name}"
                     workers = bool(WORKER_FIXTURES & {a.arg for a in item.args.args})
-                    found.append(Proof(name, item.lineno, summary(item), marks, workers))
+                    found.append(Proof(name, item.lineno, summary(item), own, workers))
     return found
 
 

@@ -75,17 +75,8 @@ class CeleryExporter:
         )
         with self.app.connection_for_read() as conn:
             for queue in self.queues:
-                length.add_metric([queue], float(self.queue_length(conn, queue)))
+                length.add_metric([queue], float(queue_length(conn, queue)))  # (1)!
         yield length
-
-    @staticmethod
-    def queue_length(conn: Connection, queue: str) -> int:
-        """Ready messages in the queue, asked of the broker itself (a passive declare)."""
-        try:
-            with conn.channel() as channel:
-                return channel.queue_declare(queue, passive=True).message_count
-        except conn.channel_errors:  # (1)!
-            return 0
 
     def run(self) -> None:
         """Consume events until stop(); reconnects when the broker goes away."""
@@ -101,6 +92,19 @@ class CeleryExporter:
 
 
 # --8<-- [end:scrape]
+
+
+# --8<-- [start:queue_length]
+def queue_length(conn: Connection, queue: str) -> int:
+    """Ready messages in the queue, asked of the broker itself (a passive declare)."""
+    try:
+        with conn.channel() as channel:
+            return channel.queue_declare(queue, passive=True).message_count
+    except conn.channel_errors:  # (1)!
+        return 0
+
+
+# --8<-- [end:queue_length]
 
 
 # --8<-- [start:main]

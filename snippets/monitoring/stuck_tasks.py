@@ -23,13 +23,15 @@ def fetch_status(url: str) -> int:
 # --8<-- [start:diagnose]
 from celery import Celery
 
+from snippets.monitoring.prometheus import queue_length  # (1)!
+
 
 def where_is(app: Celery, task_id: str, queues: list[str]) -> dict:
     """Ask the result backend, every worker and the broker where a task is."""
     workers = [name for reply in app.control.ping(timeout=1) for name in reply]
-    found: dict = {"state": app.AsyncResult(task_id).state, "workers": workers}  # (1)!
+    found: dict = {"state": app.AsyncResult(task_id).state, "workers": workers}  # (2)!
     consumed: set[str] = set()
-    if workers:  # (2)!
+    if workers:  # (3)!
         inspect = app.control.inspect(destination=workers, timeout=5)  # returns once all answered
         for what, replies in [
             ("active", inspect.active()),  # running now
@@ -42,21 +44,12 @@ def where_is(app: Celery, task_id: str, queues: list[str]) -> dict:
                     found[what] = worker
         consumed = {q["name"] for qs in (inspect.active_queues() or {}).values() for q in qs}
     with app.connection_for_read() as conn:
-        found["unconsumed_queues"] = {  # (3)!
+        found["unconsumed_queues"] = {  # (4)!
             queue: waiting
             for queue in queues
             if queue not in consumed and (waiting := queue_length(conn, queue))
         }
     return found
-
-
-def queue_length(conn, queue: str) -> int:  # noqa: ANN001 — a kombu Connection
-    """Messages waiting in a queue, from the broker (0 if it does not exist)."""
-    try:
-        with conn.channel() as channel:
-            return channel.queue_declare(queue, passive=True).message_count
-    except conn.channel_errors:
-        return 0
 
 
 # --8<-- [end:diagnose]

@@ -140,17 +140,20 @@ def send_confirmation(self: Task, order_id: int) -> str:
 @shared_task(soft_time_limit=30, time_limit=60)
 def handle_order_failure(order_id: int) -> str:
     """The workflow's link_error: leave the order in a final state, release its stock."""
+    charge_id = None
+    if Order.objects.filter(pk=order_id, status=S.CHARGING).exists():
+        charge_id = payments.find_charge(charge_key(order_id))  # (1)!
     with transaction.atomic():
-        order = Order.objects.select_for_update().get(pk=order_id)
-        if order.status == S.CHARGING and (charge_id := payments.find_charge(charge_key(order_id))):
-            order.status, order.payment_id = S.PAID, charge_id  # (1)!
+        order = Order.objects.select_for_update().get(pk=order_id)  # (2)!
+        if order.status == S.CHARGING and charge_id:
+            order.status, order.payment_id = S.PAID, charge_id  # (3)!
             order.save(update_fields=["status", "payment_id"])
             send_confirmation.delay_on_commit(order_id)
             logger.warning("order %s: its charge %s went through after all", order_id, charge_id)
             return order.status
         if order.status in (S.PAID, S.CONFIRMED):
             logger.error("order %s is %s but a step failed: follow up", order_id, order.status)
-            return order.status  # (2)!
+            return order.status  # (4)!
         if order.status in (S.RESERVED, S.CHARGING):
             StockItem.objects.filter(sku=order.sku).update(
                 available=F("available") + order.quantity
@@ -162,6 +165,10 @@ def handle_order_failure(order_id: int) -> str:
     return order.status
 
 
+# --8<-- [end:failure]
+
+
+# --8<-- [start:notify]
 @shared_task(
     bind=True,
     autoretry_for=(OSError,),
@@ -196,7 +203,7 @@ def notify_order_failed(self: Task, order_id: int) -> str:
     return "notified"
 
 
-# --8<-- [end:failure]
+# --8<-- [end:notify]
 
 
 # --8<-- [start:sweeper]
@@ -221,3 +228,62 @@ def resume_stuck_orders(older_than_seconds: int = 900) -> int:
 
 
 # --8<-- [end:sweeper]
+
+
+# --8<-- [start:webhook]
+import json
+import re
+
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+
+def order_of(idempotency_key: str | None) -> int | None:
+    """The order a charge was made for, read back from its idempotency key."""
+    match = re.fullmatch(r"order-(\d+)-charge", idempotency_key or "")
+    return int(match[1]) if match else None
+
+
+@csrf_exempt  # (1)!
+@require_POST
+def payment_webhook(request: HttpRequest) -> HttpResponse:
+    """The provider reports a charge: record it if we were still waiting, refund it if the
+    order had already failed. Delivered twice, it changes nothing more."""
+    signature = request.headers.get("Provider-Signature", "")
+    if not payments.signature_is_valid(request.body, signature):
+        return HttpResponse(status=400)  # (2)!
+    event = json.loads(request.body)
+    charge = event["data"]
+    order_id = order_of(charge.get("idempotency_key"))
+    if event["type"] != "charge.succeeded" or order_id is None:
+        return HttpResponse(status=204)  # not an order's charge: acknowledged, nothing to do
+    paid = Order.objects.filter(pk=order_id, status=S.CHARGING).update(
+        status=S.PAID, payment_id=charge["id"]
+    )  # (3)!
+    if paid:
+        send_confirmation.delay_on_commit(order_id)
+    elif Order.objects.filter(pk=order_id, status=S.FAILED).exists():
+        refund_charge.delay_on_commit(order_id, charge["id"])  # (4)!
+    return HttpResponse(status=200)  # (5)!
+
+
+@shared_task(
+    autoretry_for=(requests.ConnectionError, requests.Timeout),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=8,
+    soft_time_limit=60,
+    time_limit=90,
+)
+def refund_charge(order_id: int, charge_id: str) -> str:
+    """Refund a charge that was booked after its order failed: once, however often asked."""
+    refund_id = payments.refund_charge(f"order-{order_id}-refund", charge_id)  # (6)!
+    logger.warning(
+        "order %s: charge %s came after it failed, refunded: %s", order_id, charge_id, refund_id
+    )
+    return refund_id
+
+
+# --8<-- [end:webhook]

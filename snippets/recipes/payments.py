@@ -6,6 +6,9 @@ charges by that key, declines, and a response that can arrive after the client g
 """
 
 # --8<-- [start:client]
+import hashlib
+import hmac
+
 import requests
 from django.conf import settings
 
@@ -44,6 +47,25 @@ def find_charge(idempotency_key: str) -> str | None:
     return charges[0]["id"] if charges else None
 
 
+def refund_charge(idempotency_key: str, charge_id: str) -> str:
+    """Refund the whole charge, once per key."""
+    response = requests.post(
+        f"{provider_url()}/refunds",
+        json={"charge": charge_id},
+        headers={"Idempotency-Key": idempotency_key},
+        timeout=getattr(settings, "PAYMENTS_TIMEOUT", 10),
+    )
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+def signature_is_valid(body: bytes, signature: str) -> bool:
+    """A webhook is the provider's only if its body is signed with the shared secret."""
+    secret = settings.PAYMENTS_WEBHOOK_SECRET.encode()
+    expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)  # constant time: no timing oracle
+
+
 # --8<-- [end:client]
 
 
@@ -61,6 +83,7 @@ class FakeProvider:
     """The provider's ledger, and the faults a test can inject."""
 
     charges: list[dict] = field(default_factory=list)
+    refunds: list[dict] = field(default_factory=list)
     lookups: int = 0
     decline_over: int | None = None  # decline amounts above this (cents)
     response_delay: float = 0.0  # seconds between booking a charge and answering
@@ -83,6 +106,20 @@ class FakeProvider:
             self.lookups += 1
             return 200, {"data": [c for c in self.charges if c["idempotency_key"] == key]}
 
+    def refund(self, key: str | None, body: dict) -> tuple[int, dict]:
+        with self.lock:
+            for refund in self.refunds:
+                if key and refund["idempotency_key"] == key:
+                    return 200, refund  # the same key: the first refund
+            refund = {"id": f"re_{len(self.refunds) + 1}", "idempotency_key": key, **body}
+            self.refunds.append(refund)
+            return 201, refund
+
+    def webhook(self, event_type: str, charge: dict, secret: str) -> tuple[bytes, str]:
+        """The event the provider POSTs to the shop, and its signature (HMAC-SHA256, hex)."""
+        body = json.dumps({"type": event_type, "data": charge}).encode()
+        return body, hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
 
 # --8<-- [end:provider]
 # --8<-- [start:server]
@@ -101,7 +138,8 @@ def serve_provider(provider: FakeProvider, port: int = 0) -> ThreadingHTTPServer
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(length))
-            self.reply(*provider.charge(self.headers.get("Idempotency-Key"), body))
+            act = provider.refund if self.path == "/refunds" else provider.charge
+            self.reply(*act(self.headers.get("Idempotency-Key"), body))
 
         def do_GET(self) -> None:
             query = parse_qs(urlparse(self.path).query)

@@ -10,9 +10,11 @@ import pytest
 
 from snippets.monitoring.logging import import_rows
 from tests.harness.redelivery import redeliver
+from tests.monitoring.logging_probe_settings import BUILT
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
 JSON_SETTINGS = "snippets.monitoring.json_logging.settings"
+PROBE_SETTINGS = "tests.monitoring.logging_probe_settings"
 CELERY_FORMAT = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+: (INFO|WARNING|ERROR)/")
 
 
@@ -83,6 +85,31 @@ def test_with_setup_logging_connected_every_log_line_is_django_json(worker_proce
     assert failure["correlation_id"] == "req-43"
     assert "ValueError: no batch -1" in failure["exc_info"]
     assert any(e["message"].endswith(" ready.") and e["task_id"] is None for e in entries)
+
+
+@pytest.mark.deviation(
+    "-A snippets.monitoring.json_logging.celery",
+    reason="the page's app, with setup_logging connected",
+)
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=tests.monitoring.logging_probe_settings",
+    reason="the page's JSON LOGGING, its handler built by a factory that says so on stderr",
+)
+def test_the_worker_applies_logging_twice_and_writes_each_line_once(worker_process):
+    """LOGGING is applied twice before the worker's first line: by `django.setup()`, then by the
+    receiver. The second application replaces the handler the first built, so the `ready` line
+    and the task's line are each written once, as JSON."""
+    lines, good, _bad = run_and_read_log(
+        worker_process, "snippets.monitoring.json_logging.celery", PROBE_SETTINGS
+    )
+    built = [n for n, line in enumerate(lines) if line == BUILT]
+    first_json = next(n for n, line in enumerate(lines) if line.startswith("{"))
+    assert len(built) == 2  # Django's dictConfig, then the receiver's
+    assert built[-1] < first_json  # both before anything was logged
+    entries = json_entries(lines)
+    assert len([e for e in entries if e["message"].endswith(" ready.")]) == 1
+    [mine] = [e for e in entries if e["message"] == "imported batch 3"]
+    assert (mine["task_id"], mine["logger"]) == (good, "snippets.monitoring.logging")
 
 
 @pytest.mark.deviation(

@@ -2,6 +2,8 @@
 the beat schedule the test passes as JSON in PERIODIC_TEST_SCHEDULE
 (``{entry: {"task", "seconds", "args", "kwargs", "options"}}``; ``seconds`` is the interval),
 and the scheduler class named in PERIODIC_TEST_SCHEDULER, as a project's settings would.
+PERIODIC_TEST_SETTINGS_BLOCK names a block a page shows as settings (``path:section``, as the
+page includes it): its text is run here, as if the reader had pasted it into settings.py.
 PERIODIC_TEST_BASE_SETTINGS names other base settings (the production ones, for a beat run as
 the site's containers run it).
 """
@@ -9,7 +11,9 @@ the site's containers run it).
 import importlib
 import json
 import os
+import re
 from datetime import timedelta
+from pathlib import Path
 
 from snippets.project.settings import *  # noqa: F403
 
@@ -26,3 +30,8 @@ CELERY_BEAT_SCHEDULE = {
 
 if os.environ.get("PERIODIC_TEST_SCHEDULER"):
     CELERY_BEAT_SCHEDULER = os.environ["PERIODIC_TEST_SCHEDULER"]
+
+if block := os.environ.get("PERIODIC_TEST_SETTINGS_BLOCK"):
+    path, section = block.split(":")
+    text = (Path(__file__).resolve().parent.parent.parent / path).read_text()
+    exec(re.search(rf"\[start:{section}\]\n(.*?)# --8<-- \[end:{section}\]", text, re.S)[1])

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from celery.utils.imports import symbol_by_name
 from django.core.exceptions import MultipleObjectsReturned
 from django.db import connection, connections
 from django.db.models.signals import pre_save
@@ -22,7 +21,6 @@ from django_celery_beat.models import (
     PeriodicTask,
     PeriodicTasks,
 )
-from django_celery_beat.schedulers import DatabaseScheduler
 
 from snippets.periodic_tasks.dynamic_schedules import (
     CELERY_BEAT_SCHEDULER,
@@ -43,11 +41,12 @@ CHANGED = "DatabaseScheduler: Schedule changed."
 QUIET = 2  # seconds (two 1 s beat loops) in which a stopped entry must not be sent
 
 
-def database_beat(beat_process):
+def database_beat(beat_process, env: dict[str, str] | None = None):
     """A beat on the DatabaseScheduler whose change detection is running: nudge the change
     timestamp until the beat logs that it saw a change, so the test's own changes are not
-    made while it is still starting up."""
-    beat = beat_process(env={"PERIODIC_TEST_SCHEDULER": CELERY_BEAT_SCHEDULER})
+    made while it is still starting up. `env`: how beat's settings name the scheduler (by
+    default, the page's value)."""
+    beat = beat_process(env=env or {"PERIODIC_TEST_SCHEDULER": CELERY_BEAT_SCHEDULER})
     beat.wait_for_log("beat: Starting...")
 
     def changed() -> bool:
@@ -66,9 +65,19 @@ def sends_after_last_change(beat, entry: str) -> list[str]:
     return re.findall(rf"Sending due task {re.escape(entry)} ", tail)
 
 
-def test_the_setting_names_the_database_scheduler():
-    """The page's setting makes beat use django-celery-beat's `DatabaseScheduler`."""
-    assert symbol_by_name(CELERY_BEAT_SCHEDULER) is DatabaseScheduler
+@pytest.mark.services("broker", "postgres")
+def test_the_settings_block_alone_makes_beat_read_the_database(beat_process, queue_name):
+    """A beat whose settings are the project's plus the block above, pasted as shown (no
+    `--scheduler` option): it notices a change made through the models, and a task created
+    through the ORM while it runs is sent."""
+    block = {
+        "PERIODIC_TEST_SETTINGS_BLOCK": "snippets/periodic_tasks/dynamic_schedules.py:settings"
+    }
+    beat = database_beat(beat_process, env=block)  # another scheduler never sees the change
+    schedule_every("from-the-block", seconds=1, queue=queue_name, expire_seconds=60)
+    beat.wait_for_sends(2, "from-the-block")
+    beat.stop()
+    assert {m["args"][0] for m in read_queue(queue_name)} == {"from-the-block"}
 
 
 @pytest.mark.services("broker", "postgres")

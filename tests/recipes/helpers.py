@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from hypothesis import strategies as st
 
 from tests.configuration.helpers import settings_env
@@ -24,6 +25,17 @@ def run_web_process(code: str, **env: str) -> subprocess.CompletedProcess:
         timeout=120,
         check=False,
     )
+
+
+RECIPE_WORKER = pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(production, default queue, EMAIL settings, "
+    "PAYMENTS_URL)",
+    reason="recipe_worker_settings(): the worker's private queue is the default queue, so the "
+    "steps it publishes come back to it; the EMAIL settings and PAYMENTS_URL point at the "
+    "test's SMTP server and payment provider, in the tests that have them",
+)
+"""The deviation of every worker started with `recipe_worker_settings()` (the Proof lists show
+it, docs/hooks/proofs.py); a test that overrides more declares that in a mark of its own."""
 
 
 def recipe_worker_settings(queue: str, smtp: object = None, **overrides: object) -> dict:

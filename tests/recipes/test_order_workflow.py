@@ -8,11 +8,12 @@ import re
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
 from celery.exceptions import Ignore
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
@@ -26,6 +27,7 @@ from snippets.recipes.order_workflow import (
     notify_order_failed,
     order_workflow,
     place_order,
+    refund_charge,
     reserve_stock,
     resume_stuck_orders,
     send_confirmation,
@@ -37,13 +39,18 @@ from snippets.recipes.order_workflow_naive import (
     validate_inventory,
 )
 from snippets.recipes.payments import serve_provider
-from tests.configuration.helpers import settings_env
 from tests.harness.db import Rollback
 from tests.harness.net import free_port
 from tests.harness.publishes import recording_publishes
 from tests.harness.redelivery import deliver_again, received
 from tests.harness.wait import wait_until
-from tests.recipes.helpers import BAD_IDS, coerces_to, recipe_worker_settings, run_web_process
+from tests.recipes.helpers import (
+    BAD_IDS,
+    RECIPE_WORKER,
+    coerces_to,
+    recipe_worker_settings,
+    run_web_process,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -122,10 +129,7 @@ def test_broker_down_at_commit_the_order_is_kept_pending():
 
 @pytest.mark.proves_idempotent(task=resume_stuck_orders)
 @pytest.mark.services("broker")
-@pytest.mark.deviation(
-    "DJANGO_SETTINGS_MODULE=settings_override(production, default queue, PAYMENTS_URL)",
-    reason="the re-published workflows go to this worker's private queue; the test's provider",
-)
+@RECIPE_WORKER
 def test_the_sweeper_finishes_stuck_orders_and_a_redelivered_sweep_changes_nothing(
     worker_process, provider, settings
 ):
@@ -141,11 +145,7 @@ def test_the_sweeper_finishes_stuck_orders_and_a_redelivered_sweep_changes_nothi
     charged = payments.create_charge(charge_key(charging.pk), 4990, "went through")
     fresh = new_order()  # its workflow may still be on its way: not the sweeper's business
     queue = f"orders-{uuid.uuid4().hex[:8]}"
-    env = settings_env(
-        "snippets.production.settings",
-        CELERY_TASK_DEFAULT_QUEUE=queue,
-        PAYMENTS_URL=settings.PAYMENTS_URL,
-    )
+    env = recipe_worker_settings(queue, PAYMENTS_URL=settings.PAYMENTS_URL)
     wp = worker_process(queue=queue, env=env)
 
     sweep = resume_stuck_orders.apply_async((900,), queue=wp.queue)
@@ -170,11 +170,7 @@ def test_the_sweeper_finishes_stuck_orders_and_a_redelivered_sweep_changes_nothi
 @pytest.mark.proves_idempotent(task=handle_order_failure)
 @pytest.mark.proves_idempotent(task=notify_order_failed)
 @pytest.mark.services("broker")
-@pytest.mark.deviation(
-    "DJANGO_SETTINGS_MODULE=settings_override(production, default queue, PAYMENTS_URL, EMAIL_*)",
-    reason="the steps the worker publishes come back to its private queue; the test's provider "
-    "and SMTP server",
-)
+@RECIPE_WORKER
 def test_every_step_delivered_again_changes_nothing(
     worker_process, provider, smtp_server, settings
 ):
@@ -433,10 +429,10 @@ class SlowLookups(payments.FakeProvider):
 
 
 @pytest.mark.services("broker")
+@RECIPE_WORKER
 @pytest.mark.deviation(
-    "DJANGO_SETTINGS_MODULE=settings_override(production, default queue, PAYMENTS_URL, "
-    "PAYMENTS_TIMEOUT 0.5 s, charge_payment max_retries 1)",
-    reason="the worker's own queue and the test's provider; one retry instead of five (a "
+    "DJANGO_SETTINGS_MODULE also sets PAYMENTS_TIMEOUT=0.5 and charge_payment max_retries=1",
+    reason="the provider's answers come after the timeout; one retry instead of five (a "
     "minute of backoff) to run out of retries",
 )
 def test_a_charge_out_of_retries_on_a_worker_is_found_by_the_failure_handler(worker_process):
@@ -448,9 +444,8 @@ def test_a_charge_out_of_retries_on_a_worker_is_found_by_the_failure_handler(wor
     StockItem.objects.create(sku="LAMP", available=1)
     order = new_order()
     queue = f"orders-{uuid.uuid4().hex[:8]}"
-    env = settings_env(
-        "snippets.production.settings",
-        CELERY_TASK_DEFAULT_QUEUE=queue,
+    env = recipe_worker_settings(
+        queue,
         PAYMENTS_URL=f"http://127.0.0.1:{server.server_port}",
         PAYMENTS_TIMEOUT=0.5,
         CELERY_TASK_ANNOTATIONS={charge_payment.name: {"max_retries": 1}},
@@ -501,6 +496,137 @@ def test_the_customer_is_told_once(celery_worker, mailoutbox):
     assert first.get(timeout=30) == "notified"
     assert notify_order_failed.delay(order.pk).get(timeout=30) == "already-notified"
     assert len(mailoutbox) == 1
+
+
+@dataclass
+class ProbesTheRowLock(payments.FakeProvider):
+    """The provider, which, while it handles each request, has another connection try to lock
+    the order's row (``SELECT ... FOR UPDATE NOWAIT``): "free" or "locked", per request."""
+
+    order_id: int = 0
+    probes: list[str] = field(default_factory=list)
+
+    def probe(self) -> None:
+        try:
+            with transaction.atomic():
+                Order.objects.select_for_update(nowait=True).get(pk=self.order_id)
+            self.probes.append("free")
+        except DatabaseError:
+            self.probes.append("locked")
+        finally:
+            connections.close_all()  # this request's thread is done with its connection
+
+    def charge(self, key: str | None, body: dict) -> tuple[int, dict]:
+        self.probe()
+        return super().charge(key, body)
+
+    def find(self, key: str) -> tuple[int, dict]:
+        self.probe()
+        return super().find(key)
+
+
+@pytest.mark.services("postgres")  # NOWAIT row locks: SQLite has no SELECT ... FOR UPDATE
+def test_no_row_lock_is_held_while_the_provider_is_called(celery_worker, settings):
+    """A declined card: the charge, then the error callback's lookup of the charge by key. While
+    the provider handles each request, another connection locks the order's row with NOWAIT and
+    gets it: no step holds the row while it waits on the network."""
+    StockItem.objects.create(sku="LAMP", available=1)
+    order = new_order()
+    provider = ProbesTheRowLock(decline_over=1000, order_id=order.pk)
+    server = serve_provider(provider)
+    settings.PAYMENTS_URL = f"http://127.0.0.1:{server.server_port}"
+    try:
+        order_workflow(order.pk).delay()
+        status_becomes(order, Order.Status.FAILED)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert provider.lookups == 1  # the error callback asked the provider
+    assert provider.probes == ["free", "free"]  # during the charge, during the lookup
+    assert stock() == 1
+
+
+WEBHOOK_SECRET = "whsec_test"
+
+
+@pytest.fixture
+def webhook(client, settings, provider):
+    """POST the provider's signed event for `charge` to the shop's webhook, as the provider
+    does; `signature=` sends another signature instead."""
+    settings.ROOT_URLCONF = "snippets.recipes.urls"
+    settings.PAYMENTS_WEBHOOK_SECRET = WEBHOOK_SECRET
+
+    def post(charge: dict, event_type: str = "charge.succeeded", signature: str | None = None):
+        body, signed = provider.webhook(event_type, charge, WEBHOOK_SECRET)
+        return client.post(
+            "/payments/webhook",
+            body,
+            content_type="application/json",
+            headers={"Provider-Signature": signed if signature is None else signature},
+        )
+
+    return post
+
+
+def test_a_charge_booked_after_the_order_failed_is_refunded_once(
+    celery_worker, provider, webhook, published
+):
+    """The client gave up, the order failed, the customer was told "not charged": then the
+    request still in flight books the charge. The provider's webhook, delivered twice, refunds
+    it once. A forged event (bad signature) and an event for no order's charge change nothing."""
+    order = new_order(status=Order.Status.FAILED)
+    late = payments.create_charge(charge_key(order.pk), 4990, "in flight")  # booked too late
+    [charge] = provider.charges
+
+    assert webhook(charge, signature="0" * 64).status_code == 400  # not from the provider
+    assert webhook({**charge, "idempotency_key": "not-an-order"}).status_code == 204
+    assert published == []
+    for _delivery in range(2):  # the provider delivers at least once
+        assert webhook(charge).status_code == 200
+    refunds = [p for p in published if p["name"] == refund_charge.name]
+    assert [p["args"] for p in refunds] == [[order.pk, late], [order.pk, late]]
+    for p in refunds:
+        assert refund_charge.AsyncResult(p["id"]).get(timeout=30) == "re_1"
+    assert [r["charge"] for r in provider.refunds] == [late]  # one refund, of that charge
+    order.refresh_from_db()
+    assert order.status == Order.Status.FAILED
+
+
+def test_the_webhook_records_a_charge_the_workflow_is_still_waiting_for(
+    celery_worker, provider, webhook, mailoutbox, published
+):
+    """The order is CHARGING (the charge step is retrying, or its worker died): the webhook
+    records the charge and the confirmation follows, once, however often it is delivered."""
+    order = new_order(status=Order.Status.CHARGING)
+    payments.create_charge(charge_key(order.pk), 4990, "booked")
+    [charge] = provider.charges
+
+    assert webhook(charge).status_code == 200
+    status_becomes(order, Order.Status.CONFIRMED)
+    assert webhook(charge).status_code == 200  # delivered again: the order is past CHARGING
+    assert names(published) == ["send_confirmation"]
+    assert order.payment_id == charge["id"]
+    assert len(mailoutbox) == 1
+
+
+@pytest.mark.proves_idempotent(task=refund_charge)
+@pytest.mark.services("broker")
+@RECIPE_WORKER
+def test_a_refund_delivered_again_refunds_nothing_more(worker_process, provider, settings):
+    """On a worker subprocess: the refund runs, then its message is delivered again with its
+    task id. The provider answers the second request with the first refund (the refund's own
+    idempotency key): one refund."""
+    order = new_order(status=Order.Status.FAILED)
+    late = payments.create_charge(charge_key(order.pk), 4990, "in flight")
+    queue = f"orders-{uuid.uuid4().hex[:8]}"
+    wp = worker_process(
+        queue=queue, env=recipe_worker_settings(queue, PAYMENTS_URL=settings.PAYMENTS_URL)
+    )
+
+    first = refund_charge.apply_async((order.pk, late), queue=wp.queue)
+    assert first.get(timeout=60) == "re_1"
+    assert deliver_again(wp, refund_charge, (order.pk, late), first.id) == "re_1"
+    assert len(provider.refunds) == 1
 
 
 @pytest.mark.django_db  # no worker, no committed rows needed: skip the flush

@@ -36,7 +36,13 @@ from tests.harness.net import free_port
 from tests.harness.publishes import recording_publishes
 from tests.harness.redelivery import deliver_again, received
 from tests.harness.wait import wait_until
-from tests.recipes.helpers import BAD_IDS, coerces_to, recipe_worker_settings, run_web_process
+from tests.recipes.helpers import (
+    BAD_IDS,
+    RECIPE_WORKER,
+    coerces_to,
+    recipe_worker_settings,
+    run_web_process,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -99,11 +105,7 @@ def test_redelivered_task_sends_exactly_once(celery_worker, published, mailoutbo
 @pytest.mark.proves_idempotent(task=send_welcome_email)
 @pytest.mark.proves_idempotent(task=reconcile_welcome_emails)
 @pytest.mark.services("broker")
-@pytest.mark.deviation(
-    "DJANGO_SETTINGS_MODULE=settings_override(production, default queue, EMAIL_*)",
-    reason="the emails the job publishes come back to the worker's private queue; the test's "
-    "SMTP server",
-)
+@RECIPE_WORKER
 def test_the_job_and_the_email_delivered_again_send_nothing_more(worker_process, smtp_server):
     """On a worker subprocess, over SMTP: a member who joined an hour ago is still owed her
     email (its publish was lost); the reconciliation job publishes it and it is sent. Then the

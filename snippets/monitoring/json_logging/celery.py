@@ -19,7 +19,7 @@ def use_django_logging(**_kwargs: object) -> None:
     """Any receiver here tells Celery not to touch logging; apply Django's LOGGING instead."""
     from django.conf import settings
 
-    dictConfig(settings.LOGGING)
+    dictConfig(settings.LOGGING)  # again, in a worker (django.setup() did it): it replaces
 
 
 # --8<-- [end:app]
