@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -256,7 +257,7 @@ def test_a_task_routed_to_an_unconsumed_queue_stays_pending_and_the_check_finds_
 ):
     """`PENDING`, and `unconsumed_queues` names the queue with its one message; the runbook's
     `purge` removes it (`Purged 1 message`) and the task stays `PENDING` for good."""
-    queue = "nobody-consumes-this"
+    queue = f"nobody-consumes-{uuid.uuid4().hex[:8]}"  # a failed run's message stays its own
     lost = charge.apply_async((5,), queue=queue)
     found = where_is(celery_app, lost.id, [queue, celery_app.conf.task_default_queue])
     assert found.pop("workers")  # the in-thread worker answered the ping

@@ -19,6 +19,7 @@ from snippets.task_design.calling import (
     send_reminder,
 )
 from snippets.task_design.models import Reminder
+from tests.harness.celery import queue_length
 from tests.harness.redelivery import deliver_again, outcomes
 from tests.harness.wait import wait_until
 
@@ -27,15 +28,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def reminders(user_id: int) -> int:
     return Reminder.objects.filter(user_id=user_id).count()
-
-
-def queue_length(app, queue: str) -> int:
-    """Messages waiting in the broker (Redis drops an empty list: no queue means none)."""
-    with app.connection_for_write() as conn:
-        try:
-            return conn.default_channel.queue_declare(queue, passive=True).message_count
-        except conn.channel_errors:
-            return 0
 
 
 def delete_queue(app, queue: str, url: str | None = None) -> None:
