@@ -141,6 +141,48 @@ def test_the_hook_reads_a_mark_bound_to_a_name_here_or_in_a_tests_helper(tmp_pat
     assert why.startswith("recipe_worker_settings(): ")
 
 
+DECORATOR = '''
+import pytest
+
+from tests.troubleshooting.test_database_connections import settings_deviation
+
+
+def own(test):
+    return pytest.mark.deviation("--pool=threads", reason="the page's pool")(test)
+
+
+FILES = [pytest.mark.deviation("CELERY_LIVENESS_FILE", reason="in tmp_path")]
+
+
+def files(test):
+    for mark in FILES:
+        test = mark(test)
+    return test
+
+
+@own
+@files
+@settings_deviation
+def test_first(worker_process):
+    """Runs a worker on a private cluster."""
+'''
+
+
+def test_the_hook_reads_the_marks_a_decorator_function_applies(tmp_path):
+    """A function that applies deviation marks (``@settings_deviation``, or ``@files``, which
+    applies a list of them), in the module or imported from another test module, stands for
+    those marks on the page."""
+    module = tmp_path / "test_page.py"
+    module.write_text(DECORATOR)
+    [proof] = proofs.proofs(module)
+    assert [what for what, _ in proof.deviations] == [
+        "--pool=threads",
+        "CELERY_LIVENESS_FILE",
+        "DJANGO_SETTINGS_MODULE=tests.troubleshooting.private_db_settings",
+        "TS_PG_PORT",
+    ]
+
+
 def test_the_hook_links_each_test_to_its_source_when_repo_url_is_set():
     module = ROOT / "tests" / "task_design" / "test_idempotency.py"
     config = {"repo_url": "https://github.com/example/site/", "edit_uri": "edit/trunk/docs/"}

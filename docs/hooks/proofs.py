@@ -58,21 +58,23 @@ def literal(node: ast.expr) -> str:
         return ast.unparse(node)
 
 
-def assignments(tree: ast.Module) -> dict[str, ast.expr]:
-    """The module's top-level ``NAME = value`` assignments."""
-    return {
-        target.id: node.value
-        for node in tree.body
-        if isinstance(node, ast.Assign)
-        for target in node.targets
-        if isinstance(target, ast.Name)
+def assignments(tree: ast.Module) -> dict[str, ast.AST]:
+    """The module's top-level ``NAME = value`` assignments, and its functions: a decorator
+    function that applies deviation marks (``@settings_deviation``) stands for the marks in
+    its body."""
+    bound: dict[str, ast.AST] = {
+        node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)
     }
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            bound |= {t.id: node.value for t in node.targets if isinstance(t, ast.Name)}
+    return bound
 
 
-def bound_names(tree: ast.Module) -> dict[str, ast.expr]:
+def bound_names(tree: ast.Module) -> dict[str, ast.AST]:
     """What a name used as a mark stands for: a top-level assignment of the test module, or one
     it imports from another module under tests/ (``from tests.recipes.helpers import MARK``)."""
-    bound: dict[str, ast.expr] = {}
+    bound: dict[str, ast.AST] = {}
     for node in tree.body:
         if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module):
             continue
@@ -86,13 +88,16 @@ def bound_names(tree: ast.Module) -> dict[str, ast.expr]:
     return bound | assignments(tree)
 
 
-def marks(nodes: list[ast.expr], bound: dict[str, ast.expr]) -> list[ast.expr]:
+def marks(nodes: list[ast.AST], bound: dict[str, ast.AST]) -> list[ast.AST]:
     """The marks themselves: a name bound to a mark (``@RECIPE_WORKER``) is replaced by its
     value, and a list or tuple of marks (``pytestmark = [...]``) by its items."""
-    found = []
+    found: list[ast.AST] = []
     for node in nodes:
         if isinstance(node, ast.Name) and node.id in bound:
             found += marks([bound[node.id]], {k: v for k, v in bound.items() if k != node.id})
+        elif isinstance(node, ast.FunctionDef):  # its own marks, and those of names it applies
+            used = sorted({n.id for n in ast.walk(node) if isinstance(n, ast.Name)} & set(bound))
+            found += [node, *marks([ast.Name(id=name) for name in used], bound)]
         elif isinstance(node, ast.List | ast.Tuple):
             found += marks(node.elts, bound)
         else:
@@ -101,7 +106,7 @@ def marks(nodes: list[ast.expr], bound: dict[str, ast.expr]) -> list[ast.expr]:
 
 
 def deviations(
-    decorators: list[ast.expr], bound: dict[str, ast.expr] | None = None
+    decorators: list[ast.expr], bound: dict[str, ast.AST] | None = None
 ) -> list[tuple[str, str]]:
     """``deviation("what", reason="why")`` marks, however they are spelt (pytest.mark.deviation,
     a bare ``deviation(...)`` helper, inside a list assigned to ``pytestmark``, or a name
