@@ -150,8 +150,8 @@ def test_a_queue_set_on_the_task_itself_is_deprecated():
     ids=["send_receipt", "transcode_video"],
 )
 def test_a_task_delivered_again_returns_the_same(shared_prefork_worker, task, args, expected):
-    """Both stand-ins are pure: the same message delivered again (same task id, as the broker
-    hands back an unacked one) stores the same result, and they write nothing.
+    """Both stand-ins are pure (they only return their argument): the same message delivered
+    again (same task id, as the broker hands back an unacked one) ends with the same result.
 
     Fails if a result depended on how often the task ran. (A real receipt sends an e-mail: that
     one needs the key of docs/task-design/idempotency.md.)"""
