@@ -25,7 +25,7 @@ from snippets.configuration.result_backends import (
 )
 from tests.configuration.helpers import settings_env
 from tests.harness.celery import delete_queues
-from tests.harness.redelivery import wait_succeeded
+from tests.harness.redelivery import deliver_again, wait_succeeded
 from tests.harness.services import REQUIRE_SERVICES
 from tests.harness.wait import wait_until
 
@@ -250,8 +250,7 @@ def test_a_chord_part_delivered_again_mid_chord_is_counted_once(shared_prefork_w
         celery_app.control.cancel_consumer(held, destination=[wp.hostname], reply=True)
         delete_queues(celery_app, held)
 
-    add_up.apply_async(([10, 20, 30],), task_id=result.id, queue=wp.queue)
-    assert wait_succeeded(wp, result.id, 2) == [repr(60)] * 2
+    assert deliver_again(wp, add_up, ([10, 20, 30],), result.id) == 60
 
 
 @pytest.mark.proves_idempotent(task=build_export)
@@ -262,9 +261,7 @@ def test_an_export_delivered_again_ends_done_with_the_same_file(shared_prefork_w
     wp = shared_prefork_worker
     first = build_export.apply_async((3,), queue=wp.queue)
     assert first.get(timeout=30) == "export-3.csv"
-    wait_succeeded(wp, first.id, 1)
-    build_export.apply_async((3,), task_id=first.id, queue=wp.queue)
-    assert wait_succeeded(wp, first.id, 2) == [repr("export-3.csv")] * 2
+    assert deliver_again(wp, build_export, (3,), first.id) == "export-3.csv"
     assert export_status(first.id) == "done"
 
 
@@ -277,9 +274,7 @@ def test_an_event_delivered_again_is_recorded_once(shared_prefork_worker, celery
     wp = shared_prefork_worker
     first = record_event.apply_async(("signup",), queue=wp.queue)
     [run] = wait_until(lambda: list(TaskRun.objects.filter(task_id=first.id)), what="the run")
-    wait_succeeded(wp, first.id, 1)
-    record_event.apply_async(("signup",), task_id=first.id, queue=wp.queue)
-    wait_succeeded(wp, first.id, 2)
+    assert deliver_again(wp, record_event, ("signup",), first.id) is None
     assert list(TaskRun.objects.filter(task_id=first.id)) == [run]
     assert not redis_backend(celery_app).exists(f"celery-task-meta-{first.id}")
 
