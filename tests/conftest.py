@@ -8,6 +8,9 @@
   started as the recommended deployment starts it (``tests/harness/deployment.py``), for
   proofs where a process must die. Each one consumes its own queue (``wp.queue``). A test
   that starts one unlike the deployment declares it: ``@pytest.mark.deviation(what, reason=)``.
+* ``shared_prefork_worker`` - one such subprocess (prefork, 2 children) for the session, for
+  proofs that only need *a* worker as the deployment starts it (a redelivery proof); a section
+  whose tests need another pool size overrides it in its own conftest.
 * ``@pytest.mark.services("redis", "rabbitmq", "postgres", "broker")`` - the test needs real
   services; absent, skipped with the reason, or a failure with ``SNIPPETS_REQUIRE_SERVICES=1``.
 * ``published`` - every task published during the test (``recording_publishes``).
@@ -125,6 +128,19 @@ def worker_process(celery_app, tmp_path, request) -> Iterator[Callable[..., Work
             return stack.enter_context(worker)
 
         yield start
+
+
+@pytest.fixture(scope="session")
+def shared_prefork_worker(celery_app, django_db_setup, tmp_path_factory) -> Iterator[WorkerProcess]:
+    """One real prefork worker (2 children), shared by the session: starting one costs seconds.
+
+    It runs the recommended deployment with no deviation; a test that needs other settings,
+    queues or pool sizes starts its own with `worker_process`. Publish to its queue.
+    """
+    require_services("broker")
+    log_dir = tmp_path_factory.mktemp("shared-worker")
+    with running_worker(celery_app, log_dir, concurrency=2, name="shared") as wp:
+        yield wp
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from snippets.configuration.result_backends import (
 )
 from tests.configuration.helpers import settings_env
 from tests.harness.celery import delete_queues
-from tests.harness.redelivery import wait_succeeded
+from tests.harness.redelivery import deliver_again, wait_succeeded
 from tests.harness.services import REQUIRE_SERVICES
 from tests.harness.wait import wait_until
 
@@ -250,8 +250,7 @@ def test_a_chord_part_delivered_again_mid_chord_is_counted_once(shared_prefork_w
         celery_app.control.cancel_consumer(held, destination=[wp.hostname], reply=True)
         delete_queues(celery_app, held)
 
-    add_up.apply_async(([10, 20, 30],), task_id=result.id, queue=wp.queue)
-    assert wait_succeeded(wp, result.id, 2) == [repr(60)] * 2
+    assert deliver_again(wp, add_up, ([10, 20, 30],), result.id) == 60
 
 
 @pytest.mark.proves_idempotent(task=build_export)
@@ -262,9 +261,7 @@ def test_an_export_delivered_again_ends_done_with_the_same_file(shared_prefork_w
     wp = shared_prefork_worker
     first = build_export.apply_async((3,), queue=wp.queue)
     assert first.get(timeout=30) == "export-3.csv"
-    wait_succeeded(wp, first.id, 1)
-    build_export.apply_async((3,), task_id=first.id, queue=wp.queue)
-    assert wait_succeeded(wp, first.id, 2) == [repr("export-3.csv")] * 2
+    assert deliver_again(wp, build_export, (3,), first.id) == "export-3.csv"
     assert export_status(first.id) == "done"
 
 
@@ -277,44 +274,39 @@ def test_an_event_delivered_again_is_recorded_once(shared_prefork_worker, celery
     wp = shared_prefork_worker
     first = record_event.apply_async(("signup",), queue=wp.queue)
     [run] = wait_until(lambda: list(TaskRun.objects.filter(task_id=first.id)), what="the run")
-    wait_succeeded(wp, first.id, 1)
-    record_event.apply_async(("signup",), task_id=first.id, queue=wp.queue)
-    wait_succeeded(wp, first.id, 2)
+    assert deliver_again(wp, record_event, ("signup",), first.id) is None
     assert list(TaskRun.objects.filter(task_id=first.id)) == [run]
     assert not redis_backend(celery_app).exists(f"celery-task-meta-{first.id}")
 
 
-def quiet_app() -> Celery:
-    """An app with the project's settings plus the page's quiet-results block; `apply()` stores
-    its results (task_store_eager_result) through the same ignore_result check as a worker."""
-    app = Celery("quiet-results", set_as_current=False)
-    app.config_from_object("django.conf:settings", namespace="CELERY")
+@pytest.mark.services("broker")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(project settings + the quiet_results block)",
+    reason="the page's block under test",
+)
+@pytest.mark.deviation(
+    "--include=tests.configuration.quiet_tasks",
+    reason="two tasks of the proof's own: one that declares nothing, one that opts in",
+)
+def test_with_ignore_result_as_the_default_only_a_task_that_opts_in_stores_a_result(
+    worker_process, celery_app
+):
+    """`CELERY_TASK_IGNORE_RESULT = True` on a worker: a plain task runs and stores nothing; one
+    declared with `ignore_result=False` stores SUCCESS, and `result_extended` adds its name and
+    arguments. `forget()` deletes it at once."""
     block = {k: v for k, v in vars(quiet_results).items() if k.startswith("CELERY_")}
-    app.conf.update({k.removeprefix("CELERY_").lower(): v for k, v in block.items()})
-    app.conf.task_store_eager_result = True
-    return app
-
-
-def test_with_ignore_result_as_the_default_only_a_task_that_opts_in_stores_a_result():
-    """`CELERY_TASK_IGNORE_RESULT = True`: a plain task stores nothing; one declared with
-    `ignore_result=False` stores SUCCESS, and `result_extended` adds its name and arguments."""
-    app = quiet_app()
-
-    @app.task(shared=False, name="quiet.plain")
-    def plain(n: int) -> int:
-        return n
-
-    @app.task(shared=False, name="quiet.read", ignore_result=False)
-    def read(n: int) -> int:
-        return n
-
-    try:
-        quiet, stored = plain.apply((1,)), read.apply((2,))
-        assert AsyncResult(quiet.id, app=app).state == "PENDING"  # nothing was written
-        kept = AsyncResult(stored.id, app=app)
-        assert (kept.state, kept.result) == ("SUCCESS", 2)
-        assert (kept.name, kept.args) == ("quiet.read", [2])  # result_extended
-        kept.forget()  # the status page has shown it: delete it now, not after result_expires
-        assert AsyncResult(stored.id, app=app).state == "PENDING"
-    finally:
-        app.close()
+    wp = worker_process(
+        env=settings_env(**block), args=["--include=tests.configuration.quiet_tasks"]
+    )
+    # send_task: the message carries no ignore_result of this process's (whose settings lack
+    # the block), so the worker's settings decide, as when the web process shares them.
+    quiet = celery_app.send_task("quiet.plain", (1,), queue=wp.queue)
+    stored = celery_app.send_task("quiet.read", (2,), queue=wp.queue)
+    assert stored.get(timeout=30) == 2
+    assert wait_succeeded(wp, quiet.id, 1) == ["1"]  # it ran...
+    assert AsyncResult(quiet.id).state == "PENDING"  # ...and nothing was written
+    kept = AsyncResult(stored.id)
+    assert (kept.state, kept.result) == ("SUCCESS", 2)
+    assert (kept.name, kept.args) == ("quiet.read", [2])  # result_extended
+    kept.forget()  # the status page has shown it: delete it now, not after result_expires
+    assert AsyncResult(stored.id).state == "PENDING"
