@@ -44,11 +44,14 @@ def json_entries(lines: list[str]) -> list[dict]:
     return [json.loads(line) for line in lines if line.startswith("{")]
 
 
-@pytest.mark.proves_idempotent(task=import_rows)
-@pytest.mark.deviation(
+JSON_APP = pytest.mark.deviation(
     "-A snippets.monitoring.json_logging.celery",
     reason="the page's app, with setup_logging connected",
 )
+
+
+@pytest.mark.proves_idempotent(task=import_rows)
+@JSON_APP
 @pytest.mark.deviation(
     "DJANGO_SETTINGS_MODULE=snippets.monitoring.json_logging.settings",
     reason="the page's JSON LOGGING",
@@ -87,10 +90,7 @@ def test_with_setup_logging_connected_every_log_line_is_django_json(worker_proce
     assert any(e["message"].endswith(" ready.") and e["task_id"] is None for e in entries)
 
 
-@pytest.mark.deviation(
-    "-A snippets.monitoring.json_logging.celery",
-    reason="the page's app, with setup_logging connected",
-)
+@JSON_APP
 @pytest.mark.deviation(
     "DJANGO_SETTINGS_MODULE=tests.monitoring.logging_probe_settings",
     reason="the page's JSON LOGGING, its handler built by a factory that says so on stderr",
