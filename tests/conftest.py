@@ -8,6 +8,8 @@
   started as the recommended deployment starts it (``tests/harness/deployment.py``), for
   proofs where a process must die. Each one consumes its own queue (``wp.queue``). A test
   that starts one unlike the deployment declares it: ``@pytest.mark.deviation(what, reason=)``.
+* ``beat_process`` - a factory for a real ``celery beat`` subprocess, started as
+  ``celery-beat.service`` starts it, the same way: a deviation is declared with the same mark.
 * ``shared_prefork_worker`` - one such subprocess (prefork, 2 children) for the session, for
   proofs that only need *a* worker as the deployment starts it (a redelivery proof); a section
   whose tests need another pool size overrides it in its own conftest.
@@ -23,6 +25,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,8 +36,9 @@ import pytest
 from celery.worker import WorkController
 
 from snippets.django_integration.testing import project_worker  # noqa: F401  the page's fixture
-from tests.harness.celery import WorkerProcess, running_worker
+from tests.harness.celery import BeatProcess, WorkerProcess, running_beat, running_worker
 from tests.harness.db import unstick_connections
+from tests.harness.deployment import BEAT_SETTINGS
 from tests.harness.publishes import recording_publishes
 from tests.harness.services import SERVICE_URLS, require_services
 
@@ -126,6 +130,40 @@ def worker_process(celery_app, tmp_path, request) -> Iterator[Callable[..., Work
                 celery_app, tmp_path, celery_app=app, name=name, deviations=deviations, **options
             )
             return stack.enter_context(worker)
+
+        yield start
+
+
+@pytest.fixture
+def beat_process(tmp_path, request) -> Iterator[Callable[..., BeatProcess]]:
+    """Factory: start a real `celery beat`; every one is stopped (SIGTERM) after the test.
+
+    ``beat_process(schedule={...}, env={...}, scheduler=None, hostname=None, args=[...])``
+    (see ``tests.harness.celery.start_beat``); ``schedule`` is the JSON form read by
+    tests/periodic_tasks/beat_settings.py, the settings module of every beat unless ``env``
+    names another. ``env`` holds what the test changes (None unsets a variable).
+    """
+    require_services("broker")
+    started = count()
+    with ExitStack() as stack:
+
+        def start(
+            schedule: dict | None = None,
+            env: dict[str, str | None] | None = None,
+            **options: object,
+        ) -> BeatProcess:
+            env = env or {}
+            if "DJANGO_SETTINGS_MODULE" not in env:
+                schedule_json = json.dumps(schedule or {})
+                env = {
+                    "DJANGO_SETTINGS_MODULE": BEAT_SETTINGS,
+                    "PERIODIC_TEST_SCHEDULE": schedule_json,
+                    **env,
+                }
+            name = f"beat{next(started)}-{uuid.uuid4().hex[:6]}"
+            deviations = declared_deviations(request)
+            beat = running_beat(tmp_path, name=name, env=env, deviations=deviations, **options)
+            return stack.enter_context(beat)
 
         yield start
 

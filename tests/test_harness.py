@@ -13,7 +13,7 @@ import pytest
 from snippets.django_integration.models import Report
 from snippets.django_integration.transactions import render_report
 from tests.harness import deployment
-from tests.harness.celery import delete_queues, queue_length, worker_argv
+from tests.harness.celery import beat_argv, delete_queues, queue_length, start_beat, worker_argv
 from tests.harness.db import unstick_connections
 
 TESTS = Path(__file__).parent
@@ -66,6 +66,47 @@ def test_a_worker_unlike_the_deployment_fails_unless_the_test_declares_it():
     assert deployment.differences(worker_argv(hostname="x@%h", queue="q"), {}).keys() <= set(
         deployment.HARNESS_DEVIATIONS
     )
+
+
+def test_the_recommended_beat_is_read_from_its_unit_and_an_undeclared_change_is_refused(tmp_path):
+    """celery-beat.service's ExecStart ($STATE_DIRECTORY as systemd sets it from StateDirectory=)
+    and celery.env are beat's baseline; the harness's beat differs only harness-wide. A scheduler
+    of the test's own, or another --max-interval than the harness-wide one, needs a mark."""
+    beat = deployment.BEAT_UNIT
+    rec = deployment.recommended(beat)
+    assert "EnvironmentFile=/etc/celery/celery.env" in beat.read_text()
+    assert rec.argv[:3] == ("-A", "snippets.project", "beat")
+    assert rec.flags()["--schedule"].startswith("/var/lib/celery-beat/")  # StateDirectory=
+    services = deployment.SERVICE_VARIABLES  # the test's own; the rest of celery.env is beat's
+    assert rec.env == {k: v for k, v in deployment.read_env_file().items() if k not in services}
+
+    def diff(*args: str, **argv: object) -> dict[str, str]:
+        options = {"hostname": "b@%h", "schedule_file": Path("/tmp/s"), "args": args, **argv}
+        asked = {**rec.env, "DJANGO_SETTINGS_MODULE": deployment.BEAT_SETTINGS}
+        return deployment.differences(beat_argv(**options), asked, beat)
+
+    plain = diff()
+    assert set(plain) == {
+        "--hostname",
+        "--schedule",
+        "--max-interval",
+        "--loglevel",
+        "DJANGO_SETTINGS_MODULE",
+    }
+    deployment.check(plain, [], beat)  # all harness-wide
+    with pytest.raises(deployment.UndeclaredDeviation, match=r"beat differs.*--scheduler=x:S"):
+        deployment.check(diff("--scheduler=x:S"), [], beat)
+    deployment.check(diff("--scheduler=x:S"), ["--scheduler=x:S"], beat)
+    with pytest.raises(deployment.UndeclaredDeviation, match="--max-interval=5 instead of"):
+        deployment.check(diff(max_interval=5), [], beat)  # only =1 is harness-wide
+    with pytest.raises(deployment.UndeclaredDeviation, match="PERIODIC_TEST_SCHEDULER"):
+        changed = {**rec.env, "PERIODIC_TEST_SCHEDULER": "x:S"}
+        deployment.check(deployment.differences(rec.argv, changed, beat), [], beat)
+    with pytest.raises(deployment.UndeclaredDeviation, match="worker differs"):  # not beat's
+        deployment.check(plain, [], deployment.UNIT)
+    with pytest.raises(deployment.UndeclaredDeviation, match="--scheduler=x:S"):  # never started
+        start_beat(tmp_path, name="refused", scheduler="x:S", env={"REMAP_SIGTERM": None})
+    assert not (tmp_path / "refused.log").exists()
 
 
 BANNED = {

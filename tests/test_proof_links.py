@@ -212,3 +212,27 @@ def test_the_hook_adds_the_harness_wide_deviations_when_the_tests_start_workers(
     module.write_text(MODULE.replace("(worker_process)", "()"))
     assert "--queues" not in proofs.proof_list(module, {}, harness)
     assert proofs.harness_deviations(tmp_path / "absent.py") == {}
+
+
+def test_the_hook_adds_the_beat_wide_deviations_when_the_tests_start_beat(tmp_path):
+    """BEAT_HARNESS_DEVIATIONS follow a list whose tests start beat subprocesses (the
+    `beat_process` fixture, or the harness's `running_beat`/`start_beat`), and only such a
+    list; the worker-wide ones only where workers start."""
+    harness = tmp_path / "deployment.py"
+    harness.write_text(
+        'HARNESS_DEVIATIONS = {"--queues": "a private queue"}\n'
+        'BEAT_HARNESS_DEVIATIONS = {"--max-interval=1": "short proofs"}\n'
+    )
+    module = tmp_path / "test_page.py"
+    beat_only = MODULE.replace("(worker_process)", "(beat_process)")
+    for source in (beat_only, MODULE.replace("(worker_process):", "():\n    running_beat()")):
+        module.write_text(source)
+        rendered = proofs.proof_list(module, {}, harness)
+        assert rendered.endswith(
+            "Every beat subprocess these tests start also differs from "
+            "the recommended deployment in (harness-wide):\n\n"
+            "- `--max-interval=1` — short proofs"
+        )
+        assert "--queues" not in rendered
+    module.write_text(MODULE)
+    assert "--max-interval" not in proofs.proof_list(module, {}, harness)

@@ -6,7 +6,8 @@
   first paragraph), then each ``deviation("what", reason=...)`` mark the test or its module
   carries (a departure from the recommended deployment, with its reason). When the module's
   tests start worker subprocesses, the harness-wide deviations every such worker shares
-  (``HARNESS_DEVIATIONS`` in tests/harness/deployment.py, when it exists) follow the list.
+  (``HARNESS_DEVIATIONS`` in tests/harness/deployment.py, when it exists) follow the list; when
+  they start beat subprocesses, those every such beat shares (``BEAT_HARNESS_DEVIATIONS``).
 * ``<!-- checklist: not yet proved -->`` and ``<!-- checklist: known violations -->`` list what
   ``tests/test_checklist.py`` records as not yet proved and as known violations.
 
@@ -26,6 +27,8 @@ NOT_YET_PROVED = "<!-- checklist: not yet proved -->"
 KNOWN_VIOLATIONS = "<!-- checklist: known violations -->"
 HARNESS = ROOT / "tests" / "harness" / "deployment.py"
 WORKER_FIXTURES = frozenset({"worker_process", "shared_prefork_worker"})
+BEAT_FIXTURES = frozenset({"beat_process"})
+BEAT_STARTERS = frozenset({"running_beat", "start_beat"})  # the harness's, called by a test
 log = logging.getLogger("mkdocs.hooks.proofs")
 
 
@@ -36,6 +39,7 @@ class Proof:
     summary: str
     deviations: list[tuple[str, str]] = field(default_factory=list)
     starts_workers: bool = False
+    starts_beats: bool = False
 
 
 def mirror_test_module(src_uri: str) -> Path:
@@ -128,6 +132,12 @@ def deviations(
     return found
 
 
+def starts_beats(test: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """A beat fixture among its arguments, or a call of the harness's beat starters."""
+    names = {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}
+    return bool(BEAT_FIXTURES & {a.arg for a in test.args.args} or BEAT_STARTERS & names)
+
+
 def proofs(module: Path) -> list[Proof]:
     """Every test function (and test method of a Test class) of the module, in file order."""
     tree = ast.parse(module.read_text())
@@ -145,7 +155,8 @@ def proofs(module: Path) -> list[Proof]:
             if node.name.startswith("test_"):
                 own = shared + deviations(node.decorator_list, bound)
                 workers = bool(WORKER_FIXTURES & {a.arg for a in node.args.args})
-                found.append(Proof(node.name, node.lineno, summary(node), own, workers))
+                beats = starts_beats(node)
+                found.append(Proof(node.name, node.lineno, summary(node), own, workers, beats))
         elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
             class_marks = shared + deviations(node.decorator_list, bound)
             for item in node.body:
@@ -153,7 +164,8 @@ def proofs(module: Path) -> list[Proof]:
                     own = class_marks + deviations(item.decorator_list, bound)
                     name = f"{node.name}.{item.name}"
                     workers = bool(WORKER_FIXTURES & {a.arg for a in item.args.args})
-                    found.append(Proof(name, item.lineno, summary(item), own, workers))
+                    beats = starts_beats(item)
+                    found.append(Proof(name, item.lineno, summary(item), own, workers, beats))
     return found
 
 
@@ -166,13 +178,14 @@ def source_link(config, module: Path, line: int) -> str | None:
     return f"{repo}/blob/{branch}/{module.relative_to(ROOT).as_posix()}#L{line}"
 
 
-def harness_deviations(path: Path = HARNESS) -> dict[str, str]:
-    """The deviations every worker subprocess shares, read from the harness (none without it)."""
+def harness_deviations(path: Path = HARNESS, name: str = "HARNESS_DEVIATIONS") -> dict[str, str]:
+    """The deviations every worker subprocess (`name`: every beat, with BEAT_HARNESS_DEVIATIONS)
+    shares, read from the harness (none without it)."""
     if not path.is_file():
         return {}
     for node in ast.parse(path.read_text()).body:
         target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
-        if isinstance(target, ast.Name) and target.id == "HARNESS_DEVIATIONS" and node.value:
+        if isinstance(target, ast.Name) and target.id == name and node.value:
             return dict(ast.literal_eval(node.value))
     return {}
 
@@ -187,14 +200,17 @@ def proof_list(module: Path, config, harness: Path = HARNESS) -> str:
         lines.append(f"- {name}" + (f" — {proof.summary}" if proof.summary else ""))
         for what, why in proof.deviations:
             lines.append(f"    - *Deviation:* {what}" + (f" ({why})" if why else ""))
-    shared = harness_deviations(harness) if any(p.starts_workers for p in found) else {}
-    if shared:
-        intro = (
-            "Every worker subprocess these tests start also differs from the recommended "
-            "deployment in (harness-wide):"
-        )
-        lines += ["", intro, ""]
-        lines += [f"- `{what}` — {why}" for what, why in shared.items()]
+    for process, name, starts in (
+        ("worker", "HARNESS_DEVIATIONS", any(p.starts_workers for p in found)),
+        ("beat", "BEAT_HARNESS_DEVIATIONS", any(p.starts_beats for p in found)),
+    ):
+        if shared := harness_deviations(harness, name) if starts else {}:
+            intro = (
+                f"Every {process} subprocess these tests start also differs from the recommended "
+                "deployment in (harness-wide):"
+            )
+            lines += ["", intro, ""]
+            lines += [f"- `{what}` — {why}" for what, why in shared.items()]
     return "\n".join(lines)
 
 

@@ -273,32 +273,57 @@ class BeatProcess(Process):
         self.wait_for(lambda beat: len(beat.sends(entry)) >= count, timeout)
 
 
+def beat_argv(
+    *,
+    hostname: str,
+    schedule_file: Path,
+    max_interval: float = 1,
+    loglevel: str = "DEBUG",
+    args: Iterable[str] = (),
+) -> list[str]:
+    """celery-beat.service's ExecStart, with this proof's node name, schedule file, interval,
+    log level and extra flags (`deployment.BEAT_HARNESS_DEVIATIONS` says why each)."""
+    replaced = {"--schedule": schedule_file, "--loglevel": loglevel}
+    argv = []
+    for arg in deployment.recommended(deployment.BEAT_UNIT).argv:
+        name = arg.partition("=")[0]
+        argv.append(f"{name}={replaced.pop(name)}" if name in replaced else arg)
+    extra = {"--hostname": hostname, "--max-interval": f"{max_interval:g}", **replaced}
+    return [*argv, *(f"{name}={value}" for name, value in extra.items()), *args]
+
+
 def start_beat(
     log_dir: Path,
     *,
     name: str,
+    hostname: str | None = None,
     max_interval: float = 1,
     schedule_file: Path | None = None,
     scheduler: str | None = None,
     loglevel: str = "DEBUG",
+    args: Iterable[str] = (),
     env: Mapping[str, str | None] | None = None,
+    deviations: Iterable[str] = (),
 ) -> BeatProcess:
-    """Start `celery -A snippets.project beat` (stopped by the caller, or `running_beat`)."""
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "snippets.project",
-        "beat",
-        f"--loglevel={loglevel}",
-        f"--max-interval={max_interval}",
-        f"--schedule={schedule_file or log_dir / f'{name}-schedule'}",
-        f"--pidfile={log_dir / f'{name}.pid'}",
-        *([f"--scheduler={scheduler}"] if scheduler else []),
-    ]
+    """Start `celery beat` under the recommended deployment (stopped by the caller, or
+    `running_beat`).
+
+    `env` is what the proof changes (None unsets a variable); every difference from
+    celery-beat.service and celery.env must be named in `deviations` (the test's `deviation`
+    marks), `scheduler` included: the unit runs the settings' scheduler.
+    """
+    argv = beat_argv(
+        hostname=hostname or f"{name}@%h",
+        schedule_file=schedule_file or log_dir / f"{name}-schedule",
+        max_interval=max_interval,
+        loglevel=loglevel,
+        args=[*([f"--scheduler={scheduler}"] if scheduler else []), *args],
+    )
+    asked = {**deployment.recommended(deployment.BEAT_UNIT).env, **(env or {})}
+    unit = deployment.BEAT_UNIT
+    deployment.check(deployment.differences(argv, asked, unit), deviations, unit)
     return BeatProcess.spawn(
-        argv, log_path=log_dir / f"{name}.log", env=worker_env(**(env or {})), name=name
+        [*CELERY, *argv], log_path=log_dir / f"{name}.log", env=worker_env(**asked), name=name
     )
 
 

@@ -90,7 +90,7 @@ def test_one_beat_sends_on_schedule_and_each_send_runs_once(beat_process, worker
 @pytest.mark.deviation("--loglevel=DEBUG", reason="beat confirms each publish only at DEBUG")
 @pytest.mark.deviation(
     "DJANGO_SETTINGS_MODULE=tests.periodic_tasks.beat_settings",
-    reason="the project settings plus the test's one-second schedule",
+    reason="celery.env's settings plus the test's one-second schedule",
 )
 @pytest.mark.deviation("PERIODIC_TEST_SCHEDULE", reason="that schedule, read by beat_settings")
 def test_why_two_workers_started_with_B_send_every_run_twice(worker_process, queue_name, tmp_path):

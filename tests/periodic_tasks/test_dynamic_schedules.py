@@ -39,6 +39,11 @@ from tests.periodic_tasks.helpers import read_queue
 pytestmark = pytest.mark.django_db(transaction=True)
 CHANGED = "DatabaseScheduler: Schedule changed."
 QUIET = 2  # seconds (two 1 s beat loops) in which a stopped entry must not be sent
+DATABASE_SCHEDULER = pytest.mark.deviation(
+    "PERIODIC_TEST_SCHEDULER",
+    reason="the page's subject: CELERY_BEAT_SCHEDULER set to the snippet's DatabaseScheduler "
+    "(the unit's settings keep Celery's file scheduler)",
+)
 
 
 def database_beat(beat_process, env: dict[str, str] | None = None):
@@ -66,6 +71,10 @@ def sends_after_last_change(beat, entry: str) -> list[str]:
 
 
 @pytest.mark.services("broker", "postgres")
+@pytest.mark.deviation(
+    "PERIODIC_TEST_SETTINGS_BLOCK",
+    reason="the page's subject: its settings block, pasted into the beat's settings",
+)
 def test_the_settings_block_alone_makes_beat_read_the_database(beat_process, queue_name):
     """A beat whose settings are the project's plus the block above, pasted as shown (no
     `--scheduler` option): it notices a change made through the models, and a task created
@@ -81,6 +90,7 @@ def test_the_settings_block_alone_makes_beat_read_the_database(beat_process, que
 
 
 @pytest.mark.services("broker", "postgres")
+@DATABASE_SCHEDULER
 def test_a_task_created_through_the_orm_is_sent_without_a_restart(beat_process, queue_name):
     """created while beat runs, sent within seconds with its `expires`; `pause()` (one `save()`)
     stops it."""
@@ -103,6 +113,7 @@ def test_a_task_created_through_the_orm_is_sent_without_a_restart(beat_process, 
 
 @pytest.mark.services("broker", "postgres")
 @pytest.mark.antipattern("snippets/periodic_tasks/dynamic_schedules.py:antipattern")
+@DATABASE_SCHEDULER
 def test_why_a_bulk_update_is_ignored_until_update_changed(beat_process, queue_name):
     """three more sends of each "disabled" entry, then none after `update_changed()`."""
     for name in ("bulk-a", "bulk-b"):
@@ -126,6 +137,7 @@ def test_why_a_bulk_update_is_ignored_until_update_changed(beat_process, queue_n
 
 
 @pytest.mark.services("broker", "postgres")
+@DATABASE_SCHEDULER
 def test_a_one_off_clocked_task_is_sent_once_and_disabled(beat_process, queue_name):
     """one send; the row is disabled. The request is retried before and after the send (the
     same name and moment): one row, still one send, and the sent row stays disabled."""

@@ -133,6 +133,10 @@ def test_why_an_idle_standby_resends_the_crontab_runs_the_leader_sent():
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.services("broker", "postgres")
+@pytest.mark.deviation(
+    "--scheduler=snippets.periodic_tasks.missed_runs_and_ha:LeaderScheduler",  # LEADER
+    reason="the page's subject: the leader-lock scheduler (the unit runs the settings' scheduler)",
+)
 def test_two_leader_beats_send_once_and_the_standby_takes_over(beat_process, queue_name):
     """Both beats run; one holds the lock and sends. SIGKILL it: the other takes over."""
     schedule = every_second(refresh_rates, queue_name, "refresh-rates")

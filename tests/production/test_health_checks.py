@@ -15,7 +15,7 @@ import yaml
 
 from snippets.production.scaling import child_pid
 from tests.configuration.helpers import PrivateRedis, settings_env
-from tests.harness.celery import CELERY, consumed_queues, queue_length, wait_ping, worker_env
+from tests.harness.celery import consumed_queues, queue_length, wait_ping, worker_env
 from tests.harness.process import Process
 from tests.harness.wait import wait_until
 from tests.production.helpers import HOST, PRODUCTION_SETTINGS, SNIPPETS, prod_env, unique
@@ -142,28 +142,28 @@ def test_why_the_default_one_second_timeout_flaps(worker_process, tmp_path):
 
 
 @pytest.mark.services("broker")
+@pytest.mark.deviation(
+    "--scheduler=tests.production.stuck_scheduler:StuckScheduler",
+    reason="Celery's scheduler, whose pass blocks while a marker file exists: the stuck beat",
+)
+@pytest.mark.deviation("SNIPPETS_STUCK_MARKER", reason="that marker file, in tmp_path")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE",
+    reason="the production settings with CELERY_BEAT_REMOTE_CONTROL_MAX_TICK_AGE=3 (default: "
+    "max(2 x interval, 60 s)), so the stuck pass is caught within seconds",
+)
 def test_beat_probe_fails_while_the_scheduler_is_stuck_and_the_process_still_runs(
-    run_command, celery_app, tmp_path
+    beat_process, celery_app, tmp_path
 ):
     """Not a stopped process: a scheduler pass blocks while beat's remote-control thread keeps
     consuming. The probe fails once the tick is older than the maximum age, and passes again,
     from the same process, when the pass ends: the silence is the tick-age check."""
     pod = unique("beat-pod")
     stuck = tmp_path / "stuck"
-    beat = run_command(
-        [
-            *CELERY,
-            "-A",
-            "snippets.project",
-            "beat",
-            f"--hostname={pod}",
-            f"--schedule={tmp_path / 'schedule'}",
-            "--scheduler=tests.production.stuck_scheduler:StuckScheduler",
-            "--max-interval=1",  # a tick every second, so a 3 s maximum age holds when healthy
-            "--loglevel=INFO",
-        ],
+    beat = beat_process(
+        hostname=pod,  # %h in the pod: the name the probe pings, celerybeat@$HOSTNAME
+        scheduler="tests.production.stuck_scheduler:StuckScheduler",
         env={
-            # production settings with a 3 s maximum tick age (default: max(2 x interval, 60 s))
             **settings_env(PRODUCTION_SETTINGS, CELERY_BEAT_REMOTE_CONTROL_MAX_TICK_AGE=3),
             "SNIPPETS_STUCK_MARKER": str(stuck),
         },

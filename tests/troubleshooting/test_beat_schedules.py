@@ -5,7 +5,6 @@ virtual clock."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -22,7 +21,7 @@ from snippets.troubleshooting.beat_schedules import (
     Migration,
     delete_removed_entries,
 )
-from tests.harness.celery import delete_queues, queue_length, running_beat
+from tests.harness.celery import delete_queues, queue_length
 from tests.harness.wait import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
@@ -39,13 +38,10 @@ def queue(celery_app):
     delete_queues(celery_app, name)
 
 
-def schedule(queue: str, *entries: str) -> dict[str, str]:
-    """Environment of a beat whose schedule sends each entry every second to `queue`."""
+def schedule(queue: str, *entries: str) -> dict[str, dict]:
+    """A beat schedule (`beat_process`'s JSON form) sending each entry every second to `queue`."""
     entry = {"task": refresh_rates.name, "seconds": 1, "options": {"queue": queue}}
-    return {
-        "DJANGO_SETTINGS_MODULE": "tests.periodic_tasks.beat_settings",
-        "PERIODIC_TEST_SCHEDULE": json.dumps({e: {**entry, "args": [e]} for e in entries}),
-    }
+    return {e: {**entry, "args": [e]} for e in entries}
 
 
 def test_why_crontab_hour_3_runs_every_minute_of_that_hour():
@@ -62,16 +58,14 @@ def test_why_crontab_hour_3_runs_every_minute_of_that_hour():
 
 
 @pytest.mark.antipattern("snippets/production/systemd/celery-beat.service")
-def test_why_two_beats_send_every_entry_twice(tmp_path, celery_app, queue):
+def test_why_two_beats_send_every_entry_twice(beat_process, celery_app, queue):
     """Two beats with one schedule: each sends the entry every second, so the queue holds the
     sends of both; each beat alone never sends an entry twice in one period."""
-    env = schedule(queue, "refresh-rates")
-    with (
-        running_beat(tmp_path, name="beat-a", env=env) as first,
-        running_beat(tmp_path, name="beat-b", env=env) as second,
-    ):
-        for beat in (first, second):
-            beat.wait_for(lambda b: len(b.confirmed("refresh-rates")) >= 2)
+    first, second = (beat_process(schedule(queue, "refresh-rates")) for _ in range(2))
+    for beat in (first, second):
+        beat.wait_for(lambda b: len(b.confirmed("refresh-rates")) >= 2)
+    for beat in (first, second):
+        beat.stop()
     sent = [beat.confirmed("refresh-rates") for beat in (first, second)]
     ids = [{s.id for s in sends} for sends in sent]
     assert not ids[0] & ids[1]  # two different messages per period, one from each beat
@@ -84,29 +78,33 @@ def test_why_two_beats_send_every_entry_twice(tmp_path, celery_app, queue):
 
 
 @pytest.mark.services("postgres")
+@pytest.mark.deviation(
+    "PERIODIC_TEST_SCHEDULER",
+    reason="the page's subject: CELERY_BEAT_SCHEDULER set to django-celery-beat's "
+    "DatabaseScheduler (the unit's settings keep Celery's file scheduler)",
+)
 def test_why_an_entry_removed_from_settings_is_still_sent_by_the_database_scheduler(
-    tmp_path, queue
+    beat_process, queue
 ):
     """Beat copies settings entries into PeriodicTask rows. Removed from the settings, the
     entry is still sent after a restart; after the snippet's migration, it is not."""
     [removed] = REMOVED_ENTRIES
     db = {"PERIODIC_TEST_SCHEDULER": DATABASE_SCHEDULER}
-    before = {**schedule(queue, "kept", removed), **db}
-    with running_beat(tmp_path, name="beat-before", env=before) as beat:
-        beat.wait_for(lambda b: b.sends(removed) and b.sends("kept"))
-        beat.kill()  # (a SIGTERM landing in one of its queries can hang it until the SIGKILL)
+    beat = beat_process(schedule(queue, "kept", removed), env=db)
+    beat.wait_for(lambda b: b.sends(removed) and b.sends("kept"))
+    beat.kill()  # (a SIGTERM landing in one of its queries can hang it until the SIGKILL)
     assert PeriodicTask.objects.filter(name=removed, enabled=True).exists()
 
-    after = {**schedule(queue, "kept"), **db}  # the entry deleted from CELERY_BEAT_SCHEDULE
-    with running_beat(tmp_path, name="beat-after", env=after) as beat:
-        beat.wait_for(lambda b: len(b.sends(removed)) >= 2)  # still sent, every second
-        beat.kill()
+    after = schedule(queue, "kept")  # the entry deleted from CELERY_BEAT_SCHEDULE
+    beat = beat_process(after, env=db)
+    beat.wait_for(lambda b: len(b.sends(removed)) >= 2)  # still sent, every second
+    beat.kill()
     assert f"Scheduler: Sending due task {removed} ({refresh_rates.name})" in beat.log()
 
     delete_removed_entries(apps, None)  # the migration's function
     assert Migration.dependencies[0][0] == "django_celery_beat"
     assert not PeriodicTask.objects.filter(name=removed).exists()
-    with running_beat(tmp_path, name="beat-fixed", env=after) as beat:
-        beat.wait_for(lambda b: len(b.sends("kept")) >= 3)
-        beat.kill()
+    beat = beat_process(after, env=db)
+    beat.wait_for(lambda b: len(b.sends("kept")) >= 3)
+    beat.kill()
     assert beat.sends(removed) == []
