@@ -236,6 +236,9 @@ def terminate_worker_backends(wp) -> int:
         return cursor.fetchone()[0]
 
 
+DB_REST = {"SNIPPETS_REST_OF_TASK_SECONDS": str(PAUSE * 4)}  # the transaction's length
+
+
 def db_chaos(wp, celery_app, task, run: str, account: Account) -> tuple[int, int, float]:
     stop = threading.Event()
     killed: list[int] = []
@@ -250,7 +253,7 @@ def db_chaos(wp, celery_app, task, run: str, account: Account) -> tuple[int, int
     thread = threading.Thread(target=kill_connections, daemon=True)
     with Clock() as clock:
         for i in range(TASKS):
-            task.apply_async((account.pk, 1, f"{run}-{i}", PAUSE * 4), queue=wp.queue)
+            task.apply_async((account.pk, 1, f"{run}-{i}"), queue=wp.queue)
         thread.start()
         time.sleep(max(3.0, TASKS * PAUSE * 4 / 2 / 3))
         stop.set()
@@ -263,8 +266,12 @@ def db_chaos(wp, celery_app, task, run: str, account: Account) -> tuple[int, int
 
 @pytest.mark.services("postgres")
 @pytest.mark.proves_idempotent(task=credit_surviving_db_loss)
+@pytest.mark.deviation(
+    "SNIPPETS_REST_OF_TASK_SECONDS=PAUSE*4",
+    reason="the stand-in for the rest of the transaction takes PAUSE*4: the faults' window",
+)
 def test_postgres_connections_killed_while_tasks_write(worker_process, celery_app, record):
-    wp = worker_process(concurrency=2, args=INCLUDE)
+    wp = worker_process(concurrency=2, args=INCLUDE, env=DB_REST)
     account = Account.objects.create()
     keys, balance, seconds = db_chaos(
         wp, celery_app, credit_surviving_db_loss, f"pg-{time.time_ns()}", account
@@ -287,10 +294,14 @@ def test_postgres_connections_killed_while_tasks_write(worker_process, celery_ap
 
 @pytest.mark.services("postgres")
 @pytest.mark.antipattern(task=credit_without_db_retry)
+@pytest.mark.deviation(
+    "SNIPPETS_REST_OF_TASK_SECONDS=PAUSE*4",
+    reason="the stand-in for the rest of the transaction takes PAUSE*4: the faults' window",
+)
 def test_why_postgres_connections_killed_lose_tasks_that_do_not_retry(
     worker_process, celery_app, record
 ):
-    wp = worker_process(concurrency=2, args=INCLUDE)
+    wp = worker_process(concurrency=2, args=INCLUDE, env=DB_REST)
     account = Account.objects.create()
     keys, balance, seconds = db_chaos(
         wp, celery_app, credit_without_db_retry, f"pgx-{time.time_ns()}", account
