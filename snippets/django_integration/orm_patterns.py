@@ -39,8 +39,6 @@ def archive_report_instance(report: Report) -> bool:
 
 
 # --8<-- [start:claim]
-import time
-
 from celery import Task
 from django.db import transaction
 from django.db.models import F
@@ -49,7 +47,7 @@ from snippets.django_integration.models import Job
 
 
 @shared_task(bind=True)
-def claim_next_job(self: Task, worker: str, pause: float = 0.0) -> int | None:
+def claim_next_job(self: Task, worker: str) -> int | None:
     """Claim the oldest pending job; concurrent claimers each get a different one."""
     with transaction.atomic():
         mine = Job.objects.filter(claim_id=self.request.id).first()  # (1)!
@@ -63,7 +61,6 @@ def claim_next_job(self: Task, worker: str, pause: float = 0.0) -> int | None:
         )
         if job is None:
             return None
-        time.sleep(pause)  # (3)!
         Job.objects.filter(pk=job.pk).update(
             status=Job.Status.RUNNING,
             claimed_by=worker,
@@ -77,6 +74,9 @@ def claim_next_job(self: Task, worker: str, pause: float = 0.0) -> int | None:
 
 
 # --8<-- [start:claim_antipattern]
+import time
+
+
 @shared_task
 def claim_next_job_racy(worker: str, pause: float = 0.0) -> int | None:
     """ANTI-PATTERN: read, then write; two workers both read "pending" and both win."""

@@ -72,11 +72,9 @@ logger = logging.getLogger("snippets.pipeline")
 
 
 @shared_task
-def record_step(step: str, fail: bool = False) -> str | None:
+def record_step(step: str) -> str | None:
     """A step of a pipeline; logs, and returns the correlation id it ran under."""
     logger.info("running step %s", step)
-    if fail:
-        raise ValueError(f"step {step} failed")
     return correlation_id.get()
 
 

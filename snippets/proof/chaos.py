@@ -3,21 +3,17 @@ docs/task-design/idempotency.md unchanged, inside one transaction that also hold
 of the task's database work: a connection dropped anywhere in it rolls all of it back."""
 
 # --8<-- [start:db_resilient]
-import time
-
 from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError, transaction
 
-from snippets.task_design.idempotency import apply_credit
+from snippets.task_design.idempotency import apply_credit, rest_of_task
 
 
-def credit_in_one_transaction(
-    account_id: int, amount_cents: int, idempotency_key: str, pause: float
-) -> str:
+def credit_in_one_transaction(account_id: int, amount_cents: int, idempotency_key: str) -> str:
     """The key, the credit and the rest of the work commit together, or not at all."""
     with transaction.atomic():
         applied = apply_credit(account_id, amount_cents, idempotency_key)
-        time.sleep(pause)  # the rest of the transaction: where a dropped connection hits
+        rest_of_task(account_id)  # the rest of the transaction: where a dropped connection hits
     return "applied" if applied else "duplicate"
 
 
@@ -33,10 +29,10 @@ def credit_in_one_transaction(
     max_retries=8,
 )
 def credit_surviving_db_loss(
-    self: Task, account_id: int, amount_cents: int, idempotency_key: str, pause: float = 0.0
+    self: Task, account_id: int, amount_cents: int, idempotency_key: str
 ) -> str:
     """A dropped connection rolls the transaction back; the retry gets a new connection."""
-    return credit_in_one_transaction(account_id, amount_cents, idempotency_key, pause)  # (2)!
+    return credit_in_one_transaction(account_id, amount_cents, idempotency_key)  # (2)!
 
 
 # --8<-- [end:db_resilient]
@@ -49,11 +45,9 @@ from celery import shared_task
 @shared_task(
     acks_late=True,
 )
-def credit_without_db_retry(
-    account_id: int, amount_cents: int, idempotency_key: str, pause: float = 0.0
-) -> str:
+def credit_without_db_retry(account_id: int, amount_cents: int, idempotency_key: str) -> str:
     """ANTI-PATTERN: a dropped connection fails the task; acked on failure, it is gone."""
-    return credit_in_one_transaction(account_id, amount_cents, idempotency_key, pause)
+    return credit_in_one_transaction(account_id, amount_cents, idempotency_key)
 
 
 # --8<-- [end:no_db_retry]

@@ -16,11 +16,18 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
-@shared_task
-def square(x: int, seconds: float = 0.0) -> int:
-    """Square x after `seconds` (the proofs make early header tasks finish last)."""
-    time.sleep(seconds)
+SECONDS_PER_UNIT = 0.5  # the stand-in's pace: a larger input takes longer, as real work does
+
+
+def slow_square(x: int) -> int:
+    """The work: a stand-in for yours, taking longer the larger x is."""
+    time.sleep(x * SECONDS_PER_UNIT)
     return x * x
+
+
+@shared_task
+def square(x: int) -> int:
+    return slow_square(x)
 
 
 @shared_task
@@ -76,14 +83,14 @@ def then_fixed(x: int) -> Signature:
 from celery import Signature, chord, group
 
 
-def squares_total(numbers: list[int], seconds: list[float]) -> Signature:
+def squares_total(numbers: list[int]) -> Signature:
     """Square every number in parallel, then sum: the body runs once, after the last one."""
-    header = group(square.s(n, s) for n, s in zip(numbers, seconds, strict=True))
+    header = group(square.s(n) for n in numbers)
     return chord(header, total.s())  # (1)!
 
 
-def squares_in_order(numbers: list[int], seconds: list[float]) -> Signature:
-    header = group(square.s(n, s) for n, s in zip(numbers, seconds, strict=True))
+def squares_in_order(numbers: list[int]) -> Signature:
+    header = group(square.s(n) for n in numbers)
     return chord(header, collect.s())
 
 

@@ -28,15 +28,28 @@ def apply_credit(account_id: int, amount_cents: int, idempotency_key: str) -> bo
 # --8<-- [end:key]
 
 
-# --8<-- [start:task]
+# --8<-- [start:rest]
+import os
 import time
 
+# How long the stand-in takes: 0 here; a proof that kills the task after its commit sets it
+# on its worker (a deviation it declares), so the kill lands inside the rest of the task.
+REST_OF_TASK_SECONDS = float(os.environ.get("SNIPPETS_REST_OF_TASK_SECONDS", "0"))
+
+
+def rest_of_task(account_id: int) -> None:
+    """What the task still does after the commit (database work, logging). A stand-in."""
+    time.sleep(REST_OF_TASK_SECONDS)
+
+
+# --8<-- [end:rest]
+
+
+# --8<-- [start:task]
 from celery import Task, shared_task
 
 
-def credit_once(
-    task: Task, account_id: int, amount_cents: int, idempotency_key: str, pause: float
-) -> str:
+def credit_once(task: Task, account_id: int, amount_cents: int, idempotency_key: str) -> str:
     """The body of the credit tasks: the key makes a second delivery a logged no-op."""
     if not apply_credit(account_id, amount_cents, idempotency_key):
         logger.warning(
@@ -45,7 +58,7 @@ def credit_once(
             (task.request.delivery_info or {}).get("redelivered"),
         )  # fmt: skip
         return "duplicate"
-    time.sleep(pause)  # (1)!
+    rest_of_task(account_id)  # (1)!
     return "applied"
 
 
@@ -55,11 +68,9 @@ def credit_once(
     reject_on_worker_lost=True,  # (3)!
     retry_on_worker_lost=False,
 )
-def credit_account(
-    self: Task, account_id: int, amount_cents: int, idempotency_key: str, pause: float = 0.0
-) -> str:
+def credit_account(self: Task, account_id: int, amount_cents: int, idempotency_key: str) -> str:
     """Credit an account; safe to deliver any number of times with the same key."""
-    return credit_once(self, account_id, amount_cents, idempotency_key, pause)
+    return credit_once(self, account_id, amount_cents, idempotency_key)
 
 
 @shared_task(
@@ -70,10 +81,10 @@ def credit_account(
     max_retries=3,
 )
 def credit_account_retrying(
-    self: Task, account_id: int, amount_cents: int, idempotency_key: str, pause: float = 0.0
+    self: Task, account_id: int, amount_cents: int, idempotency_key: str
 ) -> str:
     """The same credit, re-sent as a retry (counted against max_retries) if its child dies."""
-    return credit_once(self, account_id, amount_cents, idempotency_key, pause)
+    return credit_once(self, account_id, amount_cents, idempotency_key)
 
 
 # --8<-- [end:task]

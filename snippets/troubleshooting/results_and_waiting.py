@@ -11,7 +11,7 @@ REQUEST_WAIT = 5.0  # seconds a request may wait for the worker
 
 def square_waiting(request: HttpRequest, x: int) -> JsonResponse:
     """ANTI-PATTERN: the request holds a web worker until the task has run."""
-    result = square.delay(x, seconds=2.0)  # a job that takes 2 s on a free worker
+    result = square.delay(x)  # a job that takes seconds on a free worker
     return JsonResponse({"square": result.get(timeout=REQUEST_WAIT)})  # (1)!
 
 
@@ -27,7 +27,7 @@ from snippets.task_design.canvas import square  # noqa: F811
 
 def square_start(request: HttpRequest, x: int) -> JsonResponse:
     """Publish and answer at once: 202 Accepted, with the id to ask about later."""
-    result = square.delay(x, seconds=2.0)
+    result = square.delay(x)
     return JsonResponse({"task_id": result.id}, status=202)  # (1)!
 
 

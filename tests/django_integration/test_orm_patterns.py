@@ -90,9 +90,14 @@ def test_why_two_workers_claim_the_same_job_without_a_lock(worker_process):
     assert [r.get(timeout=60) for r in racy] == [first.pk, first.pk]  # both "won" the first job
     assert Job.objects.get(pk=first.pk).claims == 2
 
+    # The pattern takes no window to widen: the test is the other claimer, holding the first
+    # job's row lock as a claim inside its transaction does. A claim meanwhile takes the
+    # second job at once; without SKIP LOCKED it would wait for the lock, without FOR UPDATE
+    # it would read the first job and its write would wait (both: this get() times out).
     Job.objects.update(status=Job.Status.PENDING, claims=0, claimed_by="")
-    locked = [claim_next_job.apply_async((f"w{i}", RACE_WINDOW), queue=wp.queue) for i in (1, 2)]
-    assert sorted(r.get(timeout=60) for r in locked) == [first.pk, second.pk]
+    with row_locked(first):
+        assert claim_next_job.apply_async(("w2",), queue=wp.queue).get(timeout=20) == second.pk
+    assert claim_next_job.apply_async(("w1",), queue=wp.queue).get(timeout=20) == first.pk
     assert list(Job.objects.order_by("pk").values_list("claims", flat=True)) == [1, 1]
     assert len(set(Job.objects.values_list("claimed_by", flat=True))) == 2
     assert claim_next_job.apply_async(("w3",), queue=wp.queue).get(timeout=60) is None

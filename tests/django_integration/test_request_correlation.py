@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from celery import Task
+from celery import Task, shared_task
 from celery.result import AsyncResult
 from celery.signals import task_postrun
 
@@ -143,11 +143,17 @@ def test_the_worker_does_not_leak_an_id_into_the_next_task(celery_worker):
     assert later.get(timeout=20) not in (None, "first-request")
 
 
+@shared_task(name="tests.django_integration.failing_step")
+def failing_step(step: str) -> None:
+    """Any task that fails: the page's steps take no flag to fail on."""
+    raise ValueError(f"step {step} failed")
+
+
 def test_a_failure_is_logged_with_the_request_id(celery_worker, caplog):
     """the failure logger's record has it."""
     token = correlation_id.set("req-failing")
     try:
-        result = record_step.delay("broken", fail=True)
+        result = failing_step.delay("broken")
     finally:
         correlation_id.reset(token)
     failed = pytest.raises(ValueError, match="step broken failed")

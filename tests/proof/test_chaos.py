@@ -118,15 +118,20 @@ def credits(account: Account) -> int:
     return account.balance_cents
 
 
+@pytest.mark.deviation(
+    "SNIPPETS_REST_OF_TASK_SECONDS=PAUSE",
+    reason="credit_account's stand-in for the rest of the task takes PAUSE: the kills' window",
+)
 def test_pool_children_sigkilled_idempotent_tasks_do_everything_once(
     worker_process, celery_app, record
 ):
-    wp = worker_process(concurrency=2, args=INCLUDE)
+    env = {"SNIPPETS_REST_OF_TASK_SECONDS": str(PAUSE)}
+    wp = worker_process(concurrency=2, args=INCLUDE, env=env)
     account = Account.objects.create()
     run = f"kill-{time.time_ns()}"
     with Clock() as clock:
         for i in range(TASKS):
-            credit_account.apply_async((account.pk, 1, f"{run}-{i}", PAUSE), queue=wp.queue)
+            credit_account.apply_async((account.pk, 1, f"{run}-{i}"), queue=wp.queue)
         applied = lambda: ProcessedKey.objects.filter(key__startswith=run).count()  # noqa: E731
         Killer(wp, applied, KILLS).join()
         settle(wp, celery_app, lambda: applied() == TASKS, timeout=120 + TASKS * 0.2)
@@ -231,6 +236,9 @@ def terminate_worker_backends(wp) -> int:
         return cursor.fetchone()[0]
 
 
+DB_REST = {"SNIPPETS_REST_OF_TASK_SECONDS": str(PAUSE * 4)}  # the transaction's length
+
+
 def db_chaos(wp, celery_app, task, run: str, account: Account) -> tuple[int, int, float]:
     stop = threading.Event()
     killed: list[int] = []
@@ -245,7 +253,7 @@ def db_chaos(wp, celery_app, task, run: str, account: Account) -> tuple[int, int
     thread = threading.Thread(target=kill_connections, daemon=True)
     with Clock() as clock:
         for i in range(TASKS):
-            task.apply_async((account.pk, 1, f"{run}-{i}", PAUSE * 4), queue=wp.queue)
+            task.apply_async((account.pk, 1, f"{run}-{i}"), queue=wp.queue)
         thread.start()
         time.sleep(max(3.0, TASKS * PAUSE * 4 / 2 / 3))
         stop.set()
@@ -258,8 +266,12 @@ def db_chaos(wp, celery_app, task, run: str, account: Account) -> tuple[int, int
 
 @pytest.mark.services("postgres")
 @pytest.mark.proves_idempotent(task=credit_surviving_db_loss)
+@pytest.mark.deviation(
+    "SNIPPETS_REST_OF_TASK_SECONDS=PAUSE*4",
+    reason="the stand-in for the rest of the transaction takes PAUSE*4: the faults' window",
+)
 def test_postgres_connections_killed_while_tasks_write(worker_process, celery_app, record):
-    wp = worker_process(concurrency=2, args=INCLUDE)
+    wp = worker_process(concurrency=2, args=INCLUDE, env=DB_REST)
     account = Account.objects.create()
     keys, balance, seconds = db_chaos(
         wp, celery_app, credit_surviving_db_loss, f"pg-{time.time_ns()}", account
@@ -282,10 +294,14 @@ def test_postgres_connections_killed_while_tasks_write(worker_process, celery_ap
 
 @pytest.mark.services("postgres")
 @pytest.mark.antipattern(task=credit_without_db_retry)
+@pytest.mark.deviation(
+    "SNIPPETS_REST_OF_TASK_SECONDS=PAUSE*4",
+    reason="the stand-in for the rest of the transaction takes PAUSE*4: the faults' window",
+)
 def test_why_postgres_connections_killed_lose_tasks_that_do_not_retry(
     worker_process, celery_app, record
 ):
-    wp = worker_process(concurrency=2, args=INCLUDE)
+    wp = worker_process(concurrency=2, args=INCLUDE, env=DB_REST)
     account = Account.objects.create()
     keys, balance, seconds = db_chaos(
         wp, celery_app, credit_without_db_retry, f"pgx-{time.time_ns()}", account
@@ -320,10 +336,18 @@ def shutdown_env(**extra: str) -> dict[str, str]:
     "CELERY_SOFT_SHUTDOWN_TIMEOUT=1",
     reason="1 s instead of 50: a task still running when the window closes is requeued either way",
 )
+@pytest.mark.deviation(
+    "SNIPPETS_REST_OF_TASK_SECONDS=2",
+    reason="credit_account's stand-in for the rest of the task takes LONG: SIGTERM finds some",
+)
 def test_sigterm_with_soft_shutdown_requeues_running_tasks(worker_process, celery_app, record):
     """REMAP_SIGTERM=SIGQUIT + worker_soft_shutdown_timeout + acks_late: what is still running
     when the soft timeout ends goes back to the queue; a second worker finishes it."""
-    env = shutdown_env(REMAP_SIGTERM="SIGQUIT", CELERY_SOFT_SHUTDOWN_TIMEOUT=SOFT)
+    env = shutdown_env(
+        REMAP_SIGTERM="SIGQUIT",
+        CELERY_SOFT_SHUTDOWN_TIMEOUT=SOFT,
+        SNIPPETS_REST_OF_TASK_SECONDS=str(LONG),
+    )
     tasks = max(6, TASKS // 10)
     first = worker_process(concurrency=2, args=INCLUDE, env=env)
     account = Account.objects.create()
@@ -331,7 +355,7 @@ def test_sigterm_with_soft_shutdown_requeues_running_tasks(worker_process, celer
     applied = lambda: ProcessedKey.objects.filter(key__startswith=run).count()  # noqa: E731
     with Clock() as clock:
         for i in range(tasks):
-            credit_account.apply_async((account.pk, 1, f"{run}-{i}", LONG), queue=first.queue)
+            credit_account.apply_async((account.pk, 1, f"{run}-{i}"), queue=first.queue)
         wait_until(lambda: applied() >= 1, what="the first task to start", context=first)
         assert first.stop(signal.SIGTERM, timeout=30) == 0  # exits by itself, never SIGKILLed
         second = worker_process(concurrency=2, args=INCLUDE, env=env, queue=first.queue)

@@ -8,6 +8,7 @@ from celery.exceptions import ChordError, CPendingDeprecationWarning
 from django.apps import apps
 
 from snippets.task_design.canvas import (
+    SECONDS_PER_UNIT,
     add,
     check_positive,
     checked_total,
@@ -77,14 +78,15 @@ def test_chord_results_arrive_in_header_order_whatever_the_finishing_order(
     after the second, so only "the first finishes last" is certain, not the full reversal.
     """
     queue = shared_prefork_worker.queue
-    seconds = [3.0, 1.5, 0.0]
-    result = squares_in_order([1, 2, 3], seconds).apply_async(queue=queue)
+    numbers = [6, 2, 1]  # 3 s, 1 s and 0.5 s of work at the stand-in's pace
+    assert [n * SECONDS_PER_UNIT for n in numbers] == [3.0, 1.0, 0.5]
+    result = squares_in_order(numbers).apply_async(queue=queue)
 
-    assert result.get(timeout=60) == [1, 4, 9]  # header order
+    assert result.get(timeout=60) == [36, 4, 1]  # header order
     header = result.parent.results
     finished = [r.get(timeout=5) for r in sorted(header, key=lambda r: r.date_done)]
-    assert finished[-1] == 1  # the first header task finished last: not header order
-    assert squares_total([1, 2, 3], seconds).apply_async(queue=queue).get(timeout=60) == 14
+    assert finished[-1] == 36  # the first header task finished last: not header order
+    assert squares_total(numbers).apply_async(queue=queue).get(timeout=60) == 41
 
 
 def rows() -> dict[str, int]:

@@ -30,6 +30,11 @@ from tests.task_design.helpers import kill_pool_child, kill_worker, task_pid
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LONG = 60.0  # the "rest of the task" after the commit: the window the SIGKILL falls into
+REST = {"SNIPPETS_REST_OF_TASK_SECONDS": str(LONG)}  # the stand-in's duration on the worker
+rest_of_task_deviation = pytest.mark.deviation(
+    f"SNIPPETS_REST_OF_TASK_SECONDS={LONG:g}",
+    reason="the stand-in for the rest of the task takes a minute, so the kill lands inside it",
+)
 
 
 def redeliver_unacked(app) -> None:
@@ -71,11 +76,12 @@ def test_an_unknown_account_fails_loudly_and_keeps_no_key(celery_worker, unique_
 
 
 @pytest.mark.proves_idempotent(task=credit_account)
-def test_sigkill_mid_task_runs_it_again_and_the_key_credits_once(shared_prefork_worker, unique_key):
+@rest_of_task_deviation
+def test_sigkill_mid_task_runs_it_again_and_the_key_credits_once(worker_process, unique_key):
     """acks_late + reject_on_worker_lost: the killed run is redelivered; the key holds."""
-    wp = shared_prefork_worker  # a real prefork worker subprocess
+    wp = worker_process(env=REST)  # a real prefork worker subprocess
     account = Account.objects.create()
-    result = credit_account.apply_async((account.pk, 100, unique_key, LONG), queue=wp.queue)
+    result = credit_account.apply_async((account.pk, 100, unique_key), queue=wp.queue)
 
     pid = task_pid(result)
     wait_until(lambda: ProcessedKey.objects.filter(key=unique_key).exists(), what="the commit")
@@ -125,15 +131,12 @@ def test_why_without_a_key_the_redelivery_credits_twice_even_with_deduplication(
 
 
 @pytest.mark.proves_idempotent(task=credit_account_retrying)
-def test_retry_on_worker_lost_sends_a_retry_and_the_key_credits_once(
-    shared_prefork_worker, unique_key
-):
+@rest_of_task_deviation
+def test_retry_on_worker_lost_sends_a_retry_and_the_key_credits_once(worker_process, unique_key):
     """Celery 5.7: the lost task is re-sent like retry(): retries=1, after default_retry_delay."""
-    wp = shared_prefork_worker
+    wp = worker_process(env=REST)
     account = Account.objects.create()
-    result = credit_account_retrying.apply_async(
-        (account.pk, 100, unique_key, LONG), queue=wp.queue
-    )
+    result = credit_account_retrying.apply_async((account.pk, 100, unique_key), queue=wp.queue)
 
     pid = task_pid(result)
     wait_until(lambda: ProcessedKey.objects.filter(key=unique_key).exists(), what="the commit")

@@ -53,8 +53,8 @@ def prefork_worker(celery_app, django_db_setup, django_db_blocker, tmp_path_fact
 
 @pytest.mark.antipattern("snippets/troubleshooting/results_and_waiting.py:view-waits")
 def test_why_result_get_in_a_view_holds_the_request_until_it_times_out(celery_worker, monkeypatch):
-    """A 2 s task and a 0.5 s budget: the view raises `TimeoutError: The operation timed
-    out.`; the request had to wait all of it."""
+    """A 1.5 s task (square(3) at the stand-in's pace) and a 0.5 s budget: the view raises
+    `TimeoutError: The operation timed out.`; the request had to wait all of it."""
     monkeypatch.setattr(rw, "REQUEST_WAIT", 0.5)  # the request's budget, shorter than the task
     request = RequestFactory().get("/square/3")
     started = time.monotonic()
@@ -117,7 +117,7 @@ def test_why_result_get_inside_a_task_raises_on_a_prefork_worker(prefork_worker)
     log = prefork_worker.wait_for_log(f"{total_by_waiting.name}[{result.id}] raised unexpected")
     assert f"RuntimeError('{WOULD_BLOCK}" in log
 
-    fixed = squares_total([1, 2, 3], [0.0, 0.0, 0.0]).apply_async(queue=prefork_worker.queue)
+    fixed = squares_total([1, 2, 3]).apply_async(queue=prefork_worker.queue)
     assert fixed.get(timeout=60) == 14
     assert prefork_worker.log().count("raised unexpected") == 1  # the anti-pattern's alone
 
