@@ -277,6 +277,7 @@ def test_an_event_delivered_again_is_recorded_once(shared_prefork_worker, celery
     wp = shared_prefork_worker
     first = record_event.apply_async(("signup",), queue=wp.queue)
     [run] = wait_until(lambda: list(TaskRun.objects.filter(task_id=first.id)), what="the run")
+    assert run.hostname == wp.hostname  # the first run's row says which worker ran it
     wait_succeeded(wp, first.id, 1)
     record_event.apply_async(("signup",), task_id=first.id, queue=wp.queue)
     wait_succeeded(wp, first.id, 2)
