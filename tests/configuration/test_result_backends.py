@@ -274,6 +274,7 @@ def test_an_event_delivered_again_is_recorded_once(shared_prefork_worker, celery
     wp = shared_prefork_worker
     first = record_event.apply_async(("signup",), queue=wp.queue)
     [run] = wait_until(lambda: list(TaskRun.objects.filter(task_id=first.id)), what="the run")
+    assert run.hostname == wp.hostname  # the first run's row says which worker ran it
     assert deliver_again(wp, record_event, ("signup",), first.id) is None
     assert list(TaskRun.objects.filter(task_id=first.id)) == [run]
     assert not redis_backend(celery_app).exists(f"celery-task-meta-{first.id}")

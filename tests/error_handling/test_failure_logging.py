@@ -1,9 +1,12 @@
 """Proof for docs/error-handling/failure-logging.md: every failure is logged with its context."""
 
 import logging
+import uuid
 
 import pytest
 import requests
+from celery.exceptions import TimeLimitExceeded
+from celery.signals import task_failure
 
 from snippets.django_integration.models import Report
 from snippets.django_integration.transactions import render_report
@@ -83,6 +86,52 @@ def test_a_secret_argument_never_appears_in_the_log(celery_worker, billing_api, 
 
 
 @pytest.mark.antipattern(task=charge_card_redacted_by_caller)
+def test_a_failure_sent_without_the_tasks_request_falls_back_to_the_signals_arguments(caplog):
+    """Annotation (2): for a hard time limit Celery 5.7.0 sends task_failure from the worker's
+    main process without pushing the request (`Request.on_timeout`, celery/worker/request.py:574),
+    so `sender.request` is empty. Sent here with the same arguments as that call: the record
+    takes args and kwargs from the signal, the task's `secret_kwargs` redacted, and logs retries
+    and the correlation id as None (unknown). A real time limit: docs/error-handling/timeouts.md.
+    """
+    caplog.set_level(logging.ERROR, logger="snippets.tasks")
+    task_id = str(uuid.uuid4())
+    assert charge_card.request.id is None  # no request pushed in this thread
+    exc = TimeLimitExceeded(30)
+    task_failure.send(
+        sender=charge_card, task_id=task_id, exception=exc, args=[1004],
+        kwargs={"card_token": TOKEN}, traceback=None, einfo=None,
+    )  # fmt: skip
+
+    [record] = failure_records(caplog, task_id)
+    assert {f: getattr(record, f) for f in FIELDS} == {
+        "task_id": task_id,
+        "task_name": charge_card.name,
+        "task_args": "(1004,)",
+        "task_kwargs": "{'card_token': '***'}",
+        "retries": None,
+        "correlation_id": None,
+    }
+    assert TOKEN not in everything_logged(caplog)
+
+
+def test_a_task_naming_no_secret_keeps_celerys_own_kwargsrepr(celery_app, monkeypatch, published):
+    """The base task sets kwargsrepr only for a task that names secrets: with none, the message
+    carries what Celery shows by itself (saferepr, cut at its 1024 characters), not a full repr
+    of every keyword argument. Published to a queue no worker consumes, deleted after."""
+    monkeypatch.setattr(charge_card, "secret_kwargs", ())
+    kwargs = {"card_token": "x" * 2000}
+    queue = f"fl-no-secret-{uuid.uuid4().hex[:8]}"
+    try:
+        result = charge_card.apply_async((1005,), kwargs, queue=queue)
+        [sent] = [p for p in published if p["id"] == result.id]
+        shown = sent["headers"]["kwargsrepr"]
+        assert shown.startswith("{'card_token': 'xxx")
+        assert len(shown) < 1100  # Celery's saferepr cut it; a full repr is 2000 characters
+    finally:
+        with celery_app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+
+
 def test_why_a_kwargsrepr_given_at_the_call_is_lost_on_retry(celery_worker, billing_api, caplog):
     """Celery 5.7.0: a retry is a new message built from the request, without the caller's
     kwargsrepr - so the failure after a retry logs the real token."""

@@ -8,14 +8,21 @@ from contextlib import contextmanager
 
 @contextmanager
 def recording_publishes() -> Iterator[list[dict]]:
-    """Every task published inside the block: name, id, args and headers, in order."""
+    """Every task published inside the block: name, id, args, headers and message properties
+    (priority...), in order."""
     from celery.signals import before_task_publish
 
     sent: list[dict] = []
 
-    def record(sender=None, body=None, headers=None, **_kw) -> None:
+    def record(sender=None, body=None, headers=None, properties=None, **_kw) -> None:
         sent.append(
-            {"name": sender, "id": headers.get("id"), "args": list(body[0]), "headers": headers}
+            {
+                "name": sender,
+                "id": headers.get("id"),
+                "args": list(body[0]),
+                "headers": headers,
+                "properties": properties or {},
+            }
         )
 
     before_task_publish.connect(record, weak=False)

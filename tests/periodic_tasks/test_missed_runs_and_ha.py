@@ -5,6 +5,7 @@ persistent schedule remembers. High availability: real `celery beat` subprocesse
 leader lock, on PostgreSQL.
 """
 
+import logging
 import signal
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -170,17 +171,34 @@ def test_a_leader_that_loses_its_lock_connection_stops_sending_then_competes_aga
     class Probe(LeaderLockMixin):
         max_interval = 1
 
+    def said() -> tuple[int, int]:
+        """How often "this beat holds the lock" and "standing by" were logged: once per change."""
+        lines = [r.getMessage() for r in caplog.records]
+        return sum("this beat holds" in m for m in lines), sum("standing by" in m for m in lines)
+
+    caplog.set_level(logging.WARNING, logger="snippets.periodic_tasks.missed_runs_and_ha")
     probe, rival = Probe(), Probe()
     try:
         assert probe.is_leader() is True
+        assert said() == (1, 0)  # the winner says so when it wins the lock
+        assert probe.is_leader() is True
         assert rival.is_leader() is False  # the lock is taken
+        assert said() == (1, 1)  # the loser says it stands by, once
+        assert rival.is_leader() is False
+        assert said() == (1, 1)  # not again on every tick, for either
         backend = probe._lock_connection.connection.info.backend_pid
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
         assert probe.is_leader() is False  # its session is gone, and the lock with it
         assert "lost the connection that holds the lock" in caplog.text
+        assert said() == (1, 2)  # the old leader stands by
         assert rival.is_leader() is True  # the rival wins it on its next tick
+        assert said() == (2, 2)
         assert probe.is_leader() is False  # and the old leader stands by
+        assert said() == (2, 2)
+        rival._close_lock_connection()  # the new leader stops: closing its connection frees it
+        assert probe.is_leader() is True  # the old one, on a new connection, wins it back
+        assert said() == (3, 2)
     finally:
         probe._close_lock_connection()
         rival._close_lock_connection()

@@ -30,12 +30,13 @@ def counts() -> dict[int, int]:
 
 
 def test_batches_process_every_item_exactly_once(celery_worker, published):
-    """250 items in 3 batches: every `processed_count` is 1, and a batch delivered again processes
-    0."""
+    """250 items in 3 batches: every `processed_count` is 1, every `score` twice its value, and a
+    batch delivered again processes 0."""
     ids = make_items(250)
     result = process_all(ids, batch_size=100)
     assert sorted(result.get(timeout=60)) == [50, 100, 100]
     assert counts() == {1: 250}  # every item, once
+    assert sorted(Item.objects.values_list("value", "score")) == [(v, 2 * v) for v in range(250)]
     assert len([p for p in published if p["name"] == process_batch.name]) == 3  # 3 messages
 
     # A batch delivered again (a redelivery, a retry) finds nothing left to do.

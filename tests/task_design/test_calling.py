@@ -73,7 +73,8 @@ RABBITMQ_CONSUMER_TIMEOUT_S = 30 * 60  # RabbitMQ's default consumer_timeout (18
 
 
 def test_apply_async_options_travel_in_the_message(celery_app, published):
-    """`eta`, `expires` and the custom header of `apply_async` are in the published message."""
+    """`eta`, `expires`, `priority` and the custom header of `apply_async` are in the published
+    message."""
     before = datetime.now().astimezone()
     result = remind_later(3, request_id="req-123", queue="td-reminders")
     try:
@@ -84,8 +85,10 @@ def test_apply_async_options_travel_in_the_message(celery_app, published):
         assert result.state == "PENDING"  # nobody consumes td-reminders: the message waits
         # the wait the worker holds the message unacked stays below both brokers' timeouts
         held = (datetime.fromisoformat(headers["eta"]) - before).total_seconds()
+        assert 15 * 60 <= held < 15 * 60 + 60  # eta: 15 minutes from the call
         visibility = celery_app.conf.broker_transport_options["visibility_timeout"]
-        assert 0 < held < min(visibility, RABBITMQ_CONSUMER_TIMEOUT_S)
+        assert held < min(visibility, RABBITMQ_CONSUMER_TIMEOUT_S)
+        assert sent["properties"]["priority"] == 3  # a message property, not a header
 
         soon = remind_soon(11, queue="td-reminders")
         [sent] = [p for p in published if p["id"] == soon.id]
@@ -180,6 +183,7 @@ def test_why_a_countdown_longer_than_the_visibility_timeout_runs_twice(worker_pr
     redis_env = {"CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url}
     short = 2  # seconds: shorter than the 6 s countdown
     fixed = redis_transport_options(longest_eta_s=6, time_limit_s=5)["visibility_timeout"]
+    assert fixed > 6 + 5  # room beyond countdown + time limit: the wait for a free child too
     too_short = worker_process(
         app="tests.task_design.redis_visibility_app",
         env={"VISIBILITY_TIMEOUT": str(short), **redis_env},

@@ -56,8 +56,11 @@ def test_a_chain_stops_at_the_first_failure_and_the_errback_fires_once(celery_wo
 
 
 def test_an_immutable_signature_ignores_the_parent_result(celery_worker):
-    """An immutable signature (`.si()`) in a chain does not receive the parent's result."""
-    assert then_fixed(5).apply_async().get(timeout=30) == 101
+    """An immutable signature (`.si()`) in a chain does not receive the parent's result; the
+    step before it still runs first, on its own arguments."""
+    result = then_fixed(5).apply_async()
+    assert result.get(timeout=30) == 101
+    assert result.parent.get(timeout=5) == 6  # add(5, 1) ran before it
 
 
 @pytest.mark.filterwarnings("ignore:Exception raised outside body:RuntimeWarning")
@@ -87,6 +90,16 @@ def test_chord_results_arrive_in_header_order_whatever_the_finishing_order(
     finished = [r.get(timeout=5) for r in sorted(header, key=lambda r: r.date_done)]
     assert finished[-1] == 36  # the first header task finished last: not header order
     assert squares_total(numbers).apply_async(queue=queue).get(timeout=60) == 41
+
+
+def test_a_number_without_its_delay_is_refused_not_left_out_of_the_chord(celery_worker):
+    """zip(..., strict=True): a header built from three numbers and two delays raises when the
+    chord is applied, before its body can be published; without strict the chord would square
+    and sum 1 and 2 only (5, not 14). (The header tasks before the error may already be
+    published, on a backend that applies the header as it goes: the worker runs them.)"""
+    for build in (squares_total, squares_in_order):
+        with pytest.raises(ValueError, match="shorter than argument 1"):
+            build([1, 2, 3], [0.0, 0.0]).apply_async()
 
 
 def rows() -> dict[str, int]:
