@@ -10,10 +10,11 @@ written over the file in place (so the worker subprocesses a proof starts import
 page's own test module runs against it (``-x``: the first failure kills it) with a deadline, and
 the file is restored. Kill-first (tests/mutants_order.py): the test that killed the last mutant
 runs first for the next one, so a killed mutant usually costs one test, not half the module;
-the order only moves tests (``--pytest-order`` turns it off). Out of scope: anti-pattern
-sections (a name with ``antipattern`` or ``naive``) and functions whose docstring starts with
-``ANTI-PATTERN``, parameter defaults (the knobs tests turn), docstrings, annotations, f-strings
-and ``models.py`` (a schema change needs a migration). A mutant listed in
+the order only moves tests (``--pytest-order`` turns it off). On PostgreSQL the test databases
+are migrated once per page and every run gets new copies of them (tests/mutants_db.py). Out of
+scope: anti-pattern sections (a name with ``antipattern`` or ``naive``) and functions whose
+docstring starts with ``ANTI-PATTERN``, parameter defaults (the knobs tests turn), docstrings,
+annotations, f-strings and ``models.py`` (a schema change needs a migration). A mutant listed in
 tests/mutants_equivalent.toml (with its one-line reason) is counted as equivalent and not run.
 
     python -m tests.mutants task-design/idempotency error-handling/worker-loss
@@ -38,14 +39,14 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
 
-from tests import mutants_order
+from tests import mutants_db, mutants_order
 from tests.harness.process import Process
 from tests.results import write_results
 
@@ -366,19 +367,28 @@ def applied(mutant: Mutant) -> Iterator[None]:
 
 
 def run_tests(
-    module: Path, deadline: float, first: list[str] | tuple[str, ...] = ()
+    module: Path,
+    deadline: float,
+    first: list[str] | tuple[str, ...] = (),
+    fresh: Callable[[], dict[str, str]] | None = None,
 ) -> tuple[str, float, str, str]:
     """("passed" | "failed" | "timeout", seconds, output tail, first failure) of one run of the
-    test module, the tests named in `first` run first (tests/mutants_order.py)."""
+    test module, the tests named in `first` run first (tests/mutants_order.py). With `fresh`
+    (tests/mutants_db.py), the run gets new test databases copied from the page's migrated
+    templates and reuses them; without, it creates and migrates its own."""
     argv = [
         "nice", "-n", "15", sys.executable, "-m", "pytest", str(module.relative_to(ROOT)),
         "-x", "-q", "-p", "no:cacheprovider", "-p", "no:cov", "-p", "tests.mutants_order",
     ]  # fmt: skip
     began = time.monotonic()
+    databases = {}
+    if fresh is not None:
+        databases = fresh()  # counted in the run's seconds
+        argv.append("--reuse-db")
     with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
         failed = Path(tmp) / "failed"
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", mutants_order.FIRST: "\n".join(first),
-               mutants_order.FAILED: str(failed)}  # fmt: skip
+               mutants_order.FAILED: str(failed), **databases}  # fmt: skip
         run = Process.spawn(argv, log_path=Path(tmp) / "pytest.log", env=env, name="pytest")
         try:
             status = run.proc.wait(deadline)
@@ -450,38 +460,41 @@ def run_page(page: str, survivors: bool = False, kill_first: bool = True) -> dic
     order = killers(previous.get("results", [])) if kill_first else []
     killed_by = {r["key"]: test_of(r.get("by", "")) for r in previous.get("results", [])}
     began = time.monotonic()
-    print(f"== {page}: {len(mutants)} mutants, oracle {module.relative_to(ROOT)}", flush=True)
-    outcome, baseline, tail, _ = run_tests(module, deadline=1800, first=order)
-    if outcome != "passed":
-        raise SystemExit(f"{page}: the unmutated tests do not pass ({outcome}):\n{tail}")
-    deadline = 2 * baseline + 60
-    print(f"   baseline {baseline:.0f} s, deadline per mutant {deadline:.0f} s", flush=True)
-    passed_in = list(order)  # the order the unmutated module passed in
-    results, ran = [], []
-    for i, mutant in enumerate(mutants, 1):
-        if mutant.key in kept:
-            results.append(entry := kept[mutant.key])
-            print(f"   [{i}/{len(mutants)}] {entry['outcome']:10} (last run)", flush=True)
-            continue
-        own = killed_by.get(mutant.key, "") if kill_first else ""  # its killer last time
-        first = [own, *(n for n in order if n != own)] if own else order
-        entry = run_mutant(mutant, module, deadline, first, known)
-        print(f"   [{i}/{len(mutants)}] {entry['outcome']:10} {entry['seconds']:5} s  "
-              f"{mutant.key}", flush=True)  # fmt: skip
-        if kill_first and (nodeid := test_of(entry.get("by", ""))):
-            order[:] = [nodeid, *(n for n in order if n != nodeid)]
-        results.append(entry)
-        ran.append(mutant)
-    if order != passed_in:
-        outcome, _, tail, by = run_tests(module, deadline, first=order)
-        print(f"   unmutated, in the final kill-first order: {outcome} {by}", flush=True)
+    with mutants_db.templates() as fresh:  # the test databases, migrated once per page
+        print(f"== {page}: {len(mutants)} mutants, oracle {module.relative_to(ROOT)}", flush=True)
+        outcome, baseline, tail, _ = run_tests(module, deadline=1800, first=order, fresh=fresh)
         if outcome != "passed":
-            print(f"   the order mattered: this run's kills again in pytest's order\n{tail}")
-            again = {m.key: m for m in ran}
-            for n, entry in enumerate(results):
-                if entry["outcome"] == "killed" and entry["key"] in again:
-                    results[n] = run_mutant(again[entry["key"]], module, deadline, [], known)
-                    print(f"   {results[n]['outcome']:10} {entry['key']}", flush=True)
+            raise SystemExit(f"{page}: the unmutated tests do not pass ({outcome}):\n{tail}")
+        deadline = 2 * baseline + 60
+        print(f"   baseline {baseline:.0f} s, deadline per mutant {deadline:.0f} s", flush=True)
+        passed_in = list(order)  # the order the unmutated module passed in
+        results, ran = [], []
+        for i, mutant in enumerate(mutants, 1):
+            if mutant.key in kept:
+                results.append(entry := kept[mutant.key])
+                print(f"   [{i}/{len(mutants)}] {entry['outcome']:10} (last run)", flush=True)
+                continue
+            own = killed_by.get(mutant.key, "") if kill_first else ""  # its killer last time
+            first = [own, *(n for n in order if n != own)] if own else order
+            entry = run_mutant(mutant, module, deadline, first, known, fresh)
+            print(f"   [{i}/{len(mutants)}] {entry['outcome']:10} {entry['seconds']:5} s  "
+                  f"{mutant.key}", flush=True)  # fmt: skip
+            if kill_first and (nodeid := test_of(entry.get("by", ""))):
+                order[:] = [nodeid, *(n for n in order if n != nodeid)]
+            results.append(entry)
+            ran.append(mutant)
+        if order != passed_in:
+            outcome, _, tail, by = run_tests(module, deadline, first=order, fresh=fresh)
+            print(f"   unmutated, in the final kill-first order: {outcome} {by}", flush=True)
+            if outcome != "passed":
+                print(f"   the order mattered: this run's kills again in pytest's order\n{tail}")
+                again = {m.key: m for m in ran}
+                for n, entry in enumerate(results):
+                    if entry["outcome"] == "killed" and entry["key"] in again:
+                        results[n] = run_mutant(
+                            again[entry["key"]], module, deadline, [], known, fresh
+                        )
+                        print(f"   {results[n]['outcome']:10} {entry['key']}", flush=True)
     wall = time.monotonic() - began
     counts = {k: sum(r["outcome"] == k for r in results) for k in
               ("killed", "survived", "equivalent", "timeout")}  # fmt: skip
@@ -503,14 +516,19 @@ def run_page(page: str, survivors: bool = False, kill_first: bool = True) -> dic
 
 
 def run_mutant(
-    mutant: Mutant, module: Path, deadline: float, order: list[str], known: dict[str, str]
+    mutant: Mutant,
+    module: Path,
+    deadline: float,
+    order: list[str],
+    known: dict[str, str],
+    fresh: Callable[[], dict[str, str]] | None = None,
 ) -> dict:
     """One mutant's entry: its outcome, seconds and the test that killed it (or why not run)."""
     entry = {**asdict(mutant), "key": mutant.key}
     if reason := known.get(mutant.key, mutant.equivalent):
         return {**entry, "outcome": "equivalent", "seconds": 0, "reason": reason}
     with applied(mutant):
-        outcome, seconds, _, by = run_tests(module, deadline, first=order)
+        outcome, seconds, _, by = run_tests(module, deadline, first=order, fresh=fresh)
     outcome = {"passed": "survived", "failed": "killed"}.get(outcome, outcome)
     entry.update(outcome=outcome, seconds=round(seconds))
     if outcome == "killed":

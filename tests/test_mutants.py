@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tomllib
+import uuid
 
 import pytest
 
@@ -157,3 +158,45 @@ def test_the_killers_of_a_last_run_come_most_kills_first():
         {},
     ]
     assert mutants.killers(results) == ["tests/a.py::test_y", "tests/a.py::test_x"]
+
+
+@pytest.mark.services("postgres")
+def test_each_test_run_gets_new_databases_copied_from_the_migrated_templates(monkeypatch):
+    """tests/mutants_db.py: the test databases are migrated once, and every run gets copies of
+    its own: what a run leaves (a row, a table, a connection still open) is not in the next
+    one's, the migrations' rows are; nothing is left after the page. On databases named for
+    this test, not the session's."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from tests import mutants_db
+
+    base = f"mutants_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("SNIPPETS_DEFAULT_DB_NAME", base)
+    monkeypatch.setenv("SNIPPETS_OTHER_DB_NAME", f"{base}_other")
+    url = os.environ["DATABASE_URL"]
+
+    def connect(name: str) -> psycopg.Connection:
+        return psycopg.connect(make_conninfo(url, dbname=name), autocommit=True)
+
+    def rows(connection: psycopg.Connection, query: str) -> int:
+        return connection.execute(query).fetchone()[0]
+
+    with mutants_db.templates() as fresh:
+        first = fresh()
+        assert first["SNIPPETS_DEFAULT_DB_NAME"].startswith(base)
+        left = connect(f"test_{first['SNIPPETS_DEFAULT_DB_NAME']}")  # a worker still connected
+        migrations = rows(left, "SELECT count(*) FROM django_migrations")
+        assert migrations > 0
+        left.execute("INSERT INTO auth_group (name) VALUES ('leftover')")
+        left.execute("CREATE TABLE leftover (id int)")
+
+        second = fresh()
+        assert set(second.values()).isdisjoint(first.values())
+        with connect(f"test_{second['SNIPPETS_DEFAULT_DB_NAME']}") as run:
+            assert rows(run, "SELECT count(*) FROM auth_group") == 0
+            assert rows(run, "SELECT to_regclass('leftover') IS NULL")
+            assert rows(run, "SELECT count(*) FROM django_migrations") == migrations
+    left.close()  # closed by the server already: the copies were dropped WITH (FORCE)
+    with connect("postgres") as server:
+        assert not rows(server, f"SELECT count(*) FROM pg_database WHERE datname LIKE '%{base}%'")
