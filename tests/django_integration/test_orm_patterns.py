@@ -54,6 +54,8 @@ def test_a_row_deleted_before_the_task_runs_is_logged_and_not_retried(
     with caplog.at_level(logging.WARNING, logger="snippets.orm"):
         assert archive_report.delay(report_id).get(timeout=20) is False
     assert f"report {report_id} no longer exists" in caplog.text
+    [record] = [r for r in caplog.records if "no longer exists" in r.getMessage()]
+    assert record.name == "snippets.orm"  # the logger a LOGGING config routes
     assert len(published) == 1  # one publish: no retry
 
 
@@ -105,6 +107,21 @@ def test_why_two_workers_claim_the_same_job_without_a_lock(worker_process):
 
 
 @pytest.mark.services("postgres")
+def test_a_claimer_skips_a_locked_job_instead_of_waiting_for_it(celery_worker):
+    """(2) on the claim: a job another claimer's transaction holds is skipped at once, and the
+    next one is claimed; the held job stays pending.
+
+    Fails without `skip_locked=True`: the claim waits for the lock (here: past the timeout).
+    Once the holder commits, PostgreSQL would then hand the waiter the next job as well, so the
+    race test above cannot tell the two apart."""
+    held, free = (Job.objects.create(title=t) for t in ("held", "free"))
+    with row_locked(held):  # another claimer, between its SELECT ... FOR UPDATE and its commit
+        assert claim_next_job.delay("w1").get(timeout=10) == free.pk
+        assert waiting_on_locks() == 0
+    assert Job.objects.get(pk=held.pk).status == Job.Status.PENDING
+
+
+@pytest.mark.services("postgres")
 @pytest.mark.antipattern(task=reserve_stock_racy)
 def test_why_read_modify_write_oversells(worker_process):
     """One unit left, two concurrent reservations: read-modify-write sells it twice;
@@ -128,12 +145,14 @@ def test_why_read_modify_write_oversells(worker_process):
     assert reserve_stock_racy(item.pk, 1) is False  # alone, even the racy version refuses
 
 
-def test_conditional_update_never_sells_what_is_not_there(celery_worker):
-    """four reservations of 3 from 10: three succeed, 1 left."""
+def test_conditional_update_never_sells_what_is_not_there(celery_worker, caplog):
+    """four reservations of 3 from 10: three succeed, 1 left; the refusal is logged."""
     item = StockItem.objects.create(sku="many", available=10)
-    results = [reserve_stock.delay(item.pk, 3) for _ in range(4)]
-    assert [r.get(timeout=20) for r in results].count(True) == 3  # 3 x 3 fit in 10, not 4
+    with caplog.at_level(logging.INFO, logger="snippets.orm"):
+        results = [reserve_stock.delay(item.pk, 3) for _ in range(4)]
+        assert [r.get(timeout=20) for r in results].count(True) == 3  # 3 x 3 fit in 10, not 4
     assert StockItem.objects.get(pk=item.pk).available == 1
+    assert caplog.text.count(f"item {item.pk} has fewer than 3 left") == 1  # the refused one
 
 
 @pytest.mark.services("postgres")

@@ -6,7 +6,7 @@ from functools import partial
 import django
 import pytest
 from celery.signals import task_prerun
-from django.db import transaction
+from django.db import connection, transaction
 from kombu.exceptions import OperationalError
 
 from snippets.django_integration.models import OutboxMessage, Report
@@ -21,7 +21,7 @@ from snippets.django_integration.transactions import (
     relay_outbox,
     render_report,
 )
-from tests.harness.db import Rollback
+from tests.harness.db import Rollback, row_locked
 from tests.harness.redelivery import wait_succeeded
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
@@ -200,6 +200,8 @@ def test_outbox_survives_a_broker_outage_and_runs_the_task_exactly_once(
         report = create_report_with_outbox("outbox")  # the relay nudge fails, logged
         assert relay_outbox() == 0  # a relay run during the outage: nothing sent, nothing lost
     assert "broker unavailable: 1 of 1 outbox rows left" in caplog.text
+    [record] = [r for r in caplog.records if "broker unavailable" in r.getMessage()]
+    assert record.name == "snippets.outbox"  # the logger a LOGGING config routes
     [row] = OutboxMessage.objects.all()
     assert row.sent_at is None
     assert row.args == [report.pk]
@@ -224,6 +226,29 @@ def test_outbox_commits_nothing_when_the_transaction_rolls_back(celery_worker, p
     assert not OutboxMessage.objects.exists()
     assert relay_outbox() == 0
     assert renders_of(published) == []
+
+
+@pytest.mark.services("postgres")
+def test_a_relay_skips_the_rows_another_relay_holds(celery_worker, published):
+    """Two relays at once never take the same rows: a row another relay's transaction holds is
+    skipped at once, and stays for the next run; the relay sends the others.
+
+    Fails without `skip_locked=True`: the relay waits for the lock (here: until lock_timeout)."""
+    reports = [Report.objects.create(title=t) for t in ("held", "free")]
+    held, free = (
+        OutboxMessage.objects.create(task_name=render_report.name, args=[r.pk]) for r in reports
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '5s'")  # a relay that waits fails instead of hanging
+    try:
+        with row_locked(held):  # the other relay, between its SELECT and its commit
+            assert relay_outbox() == 1
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+    assert [p["id"] for p in renders_of(published)] == [str(free.task_id)]
+    assert render_report.AsyncResult(str(free.task_id)).get(timeout=20) == "free"
+    assert OutboxMessage.objects.get(pk=held.pk).sent_at is None
 
 
 def test_robust_on_commit_with_a_partial_depends_on_the_django_version(caplog):

@@ -4,6 +4,7 @@ Every beat publishes to a queue of the test's own (``options.queue``), consumed 
 `worker_process` or read straight from the broker, so the in-thread worker never sees it.
 """
 
+import inspect
 import json
 import os
 import re
@@ -35,8 +36,9 @@ def runs(entry: str) -> list[PeriodicRun]:
     return list(PeriodicRun.objects.filter(entry=entry).order_by("started_at"))
 
 
-def test_the_settings_schedule_sends_every_5_minutes_with_an_expiry():
-    """The snippet's own CELERY_BEAT_SCHEDULE, in Celery's scheduler on a virtual clock."""
+def test_the_settings_schedule_sends_every_5_minutes_with_an_expiry(celery_app):
+    """The snippet's own CELERY_BEAT_SCHEDULE, in Celery's scheduler on a virtual clock; each
+    entry names a task of the project and arguments that task takes."""
     from celery import Celery
 
     app = Celery("settings-check", set_as_current=False)
@@ -46,14 +48,29 @@ def test_the_settings_schedule_sends_every_5_minutes_with_an_expiry():
     app.now = clock
     scheduler = RecordingScheduler(app, clock)
     scheduler.update_from_dict(app.conf.beat_schedule)
-    while clock.now < start + timedelta(minutes=31):
+    for _tick in range(10_000):  # a zero interval would tick every millisecond: fail, not hang
+        if clock.now >= start + timedelta(minutes=31):
+            break
         clock.now += timedelta(seconds=max(scheduler.tick(), 0.001))
+    else:
+        pytest.fail("31 minutes took 10,000 ticks of beat's loop: an interval of zero?")
     sent = [name for name, _when in scheduler.sent]
     assert sent.count("refresh-rates") == 6
     assert sent.count("rebuild-search-index") == 2
     for name, entry in scheduler.schedule.items():
         interval = entry.schedule.run_every.total_seconds()
         assert 0 < entry.options["expires"] < interval, name  # stale before the next send
+        task = celery_app.tasks[entry.task]  # KeyError: a send no worker could run
+        inspect.signature(task.run).bind(*entry.args, **entry.kwargs)  # called as beat calls it
+        assert entry.args == [name], name  # the stand-in records the entry that sent it
+
+
+def test_the_locked_job_has_a_finite_budget_below_the_visibility_timeout(celery_app):
+    """(2) on the lock: soft below hard, both below the broker's visibility timeout, set on the
+    task itself (a rebuild's own budget, not the project's default)."""
+    visibility = celery_app.conf.broker_transport_options["visibility_timeout"]
+    task = rebuild_search_index
+    assert 0 < task.soft_time_limit < task.time_limit < visibility
 
 
 @pytest.mark.proves_idempotent(task=refresh_rates)

@@ -7,6 +7,7 @@ Transitions in Europe/Berlin, 2026: clocks go forward on 29 March at 02:00 CET (
 and back on 25 October at 03:00 CEST (01:00 UTC).
 """
 
+import inspect
 import itertools
 import subprocess
 import sys
@@ -54,6 +55,30 @@ def test_the_transitions_are_where_the_tests_assume():
     assert before.astimezone(BERLIN).utcoffset() == timedelta(hours=1)
     assert after.astimezone(BERLIN).utcoffset() == timedelta(hours=2)
     assert (CELERY_TIMEZONE, CELERY_ENABLE_UTC) == ("Europe/Berlin", True)
+
+
+@pytest.mark.parametrize(
+    "entries", [CELERY_BEAT_SCHEDULE, NIGHTLY_WITHOUT_A_MINUTE], ids=["settings", "every-minute"]
+)
+def test_every_entry_names_a_task_of_the_project_and_arguments_it_takes(celery_app, entries):
+    """What beat sends is runnable: the task is registered, its arguments bind; the stand-in
+    task records which entry sent it."""
+    for name, entry in entries.items():
+        task = celery_app.tasks[entry["task"]]  # KeyError: a send no worker could run
+        inspect.signature(task.run).bind(*entry["args"], **entry.get("kwargs", {}))
+        assert entry["args"] == [name], name
+
+
+def test_a_restart_starts_from_the_last_run_beat_remembers():
+    """`beat_sends(last_run_at=...)`: with the 02:30 run of the night before remembered, a start
+    at 09:00 sends the missed run at once; without it, the first send is the next 02:30."""
+    start = datetime(2026, 11, 3, 9, 0, tzinfo=BERLIN)
+    end = start + timedelta(days=1)
+    remembered = start - timedelta(days=1, hours=6, minutes=30)  # 2 November, 02:30
+    sends = beat_sends(only("nightly-invoices"), CELERY_TIMEZONE, start, end, remembered)
+    assert local(sends) == ["2026-11-03T09:00:00+01:00", "2026-11-04T02:30:00+01:00"]
+    sends = beat_sends(only("nightly-invoices"), CELERY_TIMEZONE, start, end)
+    assert local(sends) == ["2026-11-04T02:30:00+01:00"]
 
 
 def test_daily_0230_fires_once_on_the_fall_back_day_at_the_first_0230():

@@ -83,6 +83,24 @@ def test_the_deadline_does_not_apply_to_intervals():
     assert times(sends) == ["2026-11-03T09:00:00+01:00"]
 
 
+def test_a_standby_tries_the_lock_every_few_seconds():
+    """Every `standby_interval` seconds: at least once a minute (beat alone would sleep up to its
+    max interval, 300 s, before a takeover), at most once a second (no busy loop on PostgreSQL).
+    Over one virtual hour of a standby that never wins the lock."""
+    tries: list[datetime] = []
+
+    class Standby(LeaderLockMixin, RecordingScheduler):
+        def is_leader(self) -> bool:
+            tries.append(self.clock())
+            if len(tries) > 3600:
+                raise AssertionError("more than one try a second: a busy loop")
+            self._leader = False
+            return False
+
+    beat_sends(NIGHTLY, "Europe/Berlin", start=at(3, 9), end=at(3, 10), scheduler_class=Standby)
+    assert 60 <= len(tries) <= 3600
+
+
 def standby_until(mixin: type, takeover: datetime) -> type[RecordingScheduler]:
     """The page's mixin on the virtual clock, the lock scripted: won at `takeover`."""
 
@@ -147,6 +165,10 @@ def test_two_leader_beats_send_once_and_the_standby_takes_over(beat_process, que
     [standby] = [b for b in beats if b is not leader]
     standby.wait_for_log("standing by")
     assert standby.sends() == []
+    assert (
+        "this beat holds the lock" not in standby.log()
+    )  # each beat says what it is, and only that
+    assert "standing by" not in leader.log()
     leader.stop(signal.SIGKILL)  # no shutdown, no unlock: only the closed connection frees it
     standby.wait_for_log("this beat holds the lock")
     standby.wait_for(lambda beat: len(beat.confirmed()) >= 2)
@@ -196,6 +218,18 @@ def test_a_leader_that_loses_its_lock_connection_stops_sending_then_competes_aga
         assert said() == (2, 2)
         assert probe.is_leader() is False  # and the old leader stands by
         assert said() == (2, 2)
+        roles = [
+            (r.levelname, r.getMessage().split("lock ")[0])
+            for r in caplog.records
+            if r.name == "snippets.periodic_tasks.missed_runs_and_ha"
+        ]
+        assert roles == [  # a change of role is logged once, when it happens
+            ("WARNING", "beat: this beat holds the "),  # probe
+            ("WARNING", "beat: another beat holds the "),  # rival
+            ("ERROR", "beat: lost the connection that holds the "),  # probe
+            ("WARNING", "beat: another beat holds the "),  # probe
+            ("WARNING", "beat: this beat holds the "),  # rival
+        ]
         rival._close_lock_connection()  # the new leader stops: closing its connection frees it
         assert probe.is_leader() is True  # the old one, on a new connection, wins it back
         assert said() == (3, 2)
