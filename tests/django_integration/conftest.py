@@ -1,4 +1,8 @@
-"""Fixtures of the Django integration proofs."""
+"""Fixtures of the Django integration proofs.
+
+The redelivery proofs use the session's `shared_prefork_worker` (tests/conftest.py): a
+`celery worker` subprocess as the recommended deployment starts it.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +12,6 @@ from unittest import mock
 
 import pytest
 from kombu import Connection, pools
-
-from tests.harness.celery import WorkerProcess, running_worker
-from tests.harness.services import require_services
-
-
-@pytest.fixture(scope="session")
-def shared_prefork_worker(celery_app, django_db_setup, tmp_path_factory) -> Iterator[WorkerProcess]:
-    """One real prefork worker (2 children) for the section's redelivery proofs.
-
-    Most of the section runs on the in-thread worker; a redelivery proof needs a `celery
-    worker` subprocess started as the recommended deployment starts it. Publish to its queue.
-    """
-    require_services("broker")
-    log_dir = tmp_path_factory.mktemp("di-worker")
-    with running_worker(celery_app, log_dir, concurrency=2, name="di-shared") as wp:
-        yield wp
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from snippets.django_integration.orm_patterns import (
     reserve_stock_racy,
 )
 from tests.harness.db import row_locked
-from tests.harness.redelivery import wait_succeeded
+from tests.harness.redelivery import deliver_again
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -68,7 +68,9 @@ def test_why_a_model_instance_argument_fails_to_publish(celery_app, celery_worke
     with pytest.raises(EncodeError, match="not JSON serializable"):
         archive_report_instance.delay(report)
 
-    # Eager apply_async round-trips the arguments through the serializer (since Celery 4.3).
+    # Eager apply_async round-trips the arguments through the serializer (celery/app/task.py,
+    # Task.apply_async under task_always_eager): since Celery 4.3, commit 8dcc621
+    # (celery/celery#4456), in tag v4.3.0rc1 and later, in no v4.2.x tag.
     assert celery_app.conf.task_always_eager is False
     celery_app.conf.task_always_eager = True
     try:
@@ -194,9 +196,7 @@ def test_a_report_archived_again_keeps_one_prefix(shared_prefork_worker):
     report = Report.objects.create(title="Q4")
     first = archive_report.apply_async((report.pk,), queue=wp.queue)
     assert first.get(timeout=30) is True
-    wait_succeeded(wp, first.id, 1)
-    archive_report.apply_async((report.pk,), task_id=first.id, queue=wp.queue)
-    assert wait_succeeded(wp, first.id, 2) == ["True", "True"]
+    assert deliver_again(wp, archive_report, (report.pk,), first.id) is True
     assert Report.objects.get(pk=report.pk).title == "[archived] Q4"
 
 
@@ -212,9 +212,7 @@ def test_a_claim_delivered_again_gets_the_job_it_claimed(shared_prefork_worker):
     first_job, second_job = (Job.objects.create(title=t) for t in ("first", "second"))
     first = claim_next_job.apply_async(("w1",), queue=wp.queue)
     assert first.get(timeout=30) == first_job.pk
-    wait_succeeded(wp, first.id, 1)
-    claim_next_job.apply_async(("w1",), task_id=first.id, queue=wp.queue)
-    assert wait_succeeded(wp, first.id, 2) == [str(first_job.pk)] * 2
+    assert deliver_again(wp, claim_next_job, ("w1",), first.id) == first_job.pk
     jobs = Job.objects.order_by("pk").values_list("status", "claims", "claim_id")
     assert list(jobs) == [("running", 1, first.id), ("pending", 0, "")]
     assert claim_next_job.apply_async(("w2",), queue=wp.queue).get(timeout=30) == second_job.pk
@@ -233,17 +231,13 @@ def test_a_reservation_delivered_again_reserves_once(shared_prefork_worker):
     item = StockItem.objects.create(sku="redelivered", available=10)
     first = reserve_stock.apply_async((item.pk, 3), queue=wp.queue)
     assert first.get(timeout=30) is True
-    wait_succeeded(wp, first.id, 1)
-    reserve_stock.apply_async((item.pk, 3), task_id=first.id, queue=wp.queue)
-    assert wait_succeeded(wp, first.id, 2) == ["True", "True"]
+    assert deliver_again(wp, reserve_stock, (item.pk, 3), first.id) is True
     assert StockItem.objects.get(pk=item.pk).available == 7
     assert Reservation.objects.get(task_id=first.id).granted is True
 
     refused = reserve_stock.apply_async((item.pk, 8), queue=wp.queue)
     assert refused.get(timeout=30) is False
-    wait_succeeded(wp, refused.id, 1)
-    reserve_stock.apply_async((item.pk, 8), task_id=refused.id, queue=wp.queue)
-    assert wait_succeeded(wp, refused.id, 2) == ["False", "False"]
+    assert deliver_again(wp, reserve_stock, (item.pk, 8), refused.id) is False
     assert StockItem.objects.get(pk=item.pk).available == 7
     assert Reservation.objects.count() == 2
 
@@ -260,11 +254,9 @@ def test_a_session_probe_delivered_again_opens_a_fresh_session(shared_prefork_wo
     wp = shared_prefork_worker
     first = database_session.apply_async(queue=wp.queue)
     pid = first.get(timeout=30)
-    wait_succeeded(wp, first.id, 1)
-    database_session.apply_async(task_id=first.id, queue=wp.queue)
-    once, again = wait_succeeded(wp, first.id, 2)
-    assert once == str(pid)
-    assert again.isdigit()
-    assert again != once
+    again = deliver_again(wp, database_session, (), first.id)
+    assert isinstance(pid, int)
+    assert isinstance(again, int)
+    assert again != pid
     assert not Job.objects.exists()
     assert not Report.objects.exists()

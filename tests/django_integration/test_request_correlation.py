@@ -24,7 +24,7 @@ from snippets.django_integration.request_correlation import (
     record_step_by_celery_id,
 )
 from tests.harness.celery import WorkerProcess
-from tests.harness.redelivery import wait_succeeded
+from tests.harness.redelivery import deliver_again
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,14 +51,13 @@ def ids_of(published: list[dict]) -> dict[str, str]:
 
 def first_delivery(task: Task, step: str, request_id: str, wp: WorkerProcess) -> AsyncResult:
     """Publish `task(step)` as from inside request `request_id` to the worker subprocess, and
-    wait until that first run has returned the id and logged its success."""
+    wait until that first run has returned the id (`deliver_again` then waits for its log line)."""
     token = correlation_id.set(request_id)
     try:
         first = task.apply_async((step,), queue=wp.queue)
     finally:
         correlation_id.reset(token)
     assert first.get(timeout=30) == request_id
-    wait_succeeded(wp, first.id, 1)
     return first
 
 
@@ -226,10 +225,8 @@ def test_a_step_delivered_again_runs_under_the_request_id_it_was_sent_with(
         assert record_step.apply_async(("other",), queue=wp.queue).get(timeout=30) == "req-other"
     finally:
         correlation_id.reset(token)
-    record_step.apply_async(
-        ("extract",), task_id=first.id, headers={CORRELATION_HEADER: "req-first"}, queue=wp.queue
-    )
-    assert wait_succeeded(wp, first.id, 2) == [repr("req-first")] * 2
+    headers = {CORRELATION_HEADER: "req-first"}  # the first message's, as on the wire
+    assert deliver_again(wp, record_step, ("extract",), first.id, headers=headers) == "req-first"
 
 
 @pytest.mark.proves_idempotent(task=flaky_step)
@@ -244,8 +241,6 @@ def test_a_retried_step_delivered_again_retries_once_more_and_keeps_the_id(
     retry, or would exceed max_retries and fail)."""
     wp = shared_prefork_worker
     first = first_delivery(flaky_step, "flaky", "req-flaky", wp)
-    flaky_step.apply_async(
-        ("flaky",), task_id=first.id, headers={CORRELATION_HEADER: "req-flaky"}, queue=wp.queue
-    )
-    assert wait_succeeded(wp, first.id, 2) == [repr("req-flaky")] * 2
+    headers = {CORRELATION_HEADER: "req-flaky"}
+    assert deliver_again(wp, flaky_step, ("flaky",), first.id, headers=headers) == "req-flaky"
     assert wp.log().count(f"[{first.id}] retry:") == 2  # one retry per delivery

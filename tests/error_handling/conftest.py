@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from tests.error_handling.helpers import BillingAPI
+from tests.harness.net import http_server, silent_listener
 
 
 @pytest.fixture
@@ -39,38 +39,14 @@ def billing_api(settings) -> Iterator[BillingAPI]:
         def log_message(self, *_args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    api.url = f"http://127.0.0.1:{server.server_port}"
-    settings.BILLING_API_URL = api.url
-    yield api
-    server.shutdown()
-    server.server_close()
+    with http_server(Handler) as server:
+        api.url = f"http://127.0.0.1:{server.server_port}"
+        settings.BILLING_API_URL = api.url
+        yield api
 
 
 @pytest.fixture
 def silent_server() -> Iterator[int]:
     """A TCP port that accepts connections and never says a word (a hung HTTP or SMTP server)."""
-    import socket
-
-    server = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join(5)
-    for conn in accepted:
-        conn.close()
-    server.close()
+    with silent_listener() as server:
+        yield server.getsockname()[1]

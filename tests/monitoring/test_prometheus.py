@@ -12,7 +12,7 @@ from celery import Celery
 
 from snippets.monitoring.prometheus import charge
 from tests.harness.process import ROOT
-from tests.harness.redelivery import redeliver
+from tests.harness.redelivery import wait_succeeded
 from tests.harness.services import require_tool
 from tests.monitoring.helpers import poll
 
@@ -64,17 +64,31 @@ def test_queue_length_rises_with_no_worker_and_falls_when_one_starts(
     exporter, exporter_queues, worker_process
 ):
     """5 with no consumer, 0 once a worker starts and runs them. (`charge` has no effect here:
-    delivered again, the same id gives the same result and leaves the queue empty.)"""
+    delivered again while no worker runs, the same id waits in the queue, counted as 1; a new
+    worker gives the same result and leaves the queue empty.)
+
+    Each 0 is a sample the exporter served (`exporter.value` reads an absent one as 0): fails
+    if the exporter drops the gauge of an empty queue, serves a stale length, or misses the
+    redelivered message."""
     queue = exporter_queues[1]
+
+    def length() -> float | None:
+        """The queue's `celery_queue_length` sample, None if the exporter served none."""
+        return exporter.scrape().get(("celery_queue_length", (("queue", queue),)))
+
     results = [charge.apply_async((n,), queue=queue) for n in range(5)]
-    poll(lambda: exporter.value("celery_queue_length", queue=queue) == 5)
+    poll(lambda: length() == 5)
 
     wp = worker_process(queue=queue)
     assert [r.get(timeout=60) for r in results] == [0, 1, 2, 3, 4]
-    poll(lambda: exporter.value("celery_queue_length", queue=queue) == 0)
-    again = redeliver(wp, charge, results[4], (4,))  # a redelivery: the same id again
-    assert (again["status"], again["result"]) == ("SUCCESS", 4)
-    poll(lambda: exporter.value("celery_queue_length", queue=queue) == 0)
+    poll(lambda: length() == 0)
+
+    wp.stop()  # no consumer again: the redelivered message waits where the exporter looks
+    charge.apply_async((4,), task_id=results[4].id, queue=queue)  # the same id again
+    poll(lambda: length() == 1)
+    wp = worker_process(queue=queue)
+    assert wait_succeeded(wp, results[4].id, 1) == ["4"]  # the same result
+    poll(lambda: length() == 0)
 
 
 def test_why_event_counters_cannot_see_a_backlog(celery_app, exporter, exporter_queues):

@@ -9,12 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
@@ -31,6 +30,7 @@ from snippets.monitoring.stuck_tasks import (
 )
 from tests.configuration.helpers import PrivateRedis
 from tests.harness.brokers import PrivateVhost
+from tests.harness.net import http_server, silent_listener
 from tests.harness.process import ROOT
 from tests.harness.redelivery import redeliver
 from tests.harness.wait import wait_until
@@ -79,9 +79,7 @@ def json_lines(lines: list[str]) -> list:
 @pytest.fixture
 def silent_socket() -> Iterator[socket.socket]:
     """A listening TCP socket: the kernel accepts connections, nobody answers them."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(16)
+    with silent_listener() as server:
         yield server
 
 
@@ -127,12 +125,8 @@ def answering_server() -> Iterator[tuple[str, list[str]]]:
         def log_message(self, *_args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/status", seen
-    server.shutdown()
-    server.server_close()
+    with http_server(Handler) as server:
+        yield f"http://127.0.0.1:{server.server_port}/status", seen
 
 
 @pytest.mark.services("broker")

@@ -5,6 +5,7 @@ import uuid
 from datetime import datetime
 
 import pytest
+import redis
 from celery import Celery, Task, shared_task
 from kombu import Exchange, Queue
 
@@ -178,6 +179,7 @@ def test_why_a_countdown_longer_than_the_visibility_timeout_runs_twice(worker_pr
     from tests.task_design.redis_visibility_app import make_app
 
     prefix = f"td-sized-{uuid.uuid4().hex[:8]}:"  # its own unacked index, see make_app
+    broker = redis.Redis.from_url(redis_url)  # to read that index (kombu prefixes its keys)
     app, sized_app = make_app(redis_url, 3600), make_app(redis_url, 3600, prefix)
     # CELERY_BROKER_URL in the environment beats any app's broker_url: point it at Redis.
     redis_env = {"CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url}
@@ -213,15 +215,26 @@ def test_why_a_countdown_longer_than_the_visibility_timeout_runs_twice(worker_pr
         def runs(wp, task_id: str) -> int:
             return len(outcomes(wp, task_id))
 
+        # The sized worker's copy, held for its countdown, sits in its unacked index; the index
+        # and the queue both empty after its ack mean no copy is left to hand out again.
+        unacked, ready = f"{prefix}unacked", f"{prefix}{sized.queue}"
+        wait_until(
+            lambda: broker.hlen(unacked) == 1, what="the sized worker holds it", context=sized
+        )
         wait_until(lambda: runs(too_short, sent[0]) >= 2, what="a second run", context=too_short)
-        wait_until(lambda: runs(sized, sent[1]) == 1, what="the sized worker to run it")
-        time.sleep(2)
+        wait_until(lambda: runs(sized, sent[1]) >= 1, what="the sized worker to run it")
+        wait_until(
+            lambda: broker.hlen(unacked) == broker.llen(ready) == 0,
+            what="the sized worker's copy acked, none waiting",
+            context=sized,
+        )
         assert runs(sized, sent[1]) == 1  # visibility_timeout above the countdown: once
         assert (reminders(51), reminders(52)) == (1, 1)  # the task's key held the extra runs
     finally:
         for wp, wp_app in ((too_short, app), (sized, sized_app)):
             wp.stop()
             delete_queue(wp_app, wp.queue, redis_url)
+        broker.close()
 
 
 @shared_task(bind=True, name="tests.task_design.request_headers")
