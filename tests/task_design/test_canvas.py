@@ -92,16 +92,6 @@ def test_chord_results_arrive_in_header_order_whatever_the_finishing_order(
     assert squares_total(numbers).apply_async(queue=queue).get(timeout=60) == 41
 
 
-def test_a_number_without_its_delay_is_refused_not_left_out_of_the_chord(celery_worker):
-    """zip(..., strict=True): a header built from three numbers and two delays raises when the
-    chord is applied, before its body can be published; without strict the chord would square
-    and sum 1 and 2 only (5, not 14). (The header tasks before the error may already be
-    published, on a backend that applies the header as it goes: the worker runs them.)"""
-    for build in (squares_total, squares_in_order):
-        with pytest.raises(ValueError, match="shorter than argument 1"):
-            build([1, 2, 3], [0.0, 0.0]).apply_async()
-
-
 def rows() -> dict[str, int]:
     """How many rows each model of the app holds: whatever a step could have written."""
     return {m.__name__: m.objects.count() for m in apps.get_app_config("task_design").get_models()}
