@@ -338,7 +338,7 @@ def shutdown_env(**extra: str) -> dict[str, str]:
 )
 @pytest.mark.deviation(
     "SNIPPETS_REST_OF_TASK_SECONDS=2",
-    reason="credit_account's stand-in for the rest of the task takes LONG: SIGTERM finds some",
+    reason="the stand-in for the rest of credit_account takes 2 s: a SIGTERM finds some running",
 )
 def test_sigterm_with_soft_shutdown_requeues_running_tasks(worker_process, celery_app, record):
     """REMAP_SIGTERM=SIGQUIT + worker_soft_shutdown_timeout + acks_late: what is still running
