@@ -193,7 +193,7 @@ class Finder(ast.NodeVisitor):
             self.generic_visit(node)
 
     def visit_arguments(self, node: ast.arguments) -> None:
-        """Parameter defaults are the knobs tests turn (pause=0.0, crash=False): not mutated."""
+        """Parameter defaults are the knobs tests turn (pause=0.0, limit=3): not mutated."""
 
     def visit_JoinedStr(self, node: ast.JoinedStr) -> None:
         """f-strings: messages, not behaviour."""

@@ -48,6 +48,13 @@ class PaymentAttempt(models.Model):
     pid = models.PositiveIntegerField()  # the pool child that ran it
 
 
+class PaymentRequest(models.Model):
+    """What to capture: the document the task parses (a malformed one can kill its process)."""
+
+    key = models.CharField(max_length=64, unique=True)
+    document = models.TextField()  # the provider's XML, say
+
+
 class Payment(models.Model):
     """The side effect: the unique key makes a second run a no-op, not a second charge."""
 

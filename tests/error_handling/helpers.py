@@ -47,6 +47,20 @@ class BillingAPI:
         return reply, payload
 
 
+DOCUMENT = "<payment><amount>1200</amount><currency>EUR</currency></payment>"
+POISON = "<a>" * 2000 + "</a>" * 2000  # nested too deep: parse_natively kills its process
+
+
+def request_payments(*keys: str, document: str = DOCUMENT) -> None:
+    """The PaymentRequest rows the worker-loss tasks read, one per key (committed: the workers
+    read them)."""
+    from snippets.error_handling.models import PaymentRequest
+
+    PaymentRequest.objects.bulk_create(
+        [PaymentRequest(key=key, document=document) for key in keys], ignore_conflicts=True
+    )
+
+
 def sigkill(pid: int) -> None:
     """SIGKILL one process by pid (a pool child): what the OOM killer does."""
     os.kill(pid, signal.SIGKILL)

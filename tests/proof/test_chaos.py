@@ -24,6 +24,7 @@ from snippets.error_handling.worker_loss import capture_payment_early_ack
 from snippets.proof.chaos import credit_surviving_db_loss, credit_without_db_retry
 from snippets.task_design.idempotency import credit_account, credit_account_without_key
 from snippets.task_design.models import Account, ProcessedKey
+from tests.error_handling.helpers import request_payments
 from tests.harness.celery import queue_length
 from tests.harness.wait import WaitTimeout, wait_until
 from tests.proof.helpers import TASKS, Clock, Row, broker_name
@@ -157,7 +158,7 @@ def test_pool_children_sigkilled_idempotent_tasks_do_everything_once(
 def test_why_pool_children_sigkilled_without_a_key_credit_twice(worker_process, celery_app, record):
     wp = worker_process(concurrency=2, args=INCLUDE)
     account = Account.objects.create()
-    pause = PAUSE * 4  # a wider window after the write, so the kills land in it
+    pause = PAUSE * 4  # a wider window before the capture, so the kills land in it
     with Clock() as clock:
         for _ in range(TASKS):
             credit_account_without_key.apply_async((account.pk, 1, pause), queue=wp.queue)
@@ -182,13 +183,21 @@ def test_why_pool_children_sigkilled_without_a_key_credit_twice(worker_process, 
 
 
 @pytest.mark.antipattern(task=capture_payment_early_ack)
+@pytest.mark.deviation(
+    "SNIPPETS_REST_OF_TASK_SECONDS=PAUSE*4",
+    reason="capture()'s stand-in for the rest of the work takes PAUSE*4: the kills' window",
+)
 def test_why_pool_children_sigkilled_with_early_ack_lose_tasks(worker_process, celery_app, record):
-    wp = worker_process(concurrency=2, args=INCLUDE)
+    pause = PAUSE * 4  # a wider window before the capture, so the kills land in it
+    wp = worker_process(
+        concurrency=2, args=INCLUDE, env={"SNIPPETS_REST_OF_TASK_SECONDS": str(pause)}
+    )
     run = f"early-{time.time_ns()}"
-    pause = PAUSE * 4
+    keys = [f"{run}-{i}" for i in range(TASKS)]
+    request_payments(*keys)
     with Clock() as clock:
-        for i in range(TASKS):
-            capture_payment_early_ack.apply_async((f"{run}-{i}", pause), queue=wp.queue)
+        for key in keys:
+            capture_payment_early_ack.apply_async((key,), queue=wp.queue)
         paid = lambda: Payment.objects.filter(key__startswith=run).count()  # noqa: E731
         Killer(wp, paid, KILLS).join()
         settle(wp, celery_app, lambda: False, timeout=120 + TASKS * 0.5)
@@ -379,24 +388,31 @@ def test_sigterm_with_soft_shutdown_requeues_running_tasks(worker_process, celer
 
 @pytest.mark.antipattern(task=capture_payment_early_ack)
 @pytest.mark.deviation("REMAP_SIGTERM unset", reason="the warm shutdown the anti-pattern meets")
+@pytest.mark.deviation(
+    "SNIPPETS_REST_OF_TASK_SECONDS=4",
+    reason="capture()'s stand-in for the rest of the work takes 4 s, longer than the grace period",
+)
 def test_why_sigterm_then_sigkill_after_the_grace_period_loses_early_acked_tasks(
     worker_process, celery_app, record
 ):
     """The warm shutdown waits for tasks longer than the grace period; the supervisor's SIGKILL
     then ends them, and early-acked messages are already gone from the broker."""
     tasks = max(6, TASKS // 10)
-    first = worker_process(concurrency=2, args=INCLUDE, env=shutdown_env(REMAP_SIGTERM=None))
+    env = shutdown_env(REMAP_SIGTERM=None, SNIPPETS_REST_OF_TASK_SECONDS=str(LONG * 2))
+    first = worker_process(concurrency=2, args=INCLUDE, env=env)
     run = f"grace-{time.time_ns()}"
+    keys = [f"{run}-{i}" for i in range(tasks)]
+    request_payments(*keys)
     paid = lambda: Payment.objects.filter(key__startswith=run).count()  # noqa: E731
     with Clock() as clock:
-        for i in range(tasks):
-            capture_payment_early_ack.apply_async((f"{run}-{i}", LONG * 2), queue=first.queue)
+        for key in keys:
+            capture_payment_early_ack.apply_async((key,), queue=first.queue)
         time.sleep(1.0)  # two tasks running, their messages acked at start
         first.proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)  # a grace period shorter than the tasks
         os.killpg(first.proc.pid, signal.SIGKILL)
         first.proc.wait(10)
-        second = worker_process(concurrency=2, args=INCLUDE, queue=first.queue)
+        second = worker_process(concurrency=2, args=INCLUDE, env=env, queue=first.queue)
         settle(second, celery_app, lambda: False, timeout=120 + tasks * LONG * 2)
     captured = paid()
     row = record(

@@ -25,11 +25,21 @@ from snippets.troubleshooting.worker_processes import (
     CELERY_TASK_ROUTES,
     PARTNER_API_WORKER,
 )
+from tests.error_handling.helpers import POISON, request_payments
 from tests.harness.celery import running_worker
 from tests.harness.services import require_services
 from tests.harness.wait import wait_until
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services("broker")]
+REST = {"SNIPPETS_REST_OF_TASK_SECONDS": "3"}  # on the module's worker
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.services("broker"),
+    pytest.mark.deviation(
+        "SNIPPETS_REST_OF_TASK_SECONDS=3",
+        reason="the module's worker: capture_payment's stand-in for the rest of its work takes "
+        "3 s, so the SIGKILL finds it running (no other task here reads it)",
+    ),
+]
 
 SIGKILLED = "Worker exited prematurely: signal 9 (SIGKILL)"
 HARD_LIMIT = "TimeLimitExceeded"
@@ -46,9 +56,14 @@ def worker(celery_app, django_db_setup, django_db_blocker, tmp_path_factory):
         log_dir = tmp_path_factory.mktemp("ts-workers")
         tmp = log_dir / "tmp"
         tmp.mkdir()
-        env = {"TMPDIR": str(tmp)}
+        env = {"TMPDIR": str(tmp), **REST}
         with running_worker(
-            celery_app, log_dir, concurrency=2, name=f"ts-workers-{uuid.uuid4().hex[:6]}", env=env
+            celery_app,
+            log_dir,
+            concurrency=2,
+            name=f"ts-workers-{uuid.uuid4().hex[:6]}",
+            env=env,
+            deviations=list(REST),  # the module's deviation mark names it
         ) as wp:
             yield wp
 
@@ -58,7 +73,9 @@ def test_why_a_sigkilled_child_fails_the_task_with_worker_lost_error(worker):
     """The child dies mid-task: the caller gets `WorkerLostError: Worker exited prematurely:
     signal 9 (SIGKILL)`, the worker logs it; with the pattern's settings the task is retried
     and the payment is captured once."""
-    lost = capture_payment_early_ack.apply_async(("ts-lost", 0, True), queue=worker.queue)
+    request_payments("ts-lost", document=POISON)  # the document that kills its parser
+    request_payments("ts-kept")
+    lost = capture_payment_early_ack.apply_async(("ts-lost",), queue=worker.queue)
     with pytest.raises(WorkerLostError) as raised:
         lost.get(timeout=60)
     assert str(raised.value).startswith(SIGKILLED)
@@ -66,7 +83,7 @@ def test_why_a_sigkilled_child_fails_the_task_with_worker_lost_error(worker):
     worker.wait_for_log(f"WorkerLostError('{SIGKILLED}")
     assert not Payment.objects.filter(key="ts-lost").exists()
 
-    kept = capture_payment.apply_async(("ts-kept", 3), queue=worker.queue)
+    kept = capture_payment.apply_async(("ts-kept",), queue=worker.queue)
     [attempt] = wait_until(
         lambda: list(PaymentAttempt.objects.filter(key="ts-kept")), what="the first attempt"
     )
