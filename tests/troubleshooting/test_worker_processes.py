@@ -25,7 +25,7 @@ from snippets.troubleshooting.worker_processes import (
     CELERY_TASK_ROUTES,
     PARTNER_API_WORKER,
 )
-from tests.error_handling.helpers import POISON, request_payments
+from tests.error_handling.helpers import POISON, request_payments, retries_seen
 from tests.harness.celery import running_worker
 from tests.harness.services import require_services
 from tests.harness.wait import wait_until
@@ -89,6 +89,7 @@ def test_why_a_sigkilled_child_fails_the_task_with_worker_lost_error(worker):
     )
     os.kill(attempt.pid, signal.SIGKILL)  # the OOM killer, say
     assert kept.get(timeout=90) == "ts-kept"  # retried in a new child, and done
+    assert retries_seen("ts-kept") == [0, 1]  # the kill found it running: one retry
     assert Payment.objects.filter(key="ts-kept").count() == 1
 
 
