@@ -37,7 +37,7 @@ pytestmark = [
     pytest.mark.deviation(
         "SNIPPETS_REST_OF_TASK_SECONDS=3",
         reason="the module's worker: capture_payment's stand-in for the rest of its work takes "
-        "3 s, so the SIGKILL finds it running (no other task here reads it)",
+        "3 s, so the SIGKILL finds it running; no other task here reads it",
     ),
 ]
 
