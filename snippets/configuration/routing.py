@@ -6,11 +6,13 @@ import time
 
 from celery import shared_task
 
+TRANSCODE_SECONDS = 2.0  # how long the stand-in works: minutes in real life
+
 
 @shared_task
-def transcode_video(video_id: int, seconds: float = 2.0) -> int:
-    """Slow, CPU-heavy work (minutes in real life, `seconds` here)."""
-    time.sleep(seconds)
+def transcode_video(video_id: int) -> int:
+    """Slow, CPU-heavy work. A stand-in: it sleeps TRANSCODE_SECONDS."""
+    time.sleep(TRANSCODE_SECONDS)
     return video_id
 
 

@@ -4,20 +4,26 @@ greenlet that queries holds a database connection of its own."""
 
 # --8<-- [start:antipattern]
 import asyncio
+import os
 
 from celery import shared_task
 
+# How long the stand-in call waits: 0.1 s here; the proof that needs a task still waiting
+# while others run sets it on its worker (a deviation it declares).
+FETCH_RATES_SECONDS = float(os.environ.get("SNIPPETS_FETCH_RATES_SECONDS", "0.1"))
 
-async def fetch_rates(seconds: float) -> dict[str, float]:
-    """An async client's call (httpx.AsyncClient, aiohttp): here, a wait of `seconds`."""
-    await asyncio.sleep(seconds)
+
+async def fetch_rates() -> dict[str, float]:
+    """An async client's call (httpx.AsyncClient, aiohttp). A stand-in: a wait, then fixed
+    rates."""
+    await asyncio.sleep(FETCH_RATES_SECONDS)
     return {"EUR": 1.0, "USD": 1.08}
 
 
 @shared_task
-def refresh_rates_in_loop(seconds: float) -> dict[str, float]:
+def refresh_rates_in_loop() -> dict[str, float]:
     """ANTI-PATTERN on gevent: the loop runs in the thread every other task's greenlet uses."""
-    return asyncio.run(fetch_rates(seconds))  # (1)!
+    return asyncio.run(fetch_rates())  # (1)!
 
 
 # --8<-- [end:antipattern]
@@ -40,9 +46,9 @@ def run_coroutine(coroutine: Coroutine[object, object, T]) -> T:
 
 
 @shared_task
-def refresh_rates(seconds: float) -> dict[str, float]:
+def refresh_rates() -> dict[str, float]:
     """The same call (`fetch_rates`, above), safe beside ORM tasks on a gevent worker."""
-    return run_coroutine(fetch_rates(seconds))
+    return run_coroutine(fetch_rates())
 
 
 # --8<-- [end:pattern]

@@ -34,7 +34,7 @@ def routed_app(celery_app) -> Iterator[Celery]:
 
 
 def transcodes(app: Celery, count: int = 3) -> list:
-    return [app.send_task(transcode_video.name, (n, 2.0)) for n in range(count)]
+    return [app.send_task(transcode_video.name, (n,)) for n in range(count)]
 
 
 @pytest.mark.services("broker")
@@ -57,7 +57,7 @@ def test_why_on_one_queue_the_quick_task_waits_for_the_flood(worker_process):
     """The pattern's capacity (two processes: the media worker and the default one), on one
     queue: the receipt gets a process only once a third transcode has finished."""
     shared = worker_process(concurrency=2)
-    flood = [transcode_video.apply_async((n, 2.0), queue=shared.queue) for n in range(4)]
+    flood = [transcode_video.apply_async((n,), queue=shared.queue) for n in range(4)]
     receipt = send_receipt.apply_async((7,), queue=shared.queue)
     assert receipt.get(timeout=60) == 7
     assert sum(r.ready() for r in flood) >= 3  # in the pattern it does not wait for them
@@ -69,7 +69,7 @@ def test_why_a_task_routed_to_an_unconsumed_queue_stays_pending(
     routed_app, worker_process, celery_worker
 ):
     """`PENDING`, `{"media": 1}`, then a `media` worker drains it and the report is empty."""
-    result = routed_app.send_task(transcode_video.name, (1, 0.0))
+    result = routed_app.send_task(transcode_video.name, (1,))
     time.sleep(3)  # give any worker ample time to pick it up: none consumes "media"
     assert result.state == "PENDING"  # no error anywhere: the task just waits
     assert stranded_queues(routed_app) == {"media": 1}  # how you notice
@@ -122,7 +122,7 @@ def test_routes_are_applied_when_publishing(routed_app, celery_app, celery_worke
     assert routed_app.amqp.router.route({}, send_receipt.name)["queue"].name == "celery"
     # without the route (the project app has none) it goes to the default queue
     assert celery_app.amqp.router.route({}, transcode_video.name)["queue"].name == "celery"
-    assert transcode_video.delay(5, 0.0).get(timeout=30) == 5  # run by the default worker
+    assert transcode_video.delay(5).get(timeout=30) == 5  # run by the default worker
 
 
 def test_a_queue_set_on_the_task_itself_is_deprecated():
@@ -142,7 +142,7 @@ def test_a_queue_set_on_the_task_itself_is_deprecated():
         pytest.param(send_receipt, (7,), 7, marks=pytest.mark.proves_idempotent(task=send_receipt)),
         pytest.param(
             transcode_video,
-            (5, 0.0),
+            (5,),
             5,
             marks=pytest.mark.proves_idempotent(task=transcode_video),
         ),

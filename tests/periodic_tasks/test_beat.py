@@ -171,16 +171,18 @@ def test_a_stale_send_past_expires_is_never_run(beat_process, worker_process, qu
 
 @pytest.mark.services("postgres")
 @pytest.mark.antipattern(task=rebuild_search_index_unlocked)
+@pytest.mark.deviation(
+    "SNIPPETS_REBUILD_SECONDS=2.5", reason="the stand-in's run takes longer than its interval"
+)
 def test_why_a_run_longer_than_its_interval_overlaps(beat_process, worker_process):
     """A 2.5 s job sent every second: without a lock, runs overlap; with it, never."""
-    worker = worker_process(concurrency=4)
+    worker = worker_process(concurrency=4, env={"SNIPPETS_REBUILD_SECONDS": "2.5"})
     schedule = {}
     for task, entry in (
         (rebuild_search_index_unlocked, "unlocked"),
         (rebuild_search_index, "locked"),
     ):
         schedule |= every_second(task, worker.queue, entry, expires=5)
-        schedule[entry]["kwargs"] = {"seconds": 2.5}
     beat = beat_process(schedule)
     finished = lambda e: [r for r in runs(e) if r.finished_at]  # noqa: E731
     wait_until(lambda: len(finished("unlocked")) >= 3 and len(finished("locked")) >= 2, 90)
@@ -215,6 +217,10 @@ def advisory_lock_held(name: str) -> bool:
 
 @pytest.mark.services("postgres")
 @pytest.mark.proves_idempotent(task=rebuild_search_index)
+@pytest.mark.deviation(
+    "SNIPPETS_REBUILD_SECONDS=60",
+    reason="on the first worker: the stand-in's run lasts until the test kills it",
+)
 def test_a_killed_run_frees_the_lock_and_the_redelivery_rebuilds_once(worker_process):
     """The same message delivered again while the first run works finds the lock taken and
     skips. Then the pool child running the first run is SIGKILLed: PostgreSQL ends its session
@@ -222,15 +228,17 @@ def test_a_killed_run_frees_the_lock_and_the_redelivery_rebuilds_once(worker_pro
     redelivers it) rebuilds, once. Without the lock the first redelivery would rebuild too; a
     lock that outlived the killed process would make the last one skip.
 
-    (The redeliveries carry a shorter `seconds`: how long the stand-in works is not what is
-    proved, only whether it works at all.)"""
-    worker = worker_process(concurrency=2)
+    (The last redelivery goes to a second worker, as the deployment starts it: there the
+    stand-in's run takes its usual second, not the first worker's minute. The lock lives in
+    PostgreSQL, shared by every worker.)"""
+    worker = worker_process(concurrency=2, env={"SNIPPETS_REBUILD_SECONDS": "60"})
+    other = worker_process()
     entry = "rebuild-redelivered"
-    first = rebuild_search_index.apply_async((entry, 60.0), queue=worker.queue)
+    first = rebuild_search_index.apply_async((entry,), queue=worker.queue)
     pid = task_pid(first)
     wait_until(lambda: runs(entry), what="the first run's row", context=worker)
 
-    skipped = redeliver(worker, rebuild_search_index, first, (entry, 0.5))
+    skipped = redeliver(worker, rebuild_search_index, first, (entry,))
     assert (skipped["status"], skipped["result"]) == ("SUCCESS", None)
     assert f"{entry}[{first.id}]: the previous run still holds the lock" in worker.log()
     assert len(runs(entry)) == 1
@@ -238,7 +246,7 @@ def test_a_killed_run_frees_the_lock_and_the_redelivery_rebuilds_once(worker_pro
     os.kill(pid, signal.SIGKILL)
     worker.wait_for_log(f"pid:{pid} exited with 'signal 9 (SIGKILL)'")
     wait_until(lambda: not advisory_lock_held(entry), what="the lock freed", context=worker)
-    rebuilt = redeliver(worker, rebuild_search_index, first, (entry, 0.5))
+    rebuilt = redeliver(other, rebuild_search_index, first, (entry,))
     killed, done = runs(entry)
     assert (rebuilt["status"], rebuilt["result"]) == ("SUCCESS", done.pk)
     assert killed.finished_at is None  # the killed run never finished...

@@ -32,6 +32,7 @@ TOO_MANY = "FATAL:  sorry, too many clients already"
 SYNC_ONLY = "You cannot call this from an async context - use a thread or sync_to_async."
 RATES = {"EUR": 1.0, "USD": 1.08}
 gevent_pool = pytest.mark.deviation("--pool=gevent", reason="the page's subject: the gevent pool")
+WAIT = {"SNIPPETS_FETCH_RATES_SECONDS": "5"}  # the stand-in call's wait, on the worker
 
 
 def received(task: object, task_id: str) -> str:
@@ -39,6 +40,10 @@ def received(task: object, task_id: str) -> str:
 
 
 @gevent_pool
+@pytest.mark.deviation(
+    "SNIPPETS_FETCH_RATES_SECONDS=5",
+    reason="the stand-in call waits 5 s, so an ORM task runs beside it while it still waits",
+)
 @pytest.mark.django_db(transaction=True)  # the worker's database: the test database
 @pytest.mark.antipattern(task=refresh_rates_in_loop)
 @pytest.mark.proves_idempotent(task=refresh_rates)
@@ -46,23 +51,23 @@ def test_an_event_loop_in_one_greenlet_fails_every_orm_call_beside_it(worker_pro
     """on gevent the ORM alone works; while one task runs `asyncio.run()`, an ORM task beside
     it fails with `SynchronousOnlyOperation: You cannot call this from an async context - use a
     thread or sync_to_async.` The loop in gevent's native thread pool leaves the ORM working."""
-    wp = worker_process(pool="gevent", concurrency=4)
+    wp = worker_process(pool="gevent", concurrency=4, env=WAIT)
     assert slow_query.apply_async((0,), queue=wp.queue).get(timeout=30) == 1  # no loop: fine
 
-    looping = refresh_rates_in_loop.apply_async((5,), queue=wp.queue)
+    looping = refresh_rates_in_loop.apply_async(queue=wp.queue)
     wp.wait_for_log(received(refresh_rates_in_loop, looping.id))
     with pytest.raises(SynchronousOnlyOperation, match=SYNC_ONLY):
         slow_query.apply_async((0,), queue=wp.queue).get(timeout=30)
     wp.wait_for_log(f"SynchronousOnlyOperation: {SYNC_ONLY}")
     assert looping.get(timeout=30) == RATES  # the loop's own task succeeds
 
-    threaded = refresh_rates.apply_async((5,), queue=wp.queue)
+    threaded = refresh_rates.apply_async(queue=wp.queue)
     wp.wait_for_log(received(refresh_rates, threaded.id))
     assert slow_query.apply_async((0,), queue=wp.queue).get(timeout=30) == 1
     assert not threaded.ready()  # the ORM task ran while the coroutine was still waiting
     assert threaded.get(timeout=30) == RATES
     # Read-only: a rerun returns the same (read from the worker's log: .get() shows the first).
-    assert deliver_again(wp, refresh_rates, (0,), threaded.id) == RATES
+    assert deliver_again(wp, refresh_rates, (), threaded.id) == RATES
     assert wp.log().count("raised unexpected: SynchronousOnlyOperation") == 1, wp.log()
 
 
@@ -103,7 +108,7 @@ def test_the_gevent_entry_pools_at_most_max_size_connections():
 
 def test_run_coroutine_runs_the_loop_in_another_thread():
     """run_coroutine() returns the coroutine's value; the loop was never this thread's."""
-    assert run_coroutine(fetch_rates(0)) == RATES
+    assert run_coroutine(fetch_rates()) == RATES
     with pytest.raises(RuntimeError):
         asyncio.get_running_loop()
-    assert refresh_rates_in_loop.run(0) == RATES
+    assert refresh_rates_in_loop.run() == RATES
