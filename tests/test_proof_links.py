@@ -183,6 +183,34 @@ def test_the_hook_reads_the_marks_a_decorator_function_applies(tmp_path):
     ]
 
 
+FSTRING = '''
+import pytest
+
+LONG = 60.0
+NAME = "SNIPPETS_REST_OF_TASK_SECONDS"
+long_rest = pytest.mark.deviation(f"{NAME}={LONG:g}", reason=f"takes {LONG:g} s")
+
+
+@long_rest
+@pytest.mark.deviation(f"X={undefined()}", reason=NAME)
+def test_first(worker_process):
+    """Runs a worker whose stand-in takes a minute."""
+'''
+
+
+def test_the_hook_shows_an_f_string_mark_of_the_module_constants_as_its_value(tmp_path):
+    """``deviation(f"{NAME}={LONG:g}")`` is listed as Python evaluates it (the idempotency
+    page once showed the source text ``f'SNIPPETS_REST_OF_TASK_SECONDS={LONG:g}'``); an
+    f-string of anything but constants stays source."""
+    module = tmp_path / "test_page.py"
+    module.write_text(FSTRING)
+    [proof] = proofs.proofs(module)
+    assert proof.deviations == [
+        ("SNIPPETS_REST_OF_TASK_SECONDS=60", "takes 60 s"),
+        ("f'X={undefined()}'", "SNIPPETS_REST_OF_TASK_SECONDS"),
+    ]
+
+
 def test_the_hook_links_each_test_to_its_source_when_repo_url_is_set():
     module = ROOT / "tests" / "task_design" / "test_idempotency.py"
     config = {"repo_url": "https://github.com/example/site/", "edit_uri": "edit/trunk/docs/"}

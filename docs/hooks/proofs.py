@@ -55,11 +55,25 @@ def summary(node: ast.AST) -> str:
     return doc[:1].upper() + doc[1:]  # a sentence on the page, whatever the docstring's case
 
 
-def literal(node: ast.expr) -> str:
+def literal(node: ast.expr, bound: dict[str, ast.AST] | None = None) -> str:
+    """The text of a mark's argument: a literal, or an f-string or name made of the module's
+    constants (``f"SNIPPETS_REST_OF_TASK_SECONDS={LONG:g}"`` with ``LONG = 60.0``) evaluated as
+    Python would; anything else as its source."""
     try:
         return str(ast.literal_eval(node))
     except ValueError:
-        return ast.unparse(node)
+        pass
+    constants = {}
+    for name in {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}:
+        value = (bound or {}).get(name)
+        try:
+            constants[name] = ast.literal_eval(value) if isinstance(value, ast.expr) else None
+        except ValueError:
+            return ast.unparse(node)
+    if isinstance(node, ast.JoinedStr | ast.Name) and None not in constants.values():
+        code = compile(ast.Expression(node), "<mark>", "eval")
+        return str(eval(code, {"__builtins__": {}}, constants))  # constants only
+    return ast.unparse(node)
 
 
 def assignments(tree: ast.Module) -> dict[str, ast.AST]:
@@ -124,8 +138,8 @@ def deviations(
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
             if name != "deviation":
                 continue
-            what = literal(call.args[0]) if call.args else ""
-            why = next((literal(k.value) for k in call.keywords if k.arg == "reason"), "")
+            what = literal(call.args[0], bound) if call.args else ""
+            why = next((literal(k.value, bound) for k in call.keywords if k.arg == "reason"), "")
             if not why and len(call.args) > 1:
                 why = literal(call.args[1])
             found.append((what, why))
