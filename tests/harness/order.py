@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -84,21 +85,78 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return LongestModuleFirst(config, log)
 
 
+CPU = "cpu"  # the user property a test's teardown report carries: (own, subprocesses) CPU s
+
+
+def cpu_now() -> tuple[float, float]:
+    """CPU seconds used so far by this process, and by the subprocesses it has reaped."""
+    own, reaped = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime, reaped.ru_utime + reaped.ru_stime
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    """Time a test's CPU (setup, call, teardown; a module's shared workers count in the
+    teardown of its last test, where they are stopped and reaped)."""
+    item.stash[_started] = cpu_now()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    report = yield
+    if call.when == "teardown" and _started in item.stash:
+        before, after = item.stash[_started], cpu_now()
+        report.user_properties.append((CPU, (after[0] - before[0], after[1] - before[1])))
+    return report
+
+
+_started = pytest.StashKey[tuple[float, float]]()
+
+
 class DurationRecorder:
-    """On the controller: wall time per module (setup + call + teardown of its tests)."""
+    """On the controller: wall time per module (setup + call + teardown of its tests), and
+    its CPU time, in the test process and in the subprocesses it started (workers and their
+    pool children, beat, `celery` commands, private servers): the profile of #18."""
 
     def __init__(self, out: Path) -> None:
         self.out = out
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.seconds[module_of(report.nodeid)] += report.duration
+        module = module_of(report.nodeid)
+        self.seconds[module] += report.duration
+        for name, value in report.user_properties:
+            if name == CPU:
+                self.cpu[module][0] += value[0]
+                self.cpu[module][1] += value[1]
 
     @pytest.hookimpl
     def pytest_sessionfinish(self) -> None:
         merged = {**known_durations(self.out), **{k: round(v, 1) for k, v in self.seconds.items()}}
         self.out.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n")
+
+    @pytest.hookimpl
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        """The modules that cost the most CPU (2 cores: CPU, not waiting, bounds CI's pace)."""
+        if not self.cpu:
+            return
+        total = [sum(c[i] for c in self.cpu.values()) for i in (0, 1)]
+        terminalreporter.write_line(
+            f"harness: CPU by module: {total[0]:.0f} s in tests, {total[1]:.0f} s in their "
+            f"subprocesses, {sum(self.seconds.values()):.0f} s of tests' wall time; top {TOP}:"
+        )
+        ranked = sorted(self.cpu.items(), key=lambda kv: -sum(kv[1]))[:TOP]
+        for module, (own, sub) in ranked:
+            terminalreporter.write_line(
+                f"harness:   {own + sub:6.1f} s CPU ({own:5.1f} + {sub:6.1f}) "
+                f"{self.seconds[module]:6.1f} s wall  {module}"
+            )
+
+
+TOP = 30
 
 
 def pytest_configure(config: pytest.Config) -> None:
