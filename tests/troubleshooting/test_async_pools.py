@@ -19,6 +19,7 @@ from snippets.troubleshooting.async_pools import (
 from snippets.troubleshooting.database_connections import slow_query
 from tests.harness.redelivery import deliver_again
 from tests.troubleshooting.test_database_connections import (
+    OVERLAP,
     connections_made,
     env_for,
     postgres,  # noqa: F401 (the fixture)
@@ -80,7 +81,7 @@ def test_many_greenlets_open_one_connection_each_until_too_many_clients(worker_p
     connections) the same ten tasks all run, on three connections."""
     pg = postgres()
     green = worker_process(pool="gevent", concurrency=10, env=env_for(pg))
-    outcomes = run_all(green, 10, 2)
+    outcomes = run_all(green, 10, OVERLAP)
     failures = [o for o in outcomes if isinstance(o, Exception)]
     assert len(failures) == 10 - 4
     assert all(TOO_MANY in str(f) for f in failures)

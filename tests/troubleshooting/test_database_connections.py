@@ -72,6 +72,13 @@ def connections_made(pg: PrivatePostgres) -> int:
     return len(re.findall(r"connection authorized: user=", pg.log()))
 
 
+# How long each query of the too-many-clients proofs holds its connection: long enough that
+# every task has connected (or been refused) while the first still holds its slot. 2 s was
+# not always: a loaded CI run (stop 28) saw one query end, free its slot and let a late task
+# in, 5 refusals where 6 are due.
+OVERLAP = 6.0
+
+
 def run_all(wp: object, count: int, seconds: float) -> list[object]:
     """`count` slow queries at once on the worker's queue: each result, or the exception."""
     results = [slow_query.apply_async((seconds,), queue=wp.queue) for _ in range(count)]
@@ -90,7 +97,7 @@ def test_prefork_concurrency_above_max_connections_fails_tasks_with_too_many_cli
     concurrency within the server's headroom (the page's check) runs all six, four at a time."""
     pg = postgres()
     wp = worker_process(concurrency=6, env=env_for(pg))
-    outcomes = run_all(wp, 6, 2)
+    outcomes = run_all(wp, 6, OVERLAP)
     failures = [o for o in outcomes if isinstance(o, Exception)]
     assert len(failures) == 2
     assert all(type(f).__name__ == "OperationalError" for f in failures)
