@@ -240,7 +240,8 @@ def test_a_crash_after_the_provider_charged_charges_once(worker_process, provide
 def test_why_a_database_key_before_the_call_skips_the_charge_forever(worker_process, provider):
     """The database-key pattern around an external call: the key commits, the child dies
     before the provider took the charge, and the rerun sees the key and skips. The task
-    reports success; the order is never charged."""
+    reports success; the order is never charged. Without a crash the same code looks right
+    (why it ships): it charges, and a second delivery is skipped."""
     provider.charge_if_client_gone = False
     wp = worker_process(env={"PAYMENT_PROVIDER_URL": provider.url})
     result = charge_order_key_first.apply_async((8, 1500, "order-8-charge"), queue=wp.queue)
@@ -250,6 +251,11 @@ def test_why_a_database_key_before_the_call_skips_the_charge_forever(worker_proc
     assert ProcessedKey.objects.filter(key="order-8-charge").exists()
     assert provider.requests == ["order-8-charge"]  # asked once, by the run that died
     assert provider.charges == {}  # and never charged: at most once, not exactly once
+
+    for expected in ("charged", "duplicate"):  # no crash: once, then skipped
+        sent = charge_order_key_first.apply_async((9, 1500, "order-9-charge"), queue=wp.queue)
+        assert sent.get(timeout=30) == expected
+    assert list(provider.charges) == ["order-9-charge"]
 
 
 def test_the_key_retention_outlasts_every_second_delivery():
