@@ -230,6 +230,18 @@ def test_a_leader_that_loses_its_lock_connection_stops_sending_then_competes_aga
             ("WARNING", "beat: another beat holds the "),  # probe
             ("WARNING", "beat: this beat holds the "),  # rival
         ]
+        # A standby's session dropped: it cannot try the lock this tick, says so at DEBUG only
+        # (no role changed: it was not sending), and tries again on a new connection next tick.
+        caplog.set_level(logging.DEBUG, logger="snippets.periodic_tasks.missed_runs_and_ha")
+        standby = probe._lock_connection.connection.info.backend_pid
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [standby])
+        assert probe.is_leader() is False
+        assert probe._lock_connection is None  # closed: the next tick opens a new one
+        assert "beat: cannot try the lock 'celery-beat'" in caplog.text
+        assert said() == (2, 2)
+        assert probe.is_leader() is False  # a new session, and the lock is still the rival's
+        assert probe._lock_connection is not None
         rival._close_lock_connection()  # the new leader stops: closing its connection frees it
         # ... once its server process has ended, a moment after the close (R3, loaded: the first
         # try still found it held): the old one, on a new connection, wins it on a later tick.
