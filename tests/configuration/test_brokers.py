@@ -274,19 +274,21 @@ def test_the_default_queue_is_quorum_and_its_countdowns_wait_in_the_broker(
     module = "snippets.configuration.brokers_rabbitmq"
     name = f"default-{uuid.uuid4().hex[:8]}"
     own = {"CELERY_TASK_DEFAULT_QUEUE": name}
+    delete_amqp_queues.append(name)  # first: a worker that fails to start leaves it too
     wp = quorum_worker(worker_process, amqp_url, queue=name, **own)
-    delete_amqp_queues.append(name)
-    assert queue_types(amqp_url)[name] == "quorum"
-    app = publisher_app(module, amqp_url, **own)
-    result = app.send_task(record_run.name, ("default queue", 0.0), countdown=COUNTDOWN)
-    wait_until(
-        lambda: depth(amqp_url, "celery_delayed_3") == 1,
-        timeout=COUNTDOWN / 2,
-        what="the message in the broker's 8-second delay queue",
-    )
-    assert result.id not in held_by_worker(app, wp.hostname)
-    assert result.get(timeout=60) > 0
-    wp.stop()  # before the queues are deleted
+    try:
+        assert queue_types(amqp_url)[name] == "quorum"
+        app = publisher_app(module, amqp_url, **own)
+        result = app.send_task(record_run.name, ("default queue", 0.0), countdown=COUNTDOWN)
+        wait_until(
+            lambda: depth(amqp_url, "celery_delayed_3") == 1,
+            timeout=COUNTDOWN / 2,
+            what="the message in the broker's 8-second delay queue",
+        )
+        assert result.id not in held_by_worker(app, wp.hostname)
+        assert result.get(timeout=60) > 0
+    finally:
+        wp.stop()  # before the queues are deleted, failed or not (it would declare them again)
 
 
 @contextlib.contextmanager
