@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import subprocess
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from urllib.parse import urlparse
@@ -148,9 +149,9 @@ def test_a_visibility_timeout_above_the_runtime_delivers_once(worker_process, re
     assert len(runs_of(result.id)) == 1
 
 
-def quorum_worker(worker_process, amqp_url: str, **overrides):
+def quorum_worker(worker_process, amqp_url: str, queue: str | None = None, **overrides):
     env = on_broker(amqp_url, "snippets.configuration.brokers_rabbitmq", **overrides)
-    wp = worker_process(env=env, ready=False)
+    wp = worker_process(env=env, ready=False, **({"queue": queue} if queue else {}))
     wp.wait_for_log(" ready.", timeout=60)
     return wp
 
@@ -255,6 +256,120 @@ def test_a_countdown_on_quorum_queues_waits_in_the_broker_not_in_the_worker(
     assert run.started_at >= sent_at + timedelta(seconds=COUNTDOWN)  # and not early
     assert "Direct exchanges are not supported" not in wp.log()
     wp.stop()  # before the queues are deleted
+
+
+@pytest.mark.services("rabbitmq")
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(snippets.configuration.brokers_rabbitmq, "
+    "task_default_queue named for the test)",
+    reason="the page's settings; the default queue gets a name of its own, so the vhost's "
+    "`celery` queue (declared by other proofs, maybe as classic) is left alone",
+)
+def test_the_default_queue_is_quorum_and_its_countdowns_wait_in_the_broker(
+    worker_process, amqp_url, delete_amqp_queues
+):
+    """Notes 1 and 3 on the default queue itself (the other proofs use queues created on the
+    fly): RabbitMQ reports it `quorum`, and a countdown published without a queue, as most
+    calls are, waits in the broker's delay queues, not in the worker."""
+    module = "snippets.configuration.brokers_rabbitmq"
+    name = f"default-{uuid.uuid4().hex[:8]}"
+    own = {"CELERY_TASK_DEFAULT_QUEUE": name}
+    delete_amqp_queues.append(name)  # first: a worker that fails to start leaves it too
+    wp = quorum_worker(worker_process, amqp_url, queue=name, **own)
+    try:
+        assert queue_types(amqp_url)[name] == "quorum"
+        app = publisher_app(module, amqp_url, **own)
+        result = app.send_task(record_run.name, ("default queue", 0.0), countdown=COUNTDOWN)
+        wait_until(
+            lambda: depth(amqp_url, "celery_delayed_3") == 1,
+            timeout=COUNTDOWN / 2,
+            what="the message in the broker's 8-second delay queue",
+        )
+        assert result.id not in held_by_worker(app, wp.hostname)
+        assert result.get(timeout=60) > 0
+    finally:
+        wp.stop()  # before the queues are deleted, failed or not (it would declare them again)
+
+
+@contextlib.contextmanager
+def refusing_queue(amqp_url: str, name: str) -> Iterator[None]:
+    """A RabbitMQ policy on queue `name`: at most one message, further publishes refused
+    (max-length 1, overflow reject-publish): the broker says no to a publish, as it does when
+    a disk or memory alarm or a full queue stops it taking messages."""
+    vhost = urlparse(amqp_url).path[1:] or "/"
+    policy = f"refuse-{name}"
+    definition = '{"max-length": 1, "overflow": "reject-publish"}'
+    ctl = ["rabbitmqctl", "-q"]
+    subprocess.run(
+        [*ctl, "set_policy", "-p", vhost, "--apply-to", "queues", policy, f"^{name}$", definition],
+        check=True,
+        timeout=60,
+    )
+    try:
+        yield
+    finally:
+        subprocess.run([*ctl, "clear_policy", "-p", vhost, policy], check=True, timeout=60)
+
+
+@pytest.mark.services("rabbitmq")
+@pytest.mark.deviation(
+    "a RabbitMQ policy (max-length 1, reject-publish) on the test's queue",
+    reason="a broker that refuses a message, on demand",
+)
+def test_with_publisher_confirms_a_refused_publish_raises_instead_of_vanishing(
+    amqp_url, delete_amqp_queues
+):
+    """Note 4: with the page's confirm_publish, a send returns only once RabbitMQ took the
+    message: every send that returned is in the queue, and each one RabbitMQ refused raised in
+    the caller (kombu's OperationalError from py-amqp's MessageNacked, once Celery's publish
+    retries are spent). Without confirms, every send returns and the refused ones are gone."""
+    from amqp.exceptions import MessageNacked
+    from kombu.exceptions import OperationalError
+
+    module = "snippets.configuration.brokers_rabbitmq"
+    name = f"confirm-{uuid.uuid4().hex[:8]}"
+    delete_amqp_queues.append(name)
+    returned, refused = 0, []
+    with refusing_queue(amqp_url, name):
+        for n in range(4):
+            try:
+                send(module, amqp_url, name, f"confirm {n}", 0.0)
+            except OperationalError as exc:
+                refused.append(exc.__cause__)
+            else:
+                returned += 1
+        assert refused
+        assert all(isinstance(cause, MessageNacked) for cause in refused), refused
+        assert depth(amqp_url, name) == returned  # no send returned for a message not taken
+
+
+@pytest.mark.services("redis")
+def test_the_redis_options_are_kombus_own_and_outlast_the_hard_limit(redis_url):
+    """Notes 1 and 2 on the block's options as kombu's Redis channel reads them: each key is
+    an option the channel takes (a misspelt one is ignored without a word), each value is
+    kombu's own default (the block names the knobs, it does not change them), and the
+    visibility timeout outlasts the hard time limit of the settings it is layered on."""
+    from kombu.transport.redis import Channel as RedisChannel
+
+    from snippets.configuration import brokers
+
+    options = brokers.CELERY_BROKER_TRANSPORT_OPTIONS
+    assert set(options) <= set(RedisChannel.from_transport_options)
+    with Connection(redis_url, transport_options=options) as conn:
+        channel = conn.default_channel
+        for key, value in options.items():
+            assert getattr(channel, key) == value == getattr(RedisChannel, key), key
+        assert channel.visibility_timeout > brokers.CELERY_TASK_TIME_LIMIT
+
+
+def test_the_redis_block_itself_keeps_retrying_at_startup(monkeypatch):
+    """Note 3: the block says it itself, as a reader pastes it, rather than leaning on the
+    settings below it: Celery 6.0 reads only this setting to retry at startup."""
+    from docs.hooks.includes import expand
+
+    namespace: dict[str, object] = {}
+    exec(expand('--8<-- "snippets/configuration/brokers.py:redis"'), namespace)
+    assert namespace["CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP"] is True
 
 
 @pytest.mark.services("rabbitmq")

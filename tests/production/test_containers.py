@@ -9,6 +9,7 @@ import shelve
 import shlex
 import signal
 import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import yaml
 from snippets.monitoring.stuck_tasks import queue_length
 from snippets.production.containers import long_job
 from tests.harness.celery import wait_ping
+from tests.harness.process import ROOT
 from tests.production.helpers import (
     CELERY,
     HOST,
@@ -101,10 +103,38 @@ def compose_config(tmp_path: Path, dotenv: str = "FLOWER_BASIC_AUTH=ops:pw\n") -
 
 
 def test_the_web_services_wsgi_module_builds_the_application():
-    """The web service's WSGI module builds the Django application."""
-    from snippets.production.wsgi import application
+    """The web service's WSGI module builds the Django application on the production settings
+    when nothing names a settings module (the image's ENV does; a gunicorn started outside it,
+    or an image that forgets the line, does not): imported in a fresh Python without
+    DJANGO_SETTINGS_MODULE, as gunicorn imports it."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    code = (
+        "from snippets.production.wsgi import application\n"
+        "from django.conf import settings\n"
+        "assert callable(application)\n"
+        "print(settings.SETTINGS_MODULE)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[-1] == dockerfile_env()["DJANGO_SETTINGS_MODULE"]
+    assert run.stdout.split()[-1] == "snippets.production.settings"
 
-    assert callable(application)
+
+def test_the_long_job_states_a_budget_below_the_redelivery():
+    """long_job's own limits (the checklist's rule, on the task the page shows): 0 < soft < hard
+    < the broker's visibility timeout, so a job still running is never handed out again."""
+    from snippets.project.celery import app
+
+    visibility = app.conf.broker_transport_options["visibility_timeout"]
+    assert 0 < long_job.soft_time_limit < long_job.time_limit < visibility
 
 
 def test_the_compose_file_passes_docker_compose_config(tmp_path):

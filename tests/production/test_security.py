@@ -25,6 +25,15 @@ from snippets.production.security import (
     sync_account,
     sync_account_with_token,
 )
+from tests.configuration.test_production_settings import (
+    test_the_page_invariants_hold_on_the_project_app as production_settings_hold,
+)
+from tests.configuration.test_production_settings import (
+    test_the_timezone_follows_djangos_time_zone as timezone_holds,
+)
+from tests.configuration.test_production_settings import (
+    test_without_a_service_variable_the_settings_do_not_load as settings_need,
+)
 from tests.harness.net import free_port
 from tests.harness.redelivery import redeliver
 from tests.harness.wait import wait_until
@@ -42,6 +51,17 @@ class Exploit:
 
     def __reduce__(self) -> tuple:
         return (open, (self.path, "w"))
+
+
+def test_the_settings_block_holds_what_production_settings_proves(celery_app):
+    """The page shows the project's whole settings block for its JSON-only lines; the other
+    lines are the production-settings page's, proved there (tests/configuration/
+    test_production_settings.py). Its checks of the block run here too, on the app these
+    proofs use, so a block this page shows broken fails this page's proof as well."""
+    production_settings_hold(celery_app)
+    timezone_holds()
+    for credential in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        settings_need(credential)  # from the environment: a missing one stops the start
 
 
 def test_a_pickle_message_is_refused_and_never_executed(celery_worker, tmp_path, caplog):
