@@ -11,7 +11,8 @@ from itertools import pairwise
 
 import pytest
 from celery.schedules import crontab
-from django.apps import apps
+from django.db import connection
+from django.db.migrations.loader import MigrationLoader
 from django_celery_beat.models import PeriodicTask
 
 from snippets.periodic_tasks.beat import refresh_rates
@@ -19,7 +20,6 @@ from snippets.periodic_tasks.crontab_and_timezones import NIGHTLY_WITHOUT_A_MINU
 from snippets.troubleshooting.beat_schedules import (
     REMOVED_ENTRIES,
     Migration,
-    delete_removed_entries,
 )
 from tests.harness.celery import delete_queues, queue_length
 from tests.harness.wait import wait_until
@@ -42,6 +42,24 @@ def schedule(queue: str, *entries: str) -> dict[str, dict]:
     """A beat schedule (`beat_process`'s JSON form) sending each entry every second to `queue`."""
     entry = {"task": refresh_rates.name, "seconds": 1, "options": {"queue": queue}}
     return {e: {**entry, "args": [e]} for e in entries}
+
+
+def run_migration() -> None:
+    """The snippet's migration as `migrate` runs it: its RunPython on the historical models of
+    the state it depends on (their deletes send no signal), in a schema editor."""
+    loader = MigrationLoader(connection)
+    assert Migration.dependencies == loader.graph.leaf_nodes("django_celery_beat")  # the latest
+    state = loader.project_state(Migration.dependencies)
+    with connection.schema_editor() as editor:
+        for operation in Migration.operations:
+            operation.database_forwards("yourapp", editor, state, state)
+
+
+def stopped_sending(beat: object, entry: str, others: int = 3) -> bool:
+    """`others` sends of other entries logged after the last send of `entry`."""
+    sends = beat.sends()
+    last = max((i for i, e in enumerate(sends) if e == entry), default=-1)
+    return len(sends[last + 1 :]) >= others
 
 
 def test_why_crontab_hour_3_runs_every_minute_of_that_hour():
@@ -87,7 +105,9 @@ def test_why_an_entry_removed_from_settings_is_still_sent_by_the_database_schedu
     beat_process, queue
 ):
     """Beat copies settings entries into PeriodicTask rows. Removed from the settings, the
-    entry is still sent after a restart; after the snippet's migration, it is not."""
+    entry is still sent after a restart; the snippet's migration, run as `migrate` runs it
+    while that beat runs, stops it there (the beat polls the timestamp the migration writes),
+    and a beat started after it never sends it."""
     [removed] = REMOVED_ENTRIES
     db = {"PERIODIC_TEST_SCHEDULER": DATABASE_SCHEDULER}
     beat = beat_process(schedule(queue, "kept", removed), env=db)
@@ -98,12 +118,12 @@ def test_why_an_entry_removed_from_settings_is_still_sent_by_the_database_schedu
     after = schedule(queue, "kept")  # the entry deleted from CELERY_BEAT_SCHEDULE
     beat = beat_process(after, env=db)
     beat.wait_for(lambda b: len(b.sends(removed)) >= 2)  # still sent, every second
-    beat.kill()
     assert f"Scheduler: Sending due task {removed} ({refresh_rates.name})" in beat.log()
 
-    delete_removed_entries(apps, None)  # the migration's function
-    assert Migration.dependencies[0][0] == "django_celery_beat"
+    run_migration()  # while this beat runs: it reads PeriodicTasks' timestamp and reloads
     assert not PeriodicTask.objects.filter(name=removed).exists()
+    beat.wait_for(lambda b: stopped_sending(b, removed), timeout=30)
+    beat.kill()
     beat = beat_process(after, env=db)
     beat.wait_for(lambda b: len(b.sends("kept")) >= 3)
     beat.kill()

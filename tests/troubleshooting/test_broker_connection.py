@@ -153,8 +153,12 @@ def test_a_silent_redis_blocks_delay_until_a_socket_timeout_is_set():
     the page's `socket_timeout` it raises `OperationalError: Timeout reading from socket`."""
     with socket.create_server(("127.0.0.1", 0)) as silent:
         url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
-        waiting = Publish(publisher(url))
-        bounded = Publish(publisher(url, SETTINGS))
+        project, page = publisher(url), publisher(url, SETTINGS)
+        # The block replaces the project's transport options: it keeps every entry of them.
+        options = page.conf.broker_transport_options
+        assert project.conf.broker_transport_options.items() <= options.items()
+        waiting = Publish(project)
+        bounded = Publish(page)
         bounded.join(120)
         assert not bounded.is_alive()
         assert isinstance(bounded.error, OperationalError)

@@ -12,6 +12,8 @@ import pytest
 from celery import Celery
 
 from snippets.configuration.worker_settings import record_run
+from snippets.project import settings as project_settings
+from snippets.troubleshooting import redelivery_and_timeouts as page
 from tests.configuration.helpers import runs_of, settings_env
 from tests.harness.brokers import PrivateRabbit
 from tests.harness.wait import wait_until
@@ -27,6 +29,8 @@ ADVANCED = (
 )
 UNRECOVERABLE = "CRITICAL/MainProcess] Unrecoverable error: "
 TASK_SECONDS = 8.0  # longer than the consumer timeout plus a tick
+# The brokers' windows by default: RabbitMQ's consumer_timeout, Redis's visibility_timeout.
+BROKER_WINDOWS_S = {"rabbitmq": 30 * 60, "redis": 60 * 60}
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +86,12 @@ def test_a_time_limit_below_consumer_timeout_acks_before_rabbitmq_gives_up(worke
     """the same task with soft/hard time limits below `consumer_timeout`: it is stopped, marked
     FAILURE and acknowledged in time; no PRECONDITION_FAILED, one run, and the worker's
     connection still serves the next task."""
+    # The page's values keep that rule in production: the soft limit first, then the hard one,
+    # both inside either broker's window; and they are the project's settings, as it says.
+    soft, hard = page.CELERY_TASK_SOFT_TIME_LIMIT, page.CELERY_TASK_TIME_LIMIT
+    assert 0 < soft < hard < min(BROKER_WINDOWS_S.values())
+    limits = (project_settings.CELERY_TASK_SOFT_TIME_LIMIT, project_settings.CELERY_TASK_TIME_LIMIT)
+    assert (soft, hard) == limits
     env = {
         **settings_env(base=SETTINGS, CELERY_TASK_SOFT_TIME_LIMIT=1, CELERY_TASK_TIME_LIMIT=2),
         "CELERY_BROKER_URL": rabbit.url,

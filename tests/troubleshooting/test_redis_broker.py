@@ -123,6 +123,15 @@ def test_a_noeviction_redis_refuses_writes_and_keeps_every_queued_task(redis_ser
     assert problems == ["used memory above 80% of maxmemory: publishes will soon fail (OOM)"]
 
 
+def test_the_page_s_redis_conf_passes_the_check(redis_server):
+    """the page's redis.conf as written (1 GB, `noeviction`, 10000 clients) and a few queued
+    tasks: the check reports nothing, as it must not alarm on a healthy broker."""
+    client = redis_server(str(CONF))
+    publish(publisher(client), TASKS)
+    assert client.config_get("maxmemory")["maxmemory"] == str(1024**3)
+    assert redis_broker_problems(url_of(client)) == []
+
+
 def test_a_full_client_table_refuses_a_publish_until_maxclients_is_raised(redis_server):
     """`maxclients` reached (here 3, by the test's own connections): a publish raises
     `OperationalError: max number of clients reached`; the page's check, given a slot, reports
@@ -189,6 +198,10 @@ def test_flushing_the_results_database_deletes_queued_tasks_when_it_is_the_broke
     env = {"CELERY_BROKER_URL": broker, "CELERY_RESULT_BACKEND": backend}
     for variable in env:  # read before any setting: the run's services
         monkeypatch.delenv(variable)
+    # The celery command's --result-backend reads RESULT_BACKEND and copies it over
+    # CELERY_RESULT_BACKEND (celery/bin/celery.py:73, :129): a run that exports it would send
+    # the worker's results elsewhere.
+    monkeypatch.delenv("RESULT_BACKEND", raising=False)
     app = publisher(client)  # a web process, publishing and reading results here
     app.conf.update(broker_read_url=broker, broker_write_url=broker, result_backend=backend)
     app.backend.store_result("earlier", "report 0 built", "SUCCESS")  # a finished task's

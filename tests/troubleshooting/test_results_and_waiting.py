@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 from celery import Celery, chord
+from celery.backends.redis import RedisBackend
 from celery.exceptions import ChordError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
@@ -53,8 +54,14 @@ def prefork_worker(celery_app, django_db_setup, django_db_blocker, tmp_path_fact
 
 @pytest.mark.antipattern("snippets/troubleshooting/results_and_waiting.py:view-waits")
 def test_why_result_get_in_a_view_holds_the_request_until_it_times_out(celery_worker, monkeypatch):
-    """A 1.5 s task (square(3) at the stand-in's pace) and a 0.5 s budget: the view raises
-    `TimeoutError: The operation timed out.`; the request had to wait all of it."""
+    """With the page's budget and a free worker, the view answers only after the whole 1 s
+    task (square(2) at the stand-in's pace) ran. A 1.5 s task (square(3)) and a 0.5 s budget:
+    the view raises `TimeoutError: The operation timed out.`; the request had to wait all of it."""
+    started = time.monotonic()
+    answered = rw.square_waiting(RequestFactory().get("/square/2"), 2)  # REQUEST_WAIT as shown
+    assert json.loads(answered.content) == {"square": 4}
+    assert time.monotonic() - started >= 1.0  # the request held while the task ran
+
     monkeypatch.setattr(rw, "REQUEST_WAIT", 0.5)  # the request's budget, shorter than the task
     request = RequestFactory().get("/square/3")
     started = time.monotonic()
@@ -130,7 +137,11 @@ def test_why_a_result_backend_setting_without_the_namespace_is_never_read(celery
     backend_url = celery_app.conf.result_backend
     monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)  # it beats any setting
     nobody = f"ts-nobody-{uuid.uuid4().hex[:8]}"
-    assert rw.RESULT_BACKEND.startswith("redis://")  # the snippet's own (misnamed) line
+    assert rw.RESULT_BACKEND == rw.CELERY_RESULT_BACKEND  # one URL: only the names differ
+    page = Celery("page", set_as_current=False)
+    page.config_from_object(rw, namespace="CELERY")  # the snippet's lines as the settings
+    assert page.conf.result_backend == rw.CELERY_RESULT_BACKEND  # the CELERY_ line is read
+    assert isinstance(page.backend, RedisBackend)  # a backend's URL (parsed, not connected)
 
     misnamed = Celery("misnamed", set_as_current=False)
     misnamed.config_from_object(types.SimpleNamespace(RESULT_BACKEND=backend_url), "CELERY")

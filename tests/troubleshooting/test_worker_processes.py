@@ -5,11 +5,17 @@ worker. One worker serves the module; the rate-limit proof adds a second one."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
+import sys
 import uuid
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from billiard.exceptions import WorkerLostError
+from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.exceptions import EncodeError
@@ -25,8 +31,17 @@ from snippets.troubleshooting.worker_processes import (
     CELERY_TASK_ROUTES,
     PARTNER_API_WORKER,
 )
+from tests.configuration.helpers import settings_env
 from tests.error_handling.helpers import POISON, request_payments, retries_seen
-from tests.harness.celery import running_worker
+from tests.harness.celery import (
+    CELERY,
+    TEARDOWN,
+    delete_queues,
+    running_worker,
+    wait_ping,
+    worker_env,
+)
+from tests.harness.process import Process
 from tests.harness.services import require_services
 from tests.harness.wait import wait_until
 
@@ -172,3 +187,44 @@ def test_why_rate_limit_is_per_worker_and_one_consumer_makes_it_global(
     with pytest.raises(CeleryTimeoutError):
         waiting.get(timeout=3)  # one worker, one bucket: the next token is a minute away
     worker.wait_for_log(f"{add.name}[{waiting.id}] received")  # received, and held
+
+
+@pytest.mark.deviation(
+    "argv=the snippet's PARTNER_API_WORKER (celery -A snippets.project worker "
+    "--queues=partner-api --concurrency=1 --hostname=partner-api@%h)",
+    reason="the worker the snippet deploys, started as written, not the unit's ExecStart",
+)
+@pytest.mark.deviation(
+    "DJANGO_SETTINGS_MODULE=settings_override(snippets.project.settings, the snippet's "
+    "CELERY_TASK_ROUTES and CELERY_TASK_ANNOTATIONS)",
+    reason="the snippet's settings, over the project's",
+)
+def test_the_snippet_s_partner_api_worker_runs_the_routed_calls_at_its_rate(celery_app, tmp_path):
+    """The snippet as deployed: its PARTNER_API_WORKER command line (the harness's own flags
+    left out) with its routes and annotations. Two calls sent with no queue reach that worker
+    alone; the second runs a token later (10/m: 6 s), on a pool of one process."""
+    executable, *args = PARTNER_API_WORKER
+    assert shutil.which(executable, path=str(Path(sys.executable).parent))  # the venv's celery
+    queue = CELERY_TASK_ROUTES[add.name]["queue"]
+    delete_queues(celery_app, queue)  # nothing left over from an earlier run
+    env = settings_env(
+        CELERY_TASK_ROUTES=CELERY_TASK_ROUTES, CELERY_TASK_ANNOTATIONS=CELERY_TASK_ANNOTATIONS
+    )
+    wp = Process.spawn(
+        [*CELERY, *args], log_path=tmp_path / "partner-api.log", env=worker_env(**env)
+    )
+    hostname = f"partner-api@{socket.gethostname()}"
+    try:
+        wait_ping(celery_app, hostname, proc=wp)
+        stats = celery_app.control.inspect([hostname], timeout=5).stats()
+        assert stats[hostname]["pool"]["max-concurrency"] == 1
+        web = Celery("snippets", set_as_current=False)  # a web process with the snippet's routes
+        web.config_from_object("snippets.project.settings", namespace="CELERY")
+        web.conf.task_routes = CELERY_TASK_ROUTES
+        calls = [web.send_task(add.name, (n, 0)) for n in (1, 2)]  # no queue named: routed
+        assert [r.get(timeout=60) for r in calls] == [1, 2]
+        first, second = (r.date_done for r in calls)
+        assert second - first >= timedelta(seconds=5)  # one token every 6 s
+    finally:
+        wp.stop(signal.SIGTERM, timeout=20, escalate=TEARDOWN)
+        delete_queues(celery_app, queue)
