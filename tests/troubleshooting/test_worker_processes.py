@@ -179,14 +179,22 @@ def test_why_rate_limit_is_per_worker_and_one_consumer_makes_it_global(
         limit=2,
     )
     assert len(replies) == 2
-    both = [add.apply_async((n, 0), queue=w.queue) for n, w in ((1, worker), (2, second))]
-    assert [r.get(timeout=30) for r in both] == [1, 2]  # within seconds: one per bucket
+    waiting = None
+    try:
+        both = [add.apply_async((n, 0), queue=w.queue) for n, w in ((1, worker), (2, second))]
+        assert [r.get(timeout=30) for r in both] == [1, 2]  # within seconds: one per bucket
 
-    # The module's worker alone on its queue: its bucket's one token went to the call above.
-    waiting = add.apply_async((3, 0), queue=worker.queue)
-    with pytest.raises(CeleryTimeoutError):
-        waiting.get(timeout=3)  # one worker, one bucket: the next token is a minute away
-    worker.wait_for_log(f"{add.name}[{waiting.id}] received")  # received, and held
+        # The module's worker alone on its queue: its bucket's one token went to the call above.
+        waiting = add.apply_async((3, 0), queue=worker.queue)
+        with pytest.raises(CeleryTimeoutError):
+            waiting.get(timeout=3)  # one worker, one bucket: the next token is a minute away
+        worker.wait_for_log(f"{add.name}[{waiting.id}] received")  # received, and held
+    finally:  # the module's worker as it was: its other tests run `add`, in any order
+        if waiting is not None:
+            waiting.revoke()
+        celery_app.control.rate_limit(
+            add.name, "0", destination=[worker.hostname], reply=True, timeout=10
+        )
 
 
 @pytest.mark.deviation(
