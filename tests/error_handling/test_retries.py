@@ -60,10 +60,12 @@ def pushes(published: list[dict], task=push_invoice) -> list[dict]:
     return [p for p in published if p["name"] == task.name]
 
 
+@pytest.mark.parametrize("task", [push_invoice, push_invoice_locked], ids=["plain", "locked"])
 def test_backoff_delays_grow_stay_under_the_cap_and_are_jittered(
-    celery_worker, billing_api, retry_delays
+    celery_worker, billing_api, retry_delays, task
 ):
-    """The k-th retry waits a random 0..min(5 * 2**k, 300) s: growing, capped, spread out.
+    """The k-th retry waits a random 0..min(5 * 2**k, 300) s: growing, capped, spread out;
+    the same for the push that holds the row lock (its options, jitter by default).
 
     A message published with retries=k is exactly what the (k+1)-th run receives, so each
     attempt number is sampled directly instead of waiting minutes for a chain to get there.
@@ -75,7 +77,7 @@ def test_backoff_delays_grow_stay_under_the_cap_and_are_jittered(
         for i in range(samples):
             row = invoice(f"F-{k}-{i}")
             # expires: the retries left behind are dropped, not run against a stopped server
-            result = push_invoice.apply_async((row.pk,), retries=k, expires=30)
+            result = task.apply_async((row.pk,), retries=k, expires=30)
             sent[k].append(result.id)
 
     def first_retries() -> dict[int, list[float]]:

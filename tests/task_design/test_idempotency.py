@@ -280,6 +280,17 @@ def test_the_key_retention_outlasts_every_second_delivery():
     assert 0 < entry["options"]["expires"] < entry["schedule"].total_seconds() < retention
 
 
+def test_the_purge_has_a_soft_limit_below_a_hard_limit_that_ends_it_before_the_next():
+    """The purge's own budget (a first DELETE over a large backlog must not run unbounded):
+    soft first, and the hard limit below the Redis visibility timeout and the schedule's
+    interval, so a purge ends before it could be delivered again or the next one is sent."""
+    from tests.test_checklist import redis_visibility_timeout
+
+    [entry] = PURGE_SCHEDULE.values()
+    soft, hard = purge_processed_keys.soft_time_limit, purge_processed_keys.time_limit
+    assert 0 < soft < hard < min(redis_visibility_timeout(), entry["schedule"].total_seconds())
+
+
 def age_keys(*keys: str, by: timedelta) -> None:
     """Back-date keys, as if they had been written `by` ago."""
     from django.utils import timezone

@@ -40,6 +40,19 @@ def runs(job: str) -> int:
     return JobRun.objects.filter(job=job).count()
 
 
+def test_each_job_has_a_soft_limit_below_its_hard_limit_below_the_lock_and_redelivery(
+    celery_app,
+):
+    """(1) on the Redis task, and Verify: each rebuild's own budget is finite and soft first
+    (the soft limit raises inside the `with`, so the lock is released; the hard limit kills
+    the child, and the lock stays until its TTL); the hard limit is below the Redis lock's TTL
+    and the broker's visibility timeout. The proofs above do not wait 50 s for a limit."""
+    visibility = celery_app.conf.broker_transport_options["visibility_timeout"]
+    for task in (rebuild_search_index, rebuild_with_advisory_lock):
+        assert 0 < task.soft_time_limit < task.time_limit < visibility, task.name
+    assert rebuild_search_index.time_limit == TIME_LIMIT < LOCK_TTL
+
+
 @pytest.mark.services("redis", "broker")
 def test_two_concurrent_runs_one_runs_the_other_skips(shared_prefork_worker, client, job):
     """Redis lock: one `done`, one `skipped`, one row."""
@@ -150,3 +163,16 @@ def test_advisory_lock_is_exclusive_between_sessions(job):
                 assert cursor.fetchone() == (False,)
         finally:
             other.close()
+
+
+@pytest.mark.services("postgres")
+def test_every_job_name_gives_a_key_postgresql_accepts():
+    """(1) on the advisory lock: the digest read as a signed 64-bit integer, PostgreSQL's
+    bigint. Read unsigned, half of all names give a key above its range, and the lock fails."""
+    names = [f"job:td-lock-id-{n}" for n in range(16)]  # fixed: the same keys on every run
+    keys = [lock_id(name) for name in names]
+    assert min(keys) < 0 < max(keys)  # both halves of the range, so the top half is covered
+    assert all(-(2**63) <= key < 2**63 for key in keys)
+    for name in names:
+        with advisory_lock(name) as held:
+            assert held, name
