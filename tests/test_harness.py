@@ -227,3 +227,23 @@ def test_a_queue_another_process_declared_is_emptied_by_delete_queues(celery_app
 
     delete_queues(celery_app, queue)
     assert queue_length(celery_app, queue) == 0
+
+
+def test_the_celery_command_s_own_variables_in_a_developer_s_shell_do_not_reach_the_proofs(
+    monkeypatch,
+):
+    """An exported RESULT_BACKEND (or BROKER_URL, APP ...) is a global option of the `celery`
+    command and beats the settings: a django-db proof would run on Redis. worker_env() drops
+    every one the command reads (the list is checked against celery/bin/celery.py), unless a
+    test passes it itself."""
+    import celery.bin.celery as cli
+
+    from tests.harness.celery import CLI_ENVVARS, worker_env
+
+    read = set(re.findall(r"envvar='(\w+)'", Path(cli.__file__).read_text()))
+    assert read - {"NO_COLOR"} == set(CLI_ENVVARS)  # NO_COLOR changes no behaviour
+    for name in CLI_ENVVARS:
+        monkeypatch.setenv(name, "from-the-shell")
+    env = worker_env(BROKER_URL="asked")
+    assert env["BROKER_URL"] == "asked"
+    assert not {name for name in CLI_ENVVARS if name != "BROKER_URL"} & set(env)

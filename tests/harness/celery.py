@@ -31,6 +31,13 @@ HARNESS_FLAGS = ["--without-gossip", "--without-mingle"]  # see deployment.HARNE
 PROJECT_SETTINGS = "snippets.project.settings"
 
 
+CLI_ENVVARS = ("APP", "BROKER_URL", "RESULT_BACKEND", "LOADER", "CONFIG_MODULE", "SKIP_CHECKS")
+"""Variables the `celery` command reads as its global options (celery/bin/celery.py: `envvar=`
+of -A, -b, --result-backend, --loader, --config, --skip-checks): an exported RESULT_BACKEND
+overrides the settings' CELERY_RESULT_BACKEND, so a proof of the django-db backend would run
+on Redis. Not in the deployment's environment (celery.env); a test that wants one passes it."""
+
+
 def worker_env(**extra: str | None) -> dict[str, str]:
     """The environment of a subprocess of the snippets project, on the test databases.
 
@@ -39,6 +46,8 @@ def worker_env(**extra: str | None) -> dict[str, str]:
     from django.db import connections
 
     env: dict[str, str | None] = {**os.environ, "DJANGO_SETTINGS_MODULE": PROJECT_SETTINGS}
+    for name in CLI_ENVVARS:  # a developer's shell must not change what the proofs start
+        env.pop(name, None)
     env.update(extra)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     for alias in connections:
