@@ -22,6 +22,7 @@ from django_celery_beat.models import (
     PeriodicTasks,
 )
 
+from snippets.periodic_tasks.beat import refresh_rates
 from snippets.periodic_tasks.dynamic_schedules import (
     CELERY_BEAT_SCHEDULER,
     after_time_zone_change,
@@ -92,11 +93,12 @@ def test_the_settings_block_alone_makes_beat_read_the_database(beat_process, que
 @pytest.mark.services("broker", "postgres")
 @DATABASE_SCHEDULER
 def test_a_task_created_through_the_orm_is_sent_without_a_restart(beat_process, queue_name):
-    """created while beat runs, sent within seconds with its `expires`; `pause()` (one `save()`)
-    stops it."""
+    """created while beat runs, sent within seconds, as the registered task, with its `expires`;
+    `pause()` (one `save()`) stops it."""
     beat = database_beat(beat_process)
     assert "scheduler -> django_celery_beat.schedulers.DatabaseScheduler" in beat.log()
     # beat is already running; the queue is read after a few seconds, so expire later
+    created = datetime.now(UTC)
     schedule_every("orm-report", seconds=1, queue=queue_name, expire_seconds=60)
     beat.wait_for_sends(2, "orm-report")
     changes = beat.log().count(CHANGED)
@@ -108,7 +110,10 @@ def test_a_task_created_through_the_orm_is_sent_without_a_restart(beat_process, 
     messages = read_queue(queue_name)
     assert {s.id for s in beat.confirmed("orm-report")} <= {m["id"] for m in messages}
     assert {tuple(m["args"]) for m in messages} == {("orm-report",)}
-    assert all(m["expires"] for m in messages)  # expire_seconds reaches the message
+    assert {m["task"] for m in messages} == {refresh_rates.name}  # a name the worker runs
+    # expire_seconds reaches the message: each send expires 60 s after it was sent
+    expires = [datetime.fromisoformat(m["expires"]) for m in messages]
+    assert min(expires) >= created + timedelta(seconds=59), (created, expires)
 
 
 @pytest.mark.services("broker", "postgres")
@@ -234,12 +239,13 @@ def test_a_berlin_crontab_row_behaves_like_celerys_crontab_across_dst():
 @pytest.mark.services("postgres")
 @pytest.mark.django_db  # one connection: no commit needed
 def test_calling_schedule_every_again_keeps_an_operators_pause():
-    """A deploy hook that re-runs schedule_every() changes the interval, not the pause."""
+    """A deploy hook that re-runs schedule_every() changes the interval (and the expiry that
+    follows it by default), not the pause."""
     schedule_every("paused-by-ops", seconds=60)
     pause("paused-by-ops")
     schedule_every("paused-by-ops", seconds=120)
     task = PeriodicTask.objects.get(name="paused-by-ops")
-    assert (task.enabled, task.interval.every) == (False, 120)
+    assert (task.enabled, task.interval.every, task.expire_seconds) == (False, 120, 120)
 
 
 # Two setups at once -------------------------------------------------------------------------

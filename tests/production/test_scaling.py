@@ -76,6 +76,15 @@ def test_why_without_a_limit_the_leaking_child_keeps_its_memory(worker_process):
     assert psutil.Process(child).memory_info().rss > 200 * 1024 * 1024  # and it never goes back
 
 
+@pytest.mark.parametrize("task", [build_report, send_receipt], ids=["build_report", "send_receipt"])
+def test_each_job_has_its_own_finite_limits_below_the_visibility_timeout(celery_app, task):
+    """Verify: the slow job's own 60/90 s (and the fast one's 10/20 s), soft before hard, both
+    below the visibility timeout: recycling happens only between tasks, so a runaway task needs
+    its limit (the proofs here finish in seconds, far from either)."""
+    visibility = celery_app.conf.broker_transport_options["visibility_timeout"]
+    assert 0 < task.soft_time_limit < task.time_limit < visibility
+
+
 def wait_started(result, timeout: float = 60) -> None:
     """Wait until the worker reports the task STARTED (task_track_started is on)."""
     wait_until(lambda: result.state == "STARTED", timeout, what=f"{result.id} STARTED")
@@ -106,8 +115,8 @@ def test_one_queue_per_workload_a_fast_task_does_not_wait_behind_a_slow_one(
         wait_started(report)
         assert receipt.get(timeout=60) == "receipt"  # while the report is still running
         assert finished(log) == ["send_receipt"]
-        release.touch()
-        assert report.get(timeout=60) == "report"
+        release.touch()  # released: it ends at its next look, long before its 55 s deadline
+        assert report.get(timeout=30) == "report"
         assert finished(log) == ["send_receipt", "build_report"]
     finally:
         delete_queues(celery_app, "fast", "slow")

@@ -255,6 +255,16 @@ def test_the_retry_policy_is_jittered_and_capped():
     assert get_exponential_backoff_interval(task.retry_backoff, 9, task.retry_backoff_max) == 120
 
 
+@pytest.mark.django_db  # no worker, no committed rows needed: skip the flush
+@pytest.mark.parametrize(
+    "task", [send_welcome_email, reconcile_welcome_emails], ids=["send", "job"]
+)
+def test_each_task_has_its_own_finite_limits_below_the_projects_default(celery_app, task):
+    """(3) on the task, and the job's 60/90 s: soft before hard, both set on the task itself and
+    below the project's default budget (the proofs run in seconds, far from either limit)."""
+    assert 0 < task.soft_time_limit < task.time_limit < celery_app.conf.task_time_limit
+
+
 def test_permanent_refusal_is_recorded_and_not_retried(
     celery_worker, smtp_server, published, caplog
 ):
