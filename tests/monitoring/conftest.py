@@ -76,7 +76,9 @@ def exporter(celery_app, exporter_queues, tmp_path_factory) -> Iterator[Exporter
     queues = [f"--queue={q}" for q in exporter_queues]
     ep = ExporterProcess.spawn(
         [sys.executable, "-m", "snippets.monitoring.prometheus", f"--port={port}", *queues],
-        env=tool_env(covered=True),
+        # PYTHONUNBUFFERED unset, as under systemd: the exporter's own flush puts its start-up
+        # line in the log (tests/monitoring/test_prometheus.py)
+        env=tool_env(covered=True, PYTHONUNBUFFERED=None),
         name="exporter",
         log_path=tmp_path_factory.mktemp("exporter") / "exporter.log",
     )

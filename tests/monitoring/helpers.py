@@ -21,7 +21,7 @@ poll = partial(wait_until, interval=0.25, ignore=(requests.RequestException, Ass
 """`wait_until` for HTTP checks: a refused connection or a failed assert means "not yet"."""
 
 
-def tool_env(covered: bool = False, **extra: str) -> dict[str, str]:
+def tool_env(covered: bool = False, **extra: str | None) -> dict[str, str]:
     """worker_env() with this interpreter's bin directory first, so `celery` is the venv's.
 
     Tools that run none of our snippets' code (Flower, `celery inspect`) start without coverage:

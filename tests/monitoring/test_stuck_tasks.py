@@ -169,6 +169,12 @@ def test_why_io_without_a_timeout_blocks_until_revoked(
     assert "reserved" not in where_is(celery_app, waiting.id, [wp.queue])
     with celery_app.connection_for_read() as conn:
         assert queue_length(conn, wp.queue) == 1
+    # A message waits in wp.queue, but a worker lists the queue in active_queues: not a routing
+    # mistake, so not reported. And each single ask (no polling) finds the running task: the
+    # inspect waits for the worker's answers instead of giving up before they arrive.
+    for _ in range(3):
+        again = where_is(celery_app, blocked.id, [wp.queue])
+        assert (again.get("active"), again["unconsumed_queues"]) == (wp.hostname, {})
 
     terminate = runbook("terminate", TASK_ID=blocked.id, WORKER=wp.hostname)
     [replies] = json_lines(terminate)  # control commands answer with a list

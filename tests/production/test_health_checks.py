@@ -80,6 +80,17 @@ def test_worker_probes_pass_when_live_and_fail_when_blocked_or_stopped(worker_pr
     wait_until(lambda: passes("worker-readiness.sh", **env))
     assert passes("worker-heartbeat.sh", **env)
     assert passes("worker-liveness.sh", f"{pod}")
+    # Touched every CELERY_LIVENESS_INTERVAL (0.5 s here), not at the 10 s default: three
+    # fresh touches within 5 s. (The probe alone cannot tell: a 10 s interval with a 3 s
+    # maximum age still passes some of the time, and the waits above retry until it does.)
+    alive = Path(env["CELERY_LIVENESS_FILE"])
+    stamps = {alive.stat().st_mtime_ns}
+
+    def touched_three_times() -> bool:
+        stamps.add(alive.stat().st_mtime_ns)
+        return len(stamps) > 3
+
+    wait_until(touched_three_times, timeout=5, interval=0.05, what="three heartbeat touches")
 
     os.kill(wp.pid, signal.SIGSTOP)  # blocked: a hung event loop, a stuck broker call
     try:
