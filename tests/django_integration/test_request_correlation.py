@@ -85,6 +85,9 @@ def test_every_task_of_a_request_and_its_children_carry_the_request_id(
     lines = [line for line in correlated_logging().splitlines() if "snippets.pipeline" in line]
     assert len(lines) == 7  # extract, load, 3 parts, 2 attempts of flaky
     assert all("[req-42]" in line for line in lines)
+    # the retry's line counts its attempt from the message's retries, as the first one does
+    attempts = [line.rsplit(" ", 1)[1] for line in lines if "step flaky, attempt" in line]
+    assert attempts == ["1", "2"]
 
 
 def test_a_retried_task_keeps_the_id(celery_worker, published):
@@ -166,13 +169,19 @@ def test_a_failure_is_logged_with_the_request_id(celery_worker, caplog):
 
 
 def test_the_logging_settings_print_the_id():
-    """The page's LOGGING dict, applied by logging.config as django.setup() applies it: before
-    any app is loaded, so the filter's module must not import models."""
+    """The page's LOGGING dict, applied by django.setup() (over Django's own default logging,
+    before any app is loaded), so the filter's module must not import models: it is imported
+    here before any settings exist. Django's own loggers keep logging next to it (with
+    disable_existing_loggers=True, `runserver`'s request lines would vanish)."""
     script = (
-        "import logging.config\n"
+        "import logging\n"
+        "import django\n"
+        "from django.conf import settings\n"
         "from snippets.django_integration.correlation_log import LOGGING, correlation_id\n"
-        "logging.config.dictConfig(LOGGING)\n"
+        "settings.configure(LOGGING=LOGGING)  # no apps, no project settings\n"
+        "django.setup()\n"
         "logging.getLogger('snippets.demo').info('outside')\n"
+        "logging.getLogger('django.server').info('\"GET / HTTP/1.1\" 200 2')\n"
         "correlation_id.set('req-7')\n"
         "logging.getLogger('snippets.demo').info('inside')\n"
     )
@@ -184,10 +193,10 @@ def test_the_logging_settings_print_the_id():
         cwd=ROOT,
         env={"PYTHONPATH": str(ROOT)},  # no Django settings, no app registry
     )
-    assert out.stderr.splitlines() == [
-        "INFO snippets.demo [-] outside",
-        "INFO snippets.demo [req-7] inside",
-    ]
+    outside, server, inside = out.stderr.splitlines()
+    assert outside == "INFO snippets.demo [-] outside"
+    assert inside == "INFO snippets.demo [req-7] inside"
+    assert server.endswith('] "GET / HTTP/1.1" 200 2')  # Django's runserver line, its own format
 
 
 @pytest.mark.antipattern(task=record_step_by_celery_id)
