@@ -277,3 +277,39 @@ def test_why_reject_without_a_dead_letter_exchange_loses_the_message(celery_work
         call_command("replay_dead_letters", queue="celery")
     call_command("replay_dead_letters")  # ...and an empty table
     assert imported(row) == 0  # the import is lost for good
+
+
+@pytest.mark.services("rabbitmq")
+def test_a_replay_keeps_the_properties_a_waiter_needs(amqp_url):
+    """The replay re-publishes the dead letter's correlation_id and reply_to (where the rpc
+    result backend sends the result, celery/app/amqp.py as_task_v2) and its priority, not only
+    its body and headers. No worker: the message is rejected by hand, as a worker would."""
+    app = page_app(amqp_url)
+    work = app.amqp.queues["imports"]
+    try:
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            for queue in (work, dead_letter_queue(work)):
+                queue.bind(channel).declare()
+        result = app.send_task(import_row.name, (1,), reply_to="the-waiter", priority=3)
+        with app.connection_for_write() as conn:
+            message = wait_until(lambda: work.bind(conn.default_channel).get(no_ack=False))
+            message.reject(requeue=False)  # RabbitMQ dead-letters it to imports.dead
+        wait_until(lambda: dead_messages(app) == 1, what="the dead letter")
+
+        assert replay_dead_letters(app, "imports") == 1
+        with app.connection_for_write() as conn:
+            replayed = wait_until(lambda: work.bind(conn.default_channel).get(no_ack=True))
+        assert replayed.headers["id"] == result.id
+        assert "x-death" not in replayed.headers  # the replay starts afresh
+        assert replayed.properties["correlation_id"] == result.id
+        assert replayed.properties["reply_to"] == "the-waiter"
+        assert replayed.properties["priority"] == 3
+    finally:
+        with app.connection_for_write() as conn:  # the shared vhost as it was found
+            for queue in ("imports", "imports.dead"):
+                with contextlib.suppress(Exception), conn.channel() as channel:
+                    channel.queue_delete(queue)
+            for exchange in ("imports", "dead-letters"):
+                with contextlib.suppress(Exception), conn.channel() as channel:
+                    channel.exchange_delete(exchange)
