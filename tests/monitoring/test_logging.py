@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from datetime import datetime, timedelta
 
 import pytest
+from django.conf import settings
 
 from snippets.monitoring.logging import import_rows
+from tests.harness.process import ROOT
 from tests.harness.redelivery import redeliver
 from tests.monitoring.logging_probe_settings import BUILT
 
@@ -141,3 +146,45 @@ def test_why_hijack_false_keeps_the_root_handler_but_not_the_task_logger(worker_
     [mine] = [line for line in lines if line.endswith("imported batch 3")]
     assert CELERY_FORMAT.match(mine)  # celery.task: Celery's own handler, propagate off
     assert f"[{good}]: imported batch 3" in mine
+
+
+LOGGING_SETUP = """
+import logging
+import django
+from snippets.monitoring.json_logging.celery import app  # what `celery -A` imports
+django.setup()  # on the settings the app module chose: LOGGING applied once
+app.log.setup(loglevel="INFO")  # the worker's call: setup_logging sent, the receiver runs
+# kombu's INFO line when a Redis channel closes with deliveries unacked
+# (kombu/transport/virtual/base.py:299), and a kombu warning:
+logging.getLogger("kombu.transport.virtual.base").info("Restoring 1 unacknowledged message(s)")
+logging.getLogger("kombu.connection").warning("No hostname was supplied.")
+logging.getLogger("celery.worker.consumer").info("Connected")
+print(app.conf.task_acks_late, app.conf.task_time_limit)  # the project's CELERY_ settings
+"""
+
+
+@JSON_APP
+def test_kombu_keeps_its_warnings_but_not_its_info_lines():
+    """The app module alone selects the page's settings and reads their CELERY_ names; under
+    their LOGGING and the receiver, what kombu logs below WARNING stays out of the JSON stream;
+    its warnings, and Celery's INFO lines, are written."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)  # the app module names the page's settings
+    done = subprocess.run(
+        [sys.executable, "-c", LOGGING_SETUP],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [
+        str(settings.CELERY_TASK_ACKS_LATE),
+        str(settings.CELERY_TASK_TIME_LIMIT),
+    ]
+    entries = json_entries(done.stderr.splitlines())
+    assert [(e["logger"], e["level"], e["message"]) for e in entries] == [
+        ("kombu.connection", "WARNING", "No hostname was supplied."),
+        ("celery.worker.consumer", "INFO", "Connected"),
+    ]

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from celery import current_app
 from celery.schedules import crontab
 
 from snippets.periodic_tasks.crontab_and_timezones import (
@@ -194,6 +195,19 @@ def test_why_crontab_hour_3_without_a_minute_runs_every_minute_of_that_hour():
     assert utc_times(beat_sends(fixed, "UTC", start=start, end=end)) == [
         datetime(2026, 7, 15, 3, tzinfo=UTC)
     ]
+
+
+def test_the_simulation_leaves_the_projects_app_current(celery_app):
+    """beat_sends() inside a test suite: the project's app stays current, so the suite's shared
+    tasks still run on it, not on the simulated app (no settings, a clock that stands still)."""
+    from snippets.periodic_tasks.beat import refresh_rates
+
+    assert current_app._get_current_object() is celery_app
+    start = datetime(2026, 7, 14, tzinfo=UTC)
+    sends = beat_sends(only("cache-warmup"), CELERY_TIMEZONE, start, start + timedelta(hours=1))
+    assert len(sends) == 5  # 00:10 to 00:50 UTC
+    assert current_app._get_current_object() is celery_app
+    assert refresh_rates.app is celery_app
 
 
 SIMULATE = """
