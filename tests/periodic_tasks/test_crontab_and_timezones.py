@@ -9,6 +9,7 @@ and back on 25 October at 03:00 CEST (01:00 UTC).
 
 import inspect
 import itertools
+import logging
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,35 @@ def test_the_transitions_are_where_the_tests_assume():
     assert before.astimezone(BERLIN).utcoffset() == timedelta(hours=1)
     assert after.astimezone(BERLIN).utcoffset() == timedelta(hours=2)
     assert (CELERY_TIMEZONE, CELERY_ENABLE_UTC) == ("Europe/Berlin", True)
+
+
+def test_with_a_timezone_set_enable_utc_changes_no_date_beat_resets_its_file_on_a_change(
+    tmp_path, caplog
+):
+    """Note 2, on Celery's own code: with CELERY_TIMEZONE set, `app.now()` and a countdown's ETA
+    are in that zone whether enable_utc is on or off (the same instant); without a timezone it
+    picks UTC; and beat discards its schedule file when the flag changes."""
+    from celery import Celery
+    from celery.beat import PersistentScheduler
+
+    def app(**conf: object) -> Celery:
+        made = Celery(set_as_current=False)
+        made.conf.update(broker_url="memory://", **conf)
+        return made
+
+    for utc in (True, False):
+        berlin = app(timezone=CELERY_TIMEZONE, enable_utc=utc)
+        assert str(berlin.now().tzinfo) == CELERY_TIMEZONE
+        eta = datetime.fromisoformat(berlin.amqp.as_task_v2("id", "t", countdown=10).headers["eta"])
+        assert eta.utcoffset() == eta.astimezone(BERLIN).utcoffset()  # Berlin's, not UTC's
+    assert app(enable_utc=True).now().utcoffset() == timedelta(0)
+
+    schedule = str(tmp_path / "beat-schedule")
+    for utc in (CELERY_ENABLE_UTC, not CELERY_ENABLE_UTC):
+        beat_app = app(timezone=CELERY_TIMEZONE, enable_utc=utc)
+        with caplog.at_level(logging.WARNING, logger="celery.beat"):
+            PersistentScheduler(beat_app, schedule_filename=schedule, lazy=False).close()
+    assert "Reset: UTC changed from enabled to disabled" in caplog.text
 
 
 @pytest.mark.parametrize(

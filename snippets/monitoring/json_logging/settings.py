@@ -10,7 +10,7 @@ LOGGING = {
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["stderr"], "level": "INFO"},
     "loggers": {
-        # get_task_logger() loggers are children of "celery.task": let them reach the root.
+        # Task loggers (children of "celery.task") reach the root: logging's default, stated.
         "celery.task": {"propagate": True},
         "kombu": {"level": "WARNING"},
     },
