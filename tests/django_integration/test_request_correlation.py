@@ -2,8 +2,6 @@
 
 import io
 import logging
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from snippets.django_integration.request_correlation import (
     record_step_by_celery_id,
 )
 from tests.harness.celery import WorkerProcess
+from tests.harness.process import fresh_python
 from tests.harness.redelivery import deliver_again
 from tests.harness.wait import wait_until
 
@@ -185,14 +184,8 @@ def test_the_logging_settings_print_the_id():
         "correlation_id.set('req-7')\n"
         "logging.getLogger('snippets.demo').info('inside')\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT)},  # no Django settings, no app registry
-    )
+    out = fresh_python(script, {"PYTHONPATH": str(ROOT)})  # no settings, no app registry
+    assert out.returncode == 0, out.stderr
     outside, server, inside = out.stderr.splitlines()
     assert outside == "INFO snippets.demo [-] outside"
     assert inside == "INFO snippets.demo [req-7] inside"

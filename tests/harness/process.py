@@ -6,7 +6,8 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -16,6 +17,23 @@ import psutil
 from tests.harness.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def fresh_python(
+    code: str, env: Mapping[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`code` run by a new interpreter at the repository's root, with exactly `env`: an import
+    as gunicorn or the `celery` command does it, without this test process's settings, app
+    registry or loggers. Its output and exit status are the caller's to check."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @dataclass

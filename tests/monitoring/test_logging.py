@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from datetime import datetime, timedelta
 
 import pytest
 from django.conf import settings
 
 from snippets.monitoring.logging import import_rows
-from tests.harness.process import ROOT
+from tests.harness.process import ROOT, fresh_python
 from tests.harness.redelivery import redeliver
 from tests.monitoring.logging_probe_settings import BUILT
 
@@ -170,14 +168,7 @@ def test_kombu_keeps_its_warnings_but_not_its_info_lines():
     its warnings, and Celery's INFO lines, are written."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("DJANGO_SETTINGS_MODULE", None)  # the app module names the page's settings
-    done = subprocess.run(
-        [sys.executable, "-c", LOGGING_SETUP],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = fresh_python(LOGGING_SETUP, env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [
         str(settings.CELERY_TASK_ACKS_LATE),

@@ -9,7 +9,6 @@ import shelve
 import shlex
 import signal
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import yaml
 from snippets.monitoring.stuck_tasks import queue_length
 from snippets.production.containers import long_job
 from tests.harness.celery import wait_ping
-from tests.harness.process import ROOT
+from tests.harness.process import fresh_python
 from tests.production.helpers import (
     CELERY,
     HOST,
@@ -114,15 +113,7 @@ def test_the_web_services_wsgi_module_builds_the_application():
         "assert callable(application)\n"
         "print(settings.SETTINGS_MODULE)"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    run = fresh_python(code, env)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split()[-1] == dockerfile_env()["DJANGO_SETTINGS_MODULE"]
     assert run.stdout.split()[-1] == "snippets.production.settings"
