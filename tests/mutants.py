@@ -569,9 +569,25 @@ def write_table() -> None:
     summaries = [json.loads(p.read_text()) for p in sorted(DETAILS.glob("*/*.json"))]
     note = (
         "Killed % counts timeouts (a hang) as killed, of the mutants not equivalent; each "
-        "page's row is from its own last run (Run), with the page's tests as they were then."
+        "page's row is from its own last run (Run), with the page's tests as they were then. "
+        f"The last row adds the pages up: a full run ({FULL_RUN}) runs them one after another, "
+        "so its wall time is the sum of theirs, each measured on the 2-core machine while other "
+        "runs shared it (an upper bound)."
     )
-    write_results(RESULTS, HEADER, [row(s) for s in summaries], note)
+    write_results(RESULTS, HEADER, [*(row(s) for s in summaries), total_row(summaries)], note)
+
+
+FULL_RUN = "`nox -s mutants`, no page named"
+TOTAL = "all pattern pages"
+
+
+def total_row(summaries: list[dict]) -> str:
+    """The pages added up: what a full run counts, and its wall time (the runs in sequence)."""
+    keys = ("mutants", "killed", "survived", "equivalent", "timeout", "wall_s")
+    total = {k: sum(s[k] for s in summaries) for k in keys}
+    hours = f"{total['wall_s'] / 3600:.1f} h"
+    total.update(page=f"{TOTAL} ({len(summaries)})", broker="-", run=f"sum of the rows: {hours}")
+    return row(total)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,10 +101,23 @@ def test_every_equivalent_names_a_current_mutant_with_a_reason():
 def test_results_rows_are_pattern_pages_with_their_mutant_details():
     """Each row of mutants-results.txt is a pattern page with its JSON of every mutant."""
     pages = set(mutants.pattern_pages())
-    for row in table_rows(mutants.RESULTS):
+    *rows, total = table_rows(mutants.RESULTS)
+    for row in rows:
         page = row.strip("| ").split(" | ")[0]
         assert page in pages
         assert (mutants.DETAILS / f"{page}.json").is_file()
+    assert total.startswith(f"| {mutants.TOTAL} ({len(rows)}) |")
+
+
+def test_the_last_row_adds_up_the_pages_and_their_wall_times():
+    """A full run is the pages in sequence: its counts and wall time are the rows' sums."""
+    *rows, total = [r.strip("| ").split(" | ") for r in table_rows(mutants.RESULTS)]
+    for column in range(2, 9):
+        if column != 7:  # Killed %: of the sums, not a sum
+            assert int(total[column]) == sum(int(r[column]) for r in rows)
+    live = int(total[2]) - int(total[5])
+    assert total[7] == f"{100 * (int(total[3]) + int(total[6])) / live:.0f}"
+    assert total[9] == f"sum of the rows: {int(total[8]) / 3600:.1f} h"
 
 
 def test_deleting_a_setting_stated_at_celerys_default_is_equivalent():
