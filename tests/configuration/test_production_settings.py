@@ -4,8 +4,6 @@ the page says, on the app and on a running worker; the system check catches the 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from snippets.configuration import production_settings
 from snippets.configuration.worker_settings import record_run
 from snippets.production.celery_audit.system_check import check_celery_settings
 from tests.configuration.helpers import settings_env
+from tests.harness.process import fresh_python
 from tests.harness.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,8 +76,7 @@ def test_without_a_service_variable_the_settings_do_not_load(name):
     (Celery itself would fall back to a broker on localhost). A `celery worker` started so:
     tests/test_project.py."""
     env = {k: v for k, v in os.environ.items() if k != name}
-    argv = [sys.executable, "-c", "import snippets.project.settings"]
-    run = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    run = fresh_python("import snippets.project.settings", env, timeout=60)
     assert run.returncode != 0
     assert f"ImproperlyConfigured: {name} is not set in the environment" in run.stderr
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 import uuid
 
 import pytest
@@ -14,7 +13,7 @@ from celery import Celery
 from kombu import Connection
 
 from snippets.monitoring.prometheus import charge, queue_length
-from tests.harness.process import ROOT
+from tests.harness.process import ROOT, fresh_python
 from tests.harness.redelivery import wait_succeeded
 from tests.harness.services import require_tool
 from tests.monitoring.helpers import poll, tool_env
@@ -169,13 +168,7 @@ def test_without_arguments_the_exporter_serves_on_9808_on_localhost():
     """`--port` defaults to 9808 (the port Prometheus' exporter registry gives Celery
     exporters) and `--address` to 127.0.0.1. The server is replaced by one that only reports
     what it was given: a fixed port would clash between test runs side by side."""
-    done = subprocess.run(
-        [sys.executable, "-c", MAIN_DEFAULTS],
-        env=tool_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = fresh_python(MAIN_DEFAULTS, tool_env(), timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.split() == ["127.0.0.1", "9808"]
 

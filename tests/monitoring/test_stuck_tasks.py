@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from snippets.monitoring.stuck_tasks import (
 from tests.configuration.helpers import PrivateRedis
 from tests.harness.brokers import PrivateVhost
 from tests.harness.net import http_server, silent_listener
-from tests.harness.process import ROOT
+from tests.harness.process import ROOT, fresh_python
 from tests.harness.redelivery import redeliver
 from tests.harness.wait import wait_until
 from tests.monitoring.helpers import poll, tool_env
@@ -297,9 +296,7 @@ for ask in (lambda: result.state, lambda: result.get(timeout=1)):
 def test_without_a_result_backend_there_is_no_state_to_ask():
     """Run where CELERY_RESULT_BACKEND is unset: that variable overrides any app's backend."""
     env = {k: v for k, v in tool_env().items() if k != "CELERY_RESULT_BACKEND"}
-    done = subprocess.run(
-        [sys.executable, "-c", NO_BACKEND], env=env, capture_output=True, text=True, timeout=60
-    )
+    done = fresh_python(NO_BACKEND, env, timeout=60)
     assert done.returncode == 0, done.stderr
     state, get, _see_docs = done.stdout.splitlines()
     assert state == "AttributeError 'DisabledBackend' object has no attribute '_get_task_meta_for'"

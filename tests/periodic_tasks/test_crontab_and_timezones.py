@@ -11,7 +11,6 @@ import inspect
 import itertools
 import logging
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -28,7 +27,7 @@ from snippets.periodic_tasks.crontab_and_timezones import (
     beat_sends,
 )
 from tests.harness.net import free_port
-from tests.harness.process import ROOT
+from tests.harness.process import ROOT, fresh_python
 
 BERLIN = ZoneInfo("Europe/Berlin")
 FALL_BACK = datetime(2026, 10, 25, 1, 0, tzinfo=UTC)  # 03:00 CEST becomes 02:00 CET
@@ -257,14 +256,7 @@ def simulate(unstub: str = "", timeout: float = 60) -> subprocess.CompletedProce
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     env["CELERY_BROKER_URL"] = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
     code = SIMULATE.format(unstub=unstub)
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return fresh_python(code, env, timeout=timeout)
 
 
 def test_the_simulation_needs_no_broker():
