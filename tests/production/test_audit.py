@@ -588,3 +588,31 @@ def test_a_delivery_limit_on_the_queue_bounds_the_poison_loop():
     found = {(f.object, f.severity) for f in checks.tasks(project) if f.check == "poison-loop"}
     mine = {(o, s) for o, s in found if o.startswith("task:loop.")}  # not the shared tasks
     assert mine == {("task:loop.classic", "error"), ("task:loop.quorum", "warning")}
+
+
+def test_an_app_made_with_autofinalize_false_is_audited_as_its_worker_runs_it(
+    tmp_path, monkeypatch
+):
+    """An app made with autofinalize=False runs on a worker, which finalizes it itself
+    (celery/app/trace.py:835, app.finalize()); the audit finalizes it the same way and reads
+    its tasks, instead of stopping at Celery's "Contract breach: app not finalized"."""
+    (tmp_path / "lazy_audit.py").write_text(
+        "from celery import Celery\n"
+        "app = Celery('lazy', set_as_current=False, autofinalize=False)\n"
+        "@app.task(name='lazy.charge', acks_late=True)\n"
+        "def charge() -> None:\n"
+        "    '''Charges the card.'''\n"
+    )
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", str(ROOT))])
+    env = {**os.environ, "PYTHONPATH": path, "CELERY_BROKER_URL": "memory://"}
+    argv = [*CELERY, "-A", "lazy_audit:app", "worker", "--pool=solo", "--without-gossip",
+            "--without-mingle", "--loglevel=INFO"]  # fmt: skip
+    worker = Process.spawn(argv, log_path=tmp_path / "lazy.log", env=env, name="lazy")
+    try:
+        log = worker.wait_for_log(" ready.")
+    finally:
+        worker.stop()
+    assert ". lazy.charge" in log  # the worker's banner lists the task it registered
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found, _failed, _rows = audit("--app", "lazy_audit:app", "--no-db", "--deployment")
+    assert ("idempotency", "task:lazy.charge") in found  # late-acked, and its docstring is silent
