@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from celery import Celery
+from celery import Celery, Task
 from celery.signals import task_failure
 from django.conf import settings
 from django.core.management import call_command
@@ -524,16 +524,18 @@ def test_live_reads_rabbitmqs_consumer_timeout_from_the_node(tmp_path, monkeypat
 
 def test_chords_are_read_from_the_code_that_builds_them(tmp_path, monkeypatch):
     """`chord(header, body)`, `chord(header=...)` and `group(...) | body` (a chord too) are
-    found, their header parts resolved by name or dotted name, a header list followed to what
-    its function appends; a bare group waits for nothing, and a part the code picks at run
-    time (an index, a list the caller passes) is not guessed at."""
+    found, their header parts (`.s()`, `.si()`, `.signature()`, `.subtask()`) resolved by name
+    or dotted name, a header list followed to what its function appends; a bare group and a
+    chain wait for nothing, and a part the code picks at run time (an index, a list the caller
+    passes) is not guessed at."""
     (tmp_path / "canvas_audit.py").write_text(
         "import celery\n"
         "from celery import Celery, group\n"
         "app = Celery('canvas', set_as_current=False, backend='redis://h/1')\n"
         "def part() -> int:\n"
         "    return 1\n"
-        "for name in ('quiet', 'dotted', 'alone', 'picked', 'appended'):\n"
+        "for name in ('quiet', 'dotted', 'alone', 'picked', 'appended', 'signed', 'subtasked',\n"
+        "             'chained'):\n"
         "    globals()[name] = app.task(shared=False, name=f'canvas.{name}',\n"
         "                               ignore_result=True)(part)\n"
         "loud = app.task(shared=False, name='canvas.loud')(part)\n"
@@ -542,6 +544,8 @@ def test_chords_are_read_from_the_code_that_builds_them(tmp_path, monkeypatch):
         "flow = group(quiet.s(), loud.s()) | loud.s()\n"
         "other = celery.chord([ns.dotted.si(), [picked][0].s(), loud.s()], loud.s())\n"
         "plain = group(alone.s(), loud.s())\n"
+        "spelled = celery.chord([signed.signature(), subtasked.subtask()], loud.s())\n"
+        "chained_up = chained.s() | loud.s()  # a chain, no chord\n"
         "def split(n: int) -> None:\n"
         "    parts = [loud.s()]\n"
         "    for i in range(n):\n"
@@ -558,6 +562,8 @@ def test_chords_are_read_from_the_code_that_builds_them(tmp_path, monkeypatch):
         ("task:canvas.quiet", "warning"),
         ("task:canvas.dotted", "warning"),
         ("task:canvas.appended", "warning"),  # appended to the list the chord's header is
+        ("task:canvas.signed", "warning"),
+        ("task:canvas.subtasked", "warning"),
     }
 
 
@@ -588,3 +594,70 @@ def test_a_delivery_limit_on_the_queue_bounds_the_poison_loop():
     found = {(f.object, f.severity) for f in checks.tasks(project) if f.check == "poison-loop"}
     mine = {(o, s) for o, s in found if o.startswith("task:loop.")}  # not the shared tasks
     assert mine == {("task:loop.classic", "error"), ("task:loop.quorum", "warning")}
+
+
+def test_an_app_made_with_autofinalize_false_is_audited_as_its_worker_runs_it(
+    tmp_path, monkeypatch
+):
+    """An app made with autofinalize=False runs on a worker, which finalizes it itself
+    (celery/app/trace.py:835, app.finalize()); the audit finalizes it the same way and reads
+    its tasks, instead of stopping at Celery's "Contract breach: app not finalized"."""
+    (tmp_path / "lazy_audit.py").write_text(
+        "from celery import Celery\n"
+        "app = Celery('lazy', set_as_current=False, autofinalize=False)\n"
+        "@app.task(name='lazy.charge', acks_late=True)\n"
+        "def charge() -> None:\n"
+        "    '''Charges the card.'''\n"
+    )
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", str(ROOT))])
+    env = {**os.environ, "PYTHONPATH": path, "CELERY_BROKER_URL": "memory://"}
+    argv = [*CELERY, "-A", "lazy_audit:app", "worker", "--pool=solo", "--without-gossip",
+            "--without-mingle", "--loglevel=INFO"]  # fmt: skip
+    worker = Process.spawn(argv, log_path=tmp_path / "lazy.log", env=env, name="lazy")
+    try:
+        log = worker.wait_for_log(" ready.")
+    finally:
+        worker.stop()
+    assert ". lazy.charge" in log  # the worker's banner lists the task it registered
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found, _failed, _rows = audit("--app", "lazy_audit:app", "--no-db", "--deployment")
+    assert ("idempotency", "task:lazy.charge") in found  # late-acked, and its docstring is silent
+
+
+def test_each_task_is_judged_by_its_own_options():
+    """A retry (autoretry_for, or `.retry(` in the task's code) asks for the word on
+    idempotency as a late ack does, and a plain task does not; a retry waits its
+    default_retry_delay, or with retry_backoff up to retry_backoff_max (Celery's 600 s unless
+    set); a hard limit of its own at the window redelivers only a late-acked task;
+    reject_on_worker_lost loops only with late acks. Here the window is 600 s."""
+    app = Celery("own", set_as_current=False)
+    app.conf.update(task_soft_time_limit=240, task_time_limit=300,
+                    broker_transport_options={"visibility_timeout": 600})  # fmt: skip
+
+    def plain() -> None:
+        """Sends a reminder."""
+
+    def retries(self: Task) -> None:
+        """Sends a reminder."""
+        raise self.retry()
+
+    for name, fun, options in (
+        ("plain", plain, {}),
+        ("autoretry", plain, {"autoretry_for": (OSError,)}),
+        ("retry", retries, {"bind": True}),
+        ("backoff", plain, {"autoretry_for": (OSError,), "retry_backoff": True}),
+        ("delay", plain, {"default_retry_delay": 600}),
+        ("early", plain, {"soft_time_limit": 590, "time_limit": 600}),
+        ("rejects", plain, {"reject_on_worker_lost": True}),
+    ):
+        app.task(shared=False, name=f"own.{name}", **options)(fun)
+    # the window: visibility_timeout on Redis, the consumer_timeout given on RabbitMQ
+    project = checks.Project(app, False, [], read_deployment([]), 600)
+    found = {(f.check, f.object) for f in checks.tasks(project) if f.object.startswith("task:own.")}
+    assert found == {
+        ("idempotency", "task:own.autoretry"),
+        ("idempotency", "task:own.retry"),
+        ("idempotency", "task:own.backoff"),
+        ("redelivery-window", "task:own.backoff"),  # up to 600 s: Celery's retry_backoff_max
+        ("redelivery-window", "task:own.delay"),
+    }

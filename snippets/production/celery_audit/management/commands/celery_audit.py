@@ -70,7 +70,7 @@ class Command(BaseCommand):
     def handle(self, *_args: Any, **options: Any) -> None:
         app = find_app(options["app"]) if options["app"] else current_app
         app.loader.import_default_modules()  # autodiscover_tasks(): what a worker registers
-        app.finalize(auto=True)  # on_after_finalize receivers add their periodic tasks
+        app.finalize()  # as a worker does; on_after_finalize receivers add their periodic tasks
         files = options["deployment"]
         if files is None:
             files = [Path(p) for p in getattr(settings, "AUDIT_DEPLOYMENT", [])]
