@@ -398,12 +398,16 @@ def test_a_failed_confirmation_is_retried_never_recharged(
 def test_a_declined_card_releases_the_stock_and_tells_the_customer(
     celery_worker, provider, mailoutbox, published
 ):
-    """A declined card: the error callback releases the stock and tells the customer once."""
+    """A declined card: the charge fails at once with PaymentDeclined (a business outcome, not
+    retried), and the error callback releases the stock and tells the customer once."""
     provider.decline_over = 1000
     StockItem.objects.create(sku="LAMP", available=1)
     order = place_order("ada@example.com", "LAMP", 1, 4990)
 
     status_becomes(order, "failed")
+    [charge] = [p for p in published if p["name"] == charge_payment.name]  # not retried
+    with pytest.raises(payments.PaymentDeclined, match=f"^order-{order.pk}: card_declined$"):
+        charge_payment.AsyncResult(charge["id"]).get(timeout=30)
     assert stock() == 1  # released
     wait_until(lambda: len(mailoutbox) == 1, what="the email")
     assert "could not be charged" in mailoutbox[0].body
