@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import threading
 import time
@@ -12,7 +13,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
+import requests
 from celery.exceptions import Ignore
+from celery.utils.time import get_exponential_backoff_interval
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 from hypothesis import HealthCheck, assume, example, given, settings
@@ -41,6 +44,7 @@ from snippets.recipes.order_workflow_naive import (
 from snippets.recipes.payments import serve_provider
 from tests.harness.db import Rollback
 from tests.harness.net import free_port
+from tests.harness.process import fresh_python
 from tests.harness.publishes import recording_publishes
 from tests.harness.redelivery import deliver_again, received
 from tests.harness.wait import wait_until
@@ -268,10 +272,12 @@ def test_why_naive_charge_delivered_twice_charges_twice(celery_worker, provider)
 
 
 def test_a_timeout_after_the_charge_went_through_is_not_charged_again(
-    celery_worker, provider, settings, published
+    celery_worker, provider, settings, published, caplog
 ):
     """The provider books the charge, then answers after the client's timeout: the retry
-    asks the provider, finds the charge, and does not charge again."""
+    asks the provider, finds the charge, does not charge again, and logs that the second
+    attempt paid."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
     settings.PAYMENTS_TIMEOUT = 0.5
     provider.response_delay = 1.5
     order = new_order(status=Order.Status.RESERVED)
@@ -284,6 +290,11 @@ def test_a_timeout_after_the_charge_went_through_is_not_charged_again(
     assert [p["headers"]["retries"] for p in published] == [0, 1]
     assert order.payment_id == "ch_1"
     assert result.id == published[1]["id"]  # a retry keeps the task id
+    [paid] = wait_until(
+        lambda: [r.getMessage() for r in caplog.records if " paid: " in r.getMessage()],
+        what="the charge's log line",
+    )
+    assert paid == f"order {order.pk} paid: ch_1 (attempt 2)"
 
 
 @pytest.mark.services("postgres")  # row locks: SQLite locks the whole file instead
@@ -387,12 +398,16 @@ def test_a_failed_confirmation_is_retried_never_recharged(
 def test_a_declined_card_releases_the_stock_and_tells_the_customer(
     celery_worker, provider, mailoutbox, published
 ):
-    """A declined card: the error callback releases the stock and tells the customer once."""
+    """A declined card: the charge fails at once with PaymentDeclined (a business outcome, not
+    retried), and the error callback releases the stock and tells the customer once."""
     provider.decline_over = 1000
     StockItem.objects.create(sku="LAMP", available=1)
     order = place_order("ada@example.com", "LAMP", 1, 4990)
 
     status_becomes(order, "failed")
+    [charge] = [p for p in published if p["name"] == charge_payment.name]  # not retried
+    with pytest.raises(payments.PaymentDeclined, match=f"^order-{order.pk}: card_declined$"):
+        charge_payment.AsyncResult(charge["id"]).get(timeout=30)
     assert stock() == 1  # released
     wait_until(lambda: len(mailoutbox) == 1, what="the email")
     assert "could not be charged" in mailoutbox[0].body
@@ -630,15 +645,95 @@ def test_a_refund_delivered_again_refunds_nothing_more(worker_process, provider,
 
 
 @pytest.mark.django_db  # no worker, no committed rows needed: skip the flush
-def test_the_provider_answers_a_repeated_key_with_the_first_charge(provider):
+def test_the_provider_answers_a_repeated_key_with_the_first_charge(provider, settings):
     """What the idempotency key buys: two requests racing past our own checks still make
-    one charge. (The stand-in's semantics, as real providers document them.)"""
-    from snippets.recipes.payments import create_charge
+    one charge, and one refund per refund key. (The stand-in's semantics, as real providers
+    document them.) It answers at once unless a test makes it answer late."""
+    from snippets.recipes.payments import create_charge, refund_charge
 
+    settings.PAYMENTS_TIMEOUT = 0.5  # as the proofs that make it late set it
     first = create_charge("order-1-charge", 4990, "order-1")
     assert create_charge("order-1-charge", 4990, "order-1") == first
     assert len(provider.charges) == 1
-    assert create_charge(None, 4990, "order-1") != first  # no key: a new charge every time
+    other = create_charge(None, 4990, "order-1")
+    assert other != first  # no key: a new charge every time
+    refund = refund_charge("order-1-refund", first)
+    assert refund_charge("order-1-refund", first) == refund
+    assert refund_charge("order-2-refund", other) != refund  # another key: its own refund
+    assert [r["charge"] for r in provider.refunds] == [first, other]
+
+
+STAND_IN_LEFT_RUNNING = """
+import requests
+from snippets.recipes.payments import FakeProvider, serve_provider
+
+server = serve_provider(FakeProvider(response_delay=120))  # never shut down
+try:
+    requests.post(f"http://127.0.0.1:{server.server_port}/charges", json={"amount": 1}, timeout=1)
+except requests.Timeout:
+    print("gave up, the answer still on its way", flush=True)
+"""
+
+
+@pytest.mark.django_db  # no worker, no committed rows needed: skip the flush
+def test_the_stand_in_provider_never_keeps_its_process_alive():
+    """serve_provider() serves from daemon threads: a process that never shuts it down, with
+    an answer still on its way, ends with its code (a proof that fails does not also hang)."""
+    done = fresh_python(STAND_IN_LEFT_RUNNING, {"PATH": os.environ["PATH"]}, timeout=30)
+    assert (done.returncode, done.stdout) == (0, "gave up, the answer still on its way\n"), (
+        done.stderr
+    )
+
+
+@pytest.mark.django_db  # no worker, no committed rows needed: skip the flush
+def test_each_task_has_its_own_finite_limits_below_the_projects_default(celery_app):
+    """30/60 s per step, 60/90 s for the charge, the refund and the sweeper: soft before hard,
+    both set on the task itself and below the project's default budget (the proofs run in
+    seconds, far from either limit)."""
+    tasks = (
+        reserve_stock,
+        charge_payment,
+        send_confirmation,
+        handle_order_failure,
+        notify_order_failed,
+        resume_stuck_orders,
+        refund_charge,
+    )
+    for task in tasks:
+        assert 0 < task.soft_time_limit < task.time_limit < celery_app.conf.task_time_limit, (
+            task.name
+        )
+
+
+# Each retrying task: what it retries (only what may have failed in transit), and its
+# countdowns at worst, as autoretry computes them with these options but without the jitter.
+RETRIES = {
+    charge_payment: ((requests.ConnectionError, requests.Timeout), [2, 4, 8, 16, 32]),
+    send_confirmation: ((OSError,), [2, 4, 8, 16, 32, 64, 120, 120]),
+    notify_order_failed: ((OSError,), [2, 4, 8, 16, 32, 64, 120, 120]),
+    refund_charge: ((requests.ConnectionError, requests.Timeout), [2, 4, 8, 16, 32, 60, 60, 60]),
+}
+
+
+@pytest.mark.django_db  # no worker, no committed rows needed: skip the flush
+def test_the_retry_policies_are_jittered_capped_and_finite():
+    """autoretry computes each countdown with get_exponential_backoff_interval and the task's
+    options: full jitter spreads the retries of many orders; the cap bounds the longest wait;
+    the retries run out (the charge's then reach the error callback)."""
+    for task, (transient, worst) in RETRIES.items():
+        assert (task.autoretry_for, task.retry_jitter) == (transient, True), task.name
+        countdowns = [
+            get_exponential_backoff_interval(task.retry_backoff, n, task.retry_backoff_max, False)
+            for n in range(task.max_retries)
+        ]
+        assert countdowns == worst, task.name
+        samples = {
+            get_exponential_backoff_interval(
+                task.retry_backoff, 4, task.retry_backoff_max, task.retry_jitter
+            )
+            for _ in range(300)
+        }
+        assert len(samples) > 10, task.name  # spread, not one synchronized wave
 
 
 # Property-based: order ids the outside world controls (BAD_IDS), sent to every step.
