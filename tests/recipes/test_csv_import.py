@@ -583,6 +583,11 @@ def record(kind: str, *fields) -> bytes:
     batch_size=1,
     bom=False,
 )
+@example(  # a plain sku one over max_length: the shortcut must send it to the field's error
+    rows=[("sku", "x" * 41, "Kettle", "1.00")],
+    batch_size=1,
+    bom=False,
+)
 def test_property_any_file_imports_every_valid_row_once_and_records_every_bad_one(
     celery_worker, media, loader, rows, batch_size, bom
 ):
