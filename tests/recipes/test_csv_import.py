@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import logging
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ from celery.result import AsyncResult
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, ProgrammingError, connection, transaction
+from django.urls import resolve, reverse
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -30,11 +32,13 @@ from snippets.recipes.csv_import import (
     clean_row,
     import_batch,
     import_products,
+    import_progress,
     numbered_rows,
     start_import,
 )
 from snippets.recipes.csv_import_naive import import_csv_naive, poll_naive
 from snippets.recipes.models import ImportJob, Product
+from snippets.recipes.order_workflow import payment_webhook
 from tests.harness.net import free_port
 from tests.harness.publishes import recording_publishes
 from tests.harness.wait import wait_until
@@ -43,6 +47,7 @@ from tests.recipes.helpers import run_web_process, uploader
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HEADER = "sku,name,price"
+LOGGER = csv_import.__name__  # the pattern logs under its module's path
 
 
 def csv_bytes(*lines: str) -> bytes:
@@ -89,14 +94,15 @@ def loader(request, monkeypatch) -> str:
     return request.param
 
 
-def waiting_on_locks() -> int:
-    """Sessions of the test database waiting on a lock (a row another transaction holds)."""
+def waiting_on_locks() -> list[str]:
+    """The statements of the test database's sessions waiting on a lock (a row another
+    transaction holds)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity"
+            "SELECT query FROM pg_stat_activity"
             " WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
-        return cursor.fetchone()[0]
+        return [query for (query,) in cursor.fetchall()]
 
 
 @pytest.fixture
@@ -120,6 +126,24 @@ def test_another_users_job_is_a_404_like_an_id_nobody_has(client, settings, prog
     client.force_login(uploader("someone-else"))
     response = client.get(f"/imports/{job.pk}/progress")
     assert (response.status_code, response.json()) == (404, {"error": f"no import job {job.pk}"})
+
+
+@pytest.mark.django_db  # no worker, no rows: skip the flush
+@pytest.mark.parametrize(
+    ("name", "url", "view", "kwargs"),
+    [
+        ("import-progress", "/imports/7/progress", import_progress, {"job_id": 7}),
+        ("payment-webhook", "/payments/webhook", payment_webhook, {}),
+    ],
+    ids=["progress", "webhook"],
+)
+def test_the_urls_route_each_path_to_its_view_and_its_name_reverses_to_it(name, url, view, kwargs):
+    """The URLconf the page shows (snippets/recipes/urls.py): each path reaches its view, and
+    `reverse()` of its name gives the path back, as a template's `{% url %}` would."""
+    urls = "snippets.recipes.urls"
+    match = resolve(url, urlconf=urls)
+    assert (match.func, match.url_name, match.kwargs) == (view, name, kwargs)
+    assert reverse(name, urlconf=urls, kwargs=kwargs) == url
 
 
 def test_an_anonymous_progress_request_is_refused(client, settings, media):
@@ -255,11 +279,18 @@ def test_why_naive_crashes_on_an_unknown_column(celery_worker, tmp_path):
         import_csv_naive.delay(str(path), 1).get(timeout=30)
 
 
-def test_running_a_job_again_changes_nothing_and_a_new_upload_updates(celery_worker, media, loader):
-    """Running a job again changes nothing; a new upload of changed rows updates them."""
+def test_running_a_job_again_changes_nothing_and_a_new_upload_updates(
+    celery_worker, media, loader, caplog
+):
+    """Running a job again changes nothing (and says so in the module's log, with the job's id);
+    a new upload of changed rows updates them."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
     job = finished(start_import(ContentFile(products_csv(30), name="products.csv"), uploader()))
     assert import_products.delay(job.pk).get(timeout=30) == {"processed": 30, "imported": 30}
     assert job_state(job).imported_rows == 30  # the redelivered message counted nothing twice
+    assert (LOGGER, f"import {job.pk} is already done") in [
+        (r.name, r.getMessage()) for r in caplog.records
+    ]  # the module's own logger: LOGGING can configure it by the module's path
 
     again = finished(
         start_import(ContentFile(products_csv(30, price="5.00"), name="p.csv"), uploader())
@@ -271,13 +302,16 @@ def test_running_a_job_again_changes_nothing_and_a_new_upload_updates(celery_wor
 
 def test_a_second_run_of_a_job_stops_at_the_checkpoint_and_counts_nothing_twice(media, loader):
     """Two runs read the same checkpoint (a re-published pending job, or a redelivery while the
-    first still works): the batch the first committed is refused to the second."""
+    first still works): the batch the first committed is refused to the second, whose upsert
+    is rolled back (a newer upload's price, written in between, stays)."""
     job = job_for(products_csv(4))
     batch = list(numbered_rows(job))[:2]
     assert import_batch(job.pk, batch, offset=0, loader=loader) is True  # the first run
+    Product.objects.filter(sku="SKU-00001").update(price=Decimal("5.00"))  # a newer upload
     assert import_batch(job.pk, batch, offset=0, loader=loader) is False  # one batch behind
     job.refresh_from_db()
     assert (job.processed_rows, job.imported_rows) == (2, 2)
+    assert Product.objects.get(sku="SKU-00001").price == Decimal("5.00")  # not the stale 9.99
 
 
 WEB_PROCESS_BROKER_DOWN = """
@@ -340,8 +374,9 @@ def test_why_naive_rerun_fails_on_the_rows_it_already_made(celery_worker, tmp_pa
 def test_progress_is_monotonic_while_running_and_final_after(
     celery_worker, media, progress, loader
 ):
-    """The view is polled while the import runs (held at row 550 of 1000) and after."""
-    job = job_for(products_csv(1000))
+    """The view is polled while the import runs (held at row 550 of 1,200: 41.7 %, to one
+    decimal) and after."""
+    job = job_for(products_csv(1200))
     seen = []
     with holding_sku("SKU-00550"):
         import_products.delay(job.pk, 100)
@@ -352,15 +387,15 @@ def test_progress_is_monotonic_while_running_and_final_after(
         assert (mid["status"], mid["finished"], mid["total"], mid["percent"]) == (
             "running",
             False,
-            1000,
-            50.0,
+            1200,
+            41.7,
         )
     while not (body := progress(job))["finished"]:
         seen.append(body["percent"])
     seen.append(body["percent"])
 
     assert seen == sorted(seen)  # never backwards
-    assert (body["status"], body["percent"], body["imported"]) == ("done", 100.0, 1000)
+    assert (body["status"], body["percent"], body["imported"]) == ("done", 100.0, 1200)
 
 
 @pytest.mark.services("postgres")
@@ -417,6 +452,17 @@ def test_worker_killed_mid_file_resumes_without_duplicates(worker_process, media
     assert (job.total_rows, job.processed_rows, job.imported_rows) == (500, 500, 500)
     assert Product.objects.count() == 500
     assert "WorkerLostError" in wp.log()  # it really died mid-task
+    assert "retry: Retry in 5s: WorkerLostError" in wp.log()  # retried, 5 s later (the task's)
+
+
+@pytest.mark.django_db  # no worker, no rows: skip the flush
+def test_the_import_has_its_own_finite_limits_below_the_visibility_timeout(celery_app):
+    """(1) on the task: soft below hard, both set on the task itself and below the broker's
+    visibility timeout, so a long file goes in several bounded runs (the proofs pass a 2 s limit
+    per call instead)."""
+    visibility = celery_app.conf.broker_transport_options["visibility_timeout"]
+    task = import_products
+    assert 0 < task.soft_time_limit < task.time_limit < visibility
 
 
 @pytest.mark.services("postgres", "broker")
@@ -435,6 +481,7 @@ def test_soft_time_limit_leaves_a_checkpoint_and_the_import_continues(
     job = finished(job)
     assert (job.status, job.processed_rows, job.imported_rows) == ("done", 500, 500)
     assert Product.objects.count() == 500
+    assert "retry: Retry in 1s: SoftTimeLimitExceeded" in wp.log()  # continued a second later
 
     # The last continuation allowed: the limit fires again, and the job is marked failed.
     stuck = job_for(products_csv(600))
@@ -453,14 +500,19 @@ def test_two_runs_of_one_job_at_once_the_second_stops_and_counts_nothing(worker_
     """Two runs of one job at once (a re-published pending job while the first still works),
     on the default loader: the second starts at the checkpoint (200) and waits on the first
     one's uncommitted rows; when the first commits the batch, the second finds the checkpoint
-    moved, rolls back and stops, and every counter ends exact."""
+    moved, rolls back and stops, and every counter ends exact. Both wait in a `COPY`: the
+    loader `default_loader()` picks on PostgreSQL."""
     wp = worker_process(concurrency=2, env={"DJANGO_MEDIA_ROOT": media})
     job = job_for(products_csv(500))
     with holding_sku("SKU-00250"):
         first = import_products.apply_async((job.pk, 100), queue=wp.queue)
         wait_until(lambda: job_state(job).processed_rows == 200, what="the checkpoint at 200")
         second = import_products.apply_async((job.pk, 100), queue=wp.queue)
-        wait_until(lambda: waiting_on_locks() == 2, what="both runs waiting in batch 3")
+        waiting = wait_until(
+            lambda: len(w := waiting_on_locks()) == 2 and w, what="both runs waiting in batch 3"
+        )
+        # default_loader() on PostgreSQL: both runs stream their batch with COPY
+        assert all(q.startswith(f"COPY {Product._meta.db_table} ") for q in waiting), waiting
 
     assert first.get(timeout=60) == {"processed": 500, "imported": 500}
     assert second.get(timeout=60) == {"processed": 200, "imported": None}
@@ -525,6 +577,16 @@ def record(kind: str, *fields) -> bytes:
     rows=[("valid", "SKU-1", "Kettle", "1.00"), ("name", "SKU-2", b"caf\xe9", "2.00")],
     batch_size=1,
     bom=True,
+)
+@example(  # a sku that is not UTF-8: the sku field's own utf8 validator makes it a row error
+    rows=[("sku", b"caf\xe9", "Kettle", "1.00"), ("valid", "SKU-1", "Mug", "2.00")],
+    batch_size=1,
+    bom=False,
+)
+@example(  # a plain sku one over max_length: the shortcut must send it to the field's error
+    rows=[("sku", "x" * 41, "Kettle", "1.00")],
+    batch_size=1,
+    bom=False,
 )
 def test_property_any_file_imports_every_valid_row_once_and_records_every_bad_one(
     celery_worker, media, loader, rows, batch_size, bom
@@ -650,6 +712,7 @@ PRICE_TEXT = st.one_of(
 @given(sku=TEXT, name=TEXT, price=PRICE_TEXT)
 @example(sku="SKU-1", name="Kettle", price="007.50")
 @example(sku="SKU-1", name="Kettle\udce9", price="1.00")
+@example(sku="SKU-1", name="Kettle ", price="1.00")  # a space to strip: the fields' row
 def test_property_clean_row_says_what_the_form_says_of_any_row(sku, name, price):
     """Hypothesis, 2,000 rows: clean_row()'s shortcut for plain rows (printable text, no
     surrounding space, a price of plain digits) gives exactly the form's cleaned values and
