@@ -713,6 +713,8 @@ PRICE_TEXT = st.one_of(
 @example(sku="SKU-1", name="Kettle", price="007.50")
 @example(sku="SKU-1", name="Kettle\udce9", price="1.00")
 @example(sku="SKU-1", name="Kettle ", price="1.00")  # a space to strip: the fields' row
+@example(sku="SKU-1 ", name="Kettle", price="1.00")  # the same for the sku
+@example(sku="SKU-1", name="Kettle", price="0.50")  # under 1, over the minimum of 0
 def test_property_clean_row_says_what_the_form_says_of_any_row(sku, name, price):
     """Hypothesis, 2,000 rows: clean_row()'s shortcut for plain rows (printable text, no
     surrounding space, a price of plain digits) gives exactly the form's cleaned values and
