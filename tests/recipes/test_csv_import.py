@@ -458,8 +458,8 @@ def test_worker_killed_mid_file_resumes_without_duplicates(worker_process, media
 @pytest.mark.django_db  # no worker, no rows: skip the flush
 def test_the_import_has_its_own_finite_limits_below_the_visibility_timeout(celery_app):
     """(1) on the task: soft below hard, both set on the task itself and below the broker's
-    visibility timeout, so a long file goes in several bounded runs (the proofs pass a 2 s limit
-    per call instead)."""
+    visibility timeout, so a long file goes in several bounded runs (the proofs pass a shorter
+    limit per call instead)."""
     visibility = celery_app.conf.broker_transport_options["visibility_timeout"]
     task = import_products
     assert 0 < task.soft_time_limit < task.time_limit < visibility

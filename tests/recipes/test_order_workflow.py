@@ -687,9 +687,8 @@ def test_the_stand_in_provider_never_keeps_its_process_alive():
 
 @pytest.mark.django_db  # no worker, no committed rows needed: skip the flush
 def test_each_task_has_its_own_finite_limits_below_the_projects_default(celery_app):
-    """30/60 s per step, 60/90 s for the charge, the refund and the sweeper: soft before hard,
-    both set on the task itself and below the project's default budget (the proofs run in
-    seconds, far from either limit)."""
+    """Every step's limits are its own: soft before hard, both set on the task itself and
+    below the project's default budget (the proofs run in seconds, far from either limit)."""
     tasks = (
         reserve_stock,
         charge_payment,
