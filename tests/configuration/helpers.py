@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 from pathlib import Path
@@ -59,6 +60,13 @@ class PrivateRedis:
         )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        # A result still pending when its test ends (a timed-out `get`) is held by its app's
+        # backend in a reference cycle. Collected after its server is gone, its `__del__`
+        # unsubscribes from that server and retries for 20 s (celery/backends/redis.py,
+        # `_reconnect_pubsub`) in whatever thread the collection ran: in one CI run the
+        # in-thread worker of a later test, whose RabbitMQ heartbeat then lapsed and whose
+        # task ran twice. So the garbage goes while the server still answers.
+        gc.collect()
         if self.server is not None:
             self.server.stop(sig, timeout=10)
 
