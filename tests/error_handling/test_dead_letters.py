@@ -233,11 +233,11 @@ def test_a_failure_is_kept_in_the_table_and_replays_once(celery_worker, publishe
 @pytest.mark.services("broker")
 @pytest.mark.proves_idempotent(task=import_row)
 @pytest.mark.proves_idempotent(task=import_row_recorded)
-def test_a_row_delivered_twice_is_imported_once(worker_process):
+def test_a_row_delivered_twice_is_imported_once(shared_prefork_worker):
     """Each task's message delivered again with the same id, on a real worker (a redelivery
     after a lost worker, a dead letter replayed twice): the second run imports nothing. Without
     the `imported_count=0` condition in import_one, the second run counts 2."""
-    wp = worker_process()
+    wp = shared_prefork_worker  # the deployment as is, and every run is waited for: shareable
     for task in (import_row, import_row_recorded):
         row = ImportRow.objects.create(data=FIXED)
         first = task.apply_async((row.pk,), queue=wp.queue)

@@ -5,6 +5,7 @@ backend), then the fix shown without it."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import types
 import uuid
@@ -28,8 +29,7 @@ from snippets.task_design.canvas import (
 )
 from snippets.task_design.models import ChainFailure
 from snippets.troubleshooting import results_and_waiting as rw
-from tests.harness.celery import delete_queues, running_worker
-from tests.harness.services import require_services
+from tests.harness.celery import delete_queues
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,18 +38,6 @@ WOULD_BLOCK = "Never call result.get() within a task!"
 TIMED_OUT = "The operation timed out."
 NO_BACKEND = "No result backend is configured."
 DEPENDENCY_RAISED = "Dependency {} raised ValueError('expected a positive number, got -1')"
-
-
-@pytest.fixture(scope="module")
-def prefork_worker(celery_app, django_db_setup, django_db_blocker, tmp_path_factory):
-    """One real prefork worker for the module (result.get() is refused only in a pool child)."""
-    require_services("broker")
-    with django_db_blocker.unblock():
-        log_dir = tmp_path_factory.mktemp("ts-results")
-        with running_worker(
-            celery_app, log_dir, concurrency=2, name=f"ts-results-{uuid.uuid4().hex[:6]}"
-        ) as wp:
-            yield wp
 
 
 @pytest.mark.antipattern("snippets/troubleshooting/results_and_waiting.py:view-waits")
@@ -113,20 +101,30 @@ def test_the_status_view_answers_from_one_read_of_the_backend(celery_worker, mon
     }
 
 
+def failed_here(log: str) -> list[str]:
+    """Ids of the tasks that raised unexpectedly among those `log` shows received: on a shared
+    worker, a line an earlier test's task logged late (after that test had its result) is not
+    this test's."""
+    received = set(re.findall(r"\[([\w-]+)\] received$", log, re.M))
+    return [i for i in re.findall(r"\[([\w-]+)\] raised unexpected", log) if i in received]
+
+
 @pytest.mark.antipattern(task=total_by_waiting)
-def test_why_result_get_inside_a_task_raises_on_a_prefork_worker(prefork_worker):
+def test_why_result_get_inside_a_task_raises_on_a_prefork_worker(shared_prefork_worker):
     """The worker logs the task failing with `RuntimeError: Never call result.get() within a
     task!`; the same sum as a chord runs."""
-    result = total_by_waiting.apply_async(([1, 2, 3],), queue=prefork_worker.queue)
+    wp = shared_prefork_worker  # result.get() is refused only in a pool child
+    since = len(wp.log())  # the session's worker: its log up to here is other tests'
+    result = total_by_waiting.apply_async(([1, 2, 3],), queue=wp.queue)
     with pytest.raises(RuntimeError) as raised:
         result.get(timeout=60)
     assert str(raised.value).startswith(WOULD_BLOCK)
-    log = prefork_worker.wait_for_log(f"{total_by_waiting.name}[{result.id}] raised unexpected")
-    assert f"RuntimeError('{WOULD_BLOCK}" in log
+    failed = f"{total_by_waiting.name}[{result.id}] raised unexpected"
+    assert f"{failed}: RuntimeError('{WOULD_BLOCK}" in wp.wait_for_log(failed)
 
-    fixed = squares_total([1, 2, 3]).apply_async(queue=prefork_worker.queue)
+    fixed = squares_total([1, 2, 3]).apply_async(queue=wp.queue)
     assert fixed.get(timeout=60) == 14
-    assert prefork_worker.log().count("raised unexpected") == 1  # the anti-pattern's alone
+    assert failed_here(wp.log()[since:]) == [result.id]  # the anti-pattern's alone
 
 
 @pytest.mark.services("broker")

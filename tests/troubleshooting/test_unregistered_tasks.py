@@ -1,12 +1,13 @@
 """Proof for docs/troubleshooting/unregistered-tasks.md: a real prefork worker under the
-recommended deployment, shared by the module, sent tasks it has never imported and tasks it has.
+recommended deployment (the session's `shared_prefork_worker`: no test here kills, stops or
+reconfigures it, each waits for what it sent, and every log line read names its own task id or
+a task name only these tests send), sent tasks it has never imported and tasks it has.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -22,10 +23,9 @@ from snippets.troubleshooting.unregistered_tasks import (
     send_invoice,
     unknown_beat_tasks,
 )
-from tests.harness.celery import WorkerProcess, queue_length, running_worker
+from tests.harness.celery import WorkerProcess, queue_length
 from tests.harness.process import ROOT
 from tests.harness.redelivery import deliver_again
-from tests.harness.services import require_services
 from tests.monitoring.helpers import tool_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,15 +37,6 @@ OLD_MODULE = "billing.tasks"  # where the task lived in the previous release
 def unregistered(name: str) -> str:
     """The first line Celery logs for a message naming `name` (consumer.py, UNKNOWN_TASK_ERROR)."""
     return f"Received unregistered task of type '{name}'."
-
-
-@pytest.fixture(scope="module")
-def shared_prefork_worker(celery_app, django_db_setup, tmp_path_factory) -> Iterator[WorkerProcess]:
-    """One worker for the module: no test kills it."""
-    require_services("broker")
-    log_dir = tmp_path_factory.mktemp("ts-unregistered")
-    with running_worker(celery_app, log_dir, name="ts-unreg") as wp:
-        yield wp
 
 
 CONFIRM = ROOT / "snippets/troubleshooting/unregistered_tasks.sh"
@@ -79,7 +70,7 @@ def test_a_task_in_a_module_the_worker_never_imports_is_discarded(
     assert f"* {name}\n" not in registered_on(worker)  # the "Confirm it" command
     result = unregistered_jobs.build_report.apply_async((7,), queue=worker.queue)
     log = worker.wait_for_log(unregistered(name))
-    assert DISCARDED in log
+    assert f"{unregistered(name)}\n{DISCARDED}" in log  # this message's record, on a shared log
     with pytest.raises(NotRegistered, match=name):
         result.get(timeout=30)
     assert result.state == "FAILURE"
