@@ -184,10 +184,13 @@ def acknowledged_while_running(celery_app, wp) -> bool:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.services("broker")
-def test_a_running_worker_has_the_settings_and_acks_after_the_task(worker_process, celery_app):
+def test_a_running_worker_has_the_settings_and_acks_after_the_task(
+    shared_prefork_worker, celery_app
+):
     """`celery inspect conf` on a running worker shows the settings, and a running task is not yet
-    acknowledged."""
-    wp = worker_process()
+    acknowledged. (The session's worker: it runs the recommended deployment, and neither the
+    settings nor a task's ack depend on its pool size or on what it ran before.)"""
+    wp = shared_prefork_worker
     [conf] = celery_app.control.inspect([wp.hostname], timeout=5).conf(with_defaults=True).values()
     assert conf["task_acks_late"] is True
     assert conf["worker_prefetch_multiplier"] == 1

@@ -29,13 +29,16 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 @pytest.mark.proves_idempotent(task=thumbnail)
-def test_flower_lists_the_live_worker_and_the_tasks_that_ran(worker_process, running_flower):
+def test_flower_lists_the_live_worker_and_the_tasks_that_ran(shared_prefork_worker, running_flower):
     """`/api/workers` shows the worker online; `/api/tasks` shows three `SUCCESS` and one `FAILURE`
     on that worker; `/metrics` counts exactly 3 `task-succeeded` and 1 `task-failed` events, 3
     runtime observations, `flower_worker_online 1`; two more tasks raise the counter to 5.
-    (`thumbnail` has no effect: delivered again, the same id gives the same result.)"""
+    (`thumbnail` has no effect: delivered again, the same id gives the same result.)
+
+    The session's worker, as the deployment starts it: this module's Flower starts with this
+    test, so it counts only the events sent since, and no other module runs `thumbnail`."""
     fl = running_flower
-    wp = worker_process()
+    wp = shared_prefork_worker
     poll(lambda: wp.hostname in live_workers(fl.url, AUTH))  # its heartbeat, within seconds
 
     ok = [thumbnail.apply_async((i,), queue=wp.queue) for i in range(3)]
@@ -125,10 +128,13 @@ def test_why_a_queued_task_is_visible_only_with_task_send_sent_event(celery_app,
         quiet.close()
 
 
-def test_why_flower_forgets_every_task_when_it_restarts(worker_process, running_flower, flower):
-    """The last test to use the shared Flower: it stops it (a later user would fail, not pass)."""
+def test_why_flower_forgets_every_task_when_it_restarts(
+    shared_prefork_worker, running_flower, flower
+):
+    """The last test to use the shared Flower: it stops it (a later user would fail, not pass).
+    The session's worker runs the task: only Flower restarts, the worker goes on."""
     fl = running_flower
-    wp = worker_process()
+    wp = shared_prefork_worker
     result = thumbnail.apply_async((7,), queue=wp.queue)
     assert result.get(timeout=30) == "thumb-7"
     poll(lambda: result.id in tasks_seen_by_flower(fl.url, AUTH, thumbnail.name))

@@ -231,12 +231,12 @@ def test_why_promtool_rejects_a_broken_rule(tmp_path):
 METRIC = re.compile(r"\b(celery_[a-z_]+|up)\b(?=\s*[{\[=<>)]|\s*$)")
 
 
-def test_the_rules_name_only_metrics_the_exporter_exposes(exporter, worker_process):
+def test_the_rules_name_only_metrics_the_exporter_exposes(exporter, shared_prefork_worker):
     """every metric named in the rules and fed by their unit tests, and every bucket bound the
     unit tests feed, is one a scrape of the running exporter returns (plus Prometheus's `up`).
-    A worker of its own runs a task first: the scrape shows a worker and a runtime whether or
-    not other tests ran before."""
-    wp = worker_process()
+    A worker (the session's, as the deployment starts it) runs a task first: the scrape shows
+    a worker and a runtime whether or not other tests ran before."""
+    wp = shared_prefork_worker
     assert charge.apply_async((1,), queue=wp.queue).get(timeout=30) == 1
     poll(lambda: exporter.value("celery_worker_up", hostname=wp.hostname) == 1)
     poll(lambda: exporter.value("celery_task_runtime_seconds_count", name=charge.name) > 0)

@@ -130,11 +130,12 @@ def answering_server() -> Iterator[tuple[str, list[str]]]:
 
 @pytest.mark.services("broker")
 @pytest.mark.proves_idempotent(task=fetch_status)
-def test_a_status_check_delivered_twice_only_reads(worker_process, answering_server):
+def test_a_status_check_delivered_twice_only_reads(shared_prefork_worker, answering_server):
     """The pattern's task on a worker, then the same message again (the same id): the same
-    status, and the server saw two reads and nothing else (a POST would show here)."""
+    status, and the server saw two reads and nothing else (a POST would show here). (The
+    session's worker: one delivery after the other, whatever its pool size.)"""
     url, seen = answering_server
-    wp = worker_process(concurrency=1)
+    wp = shared_prefork_worker
     first = fetch_status.apply_async((url,), queue=wp.queue)
     assert first.get(timeout=30) == 204
     again = redeliver(wp, fetch_status, first, (url,))

@@ -74,11 +74,14 @@ def test_the_locked_job_has_a_finite_budget_below_the_visibility_timeout(celery_
 
 
 @pytest.mark.proves_idempotent(task=refresh_rates)
-def test_one_beat_sends_on_schedule_and_each_send_runs_once(beat_process, worker_process):
+def test_one_beat_sends_on_schedule_and_each_send_runs_once(beat_process, shared_prefork_worker):
     """every publish beat confirms (its DEBUG log: "sent. id->…") runs exactly once; sends of a 1 s
     entry are never less than ~1 s apart. A send delivered again (the same id) finds its row:
-    the same result, no second row (`create` instead of `get_or_create` would add one)."""
-    worker = worker_process()
+    the same result, no second row (`create` instead of `get_or_create` would add one).
+
+    The session's worker runs the sends (its log holds other tests' lines too: each count is of
+    one task id); the test ends once it holds none of them."""
+    worker = shared_prefork_worker
     beat = beat_process(every_second(refresh_rates, worker.queue, "refresh-rates", expires=30))
     wait_until(lambda: len(runs("refresh-rates")) >= 3, what="three runs")
     beat.stop()
@@ -99,6 +102,23 @@ def test_one_beat_sends_on_schedule_and_each_send_runs_once(beat_process, worker
     # Rows of this send's id, not of the entry: a send the stop cut before its log line may
     # still be running, and adds a row of its own.
     assert PeriodicRun.objects.filter(task_id=first.id).count() == 1
+    idle(worker, refresh_rates)  # a send the stop cut may still wait or run: not past this test
+
+
+def idle(worker, task) -> None:
+    """Until `worker`'s queue is empty and it holds no request of `task` (active or reserved)."""
+    wait_until(lambda: queue_length(worker.queue) == 0, what="the queue drained", context=worker)
+
+    def holds() -> list[dict] | None:
+        """Its requests of `task`; None while either reply is missing (not known to be idle)."""
+        inspect = worker.app.control.inspect([worker.hostname], timeout=1)
+        active = (inspect.active() or {}).get(worker.hostname)
+        reserved = (inspect.reserved() or {}).get(worker.hostname)
+        if active is None or reserved is None:
+            return None
+        return [r for r in [*active, *reserved] if r["name"] == task.name]
+
+    wait_until(lambda: holds() == [], what=f"no {task.name} left on the worker", context=worker)
 
 
 @pytest.mark.antipattern("snippets/production/systemd/celery-beat.service")
@@ -221,18 +241,20 @@ def advisory_lock_held(name: str) -> bool:
     "SNIPPETS_REBUILD_SECONDS=60",
     reason="on the first worker: the stand-in's run lasts until the test kills it",
 )
-def test_a_killed_run_frees_the_lock_and_the_redelivery_rebuilds_once(worker_process):
+def test_a_killed_run_frees_the_lock_and_the_redelivery_rebuilds_once(
+    worker_process, shared_prefork_worker
+):
     """The same message delivered again while the first run works finds the lock taken and
     skips. Then the pool child running the first run is SIGKILLed: PostgreSQL ends its session
     and frees the lock with it, and the message delivered again (the same id, as the broker
     redelivers it) rebuilds, once. Without the lock the first redelivery would rebuild too; a
     lock that outlived the killed process would make the last one skip.
 
-    (The last redelivery goes to a second worker, as the deployment starts it: there the
-    stand-in's run takes its usual second, not the first worker's minute. The lock lives in
-    PostgreSQL, shared by every worker.)"""
+    (The last redelivery goes to a second worker, the session's, as the deployment starts it:
+    there the stand-in's run takes its usual second, not the first worker's minute. The lock
+    lives in PostgreSQL, shared by every worker.)"""
     worker = worker_process(concurrency=2, env={"SNIPPETS_REBUILD_SECONDS": "60"})
-    other = worker_process()
+    other = shared_prefork_worker
     entry = "rebuild-redelivered"
     first = rebuild_search_index.apply_async((entry,), queue=worker.queue)
     pid = task_pid(first)
