@@ -242,6 +242,33 @@ def test_the_hook_adds_the_harness_wide_deviations_when_the_tests_start_workers(
     assert proofs.harness_deviations(tmp_path / "absent.py") == {}
 
 
+def test_the_hook_counts_a_module_fixture_that_starts_a_worker(tmp_path):
+    """A module's own shared worker (a fixture calling `running_worker`, or one built on a
+    worker fixture), or a test calling `running_worker` itself, starts a worker subprocess too:
+    the harness-wide deviations follow (tests/troubleshooting/test_worker_processes.py's
+    `worker` was missed by the fixture names alone)."""
+    harness = tmp_path / "deployment.py"
+    harness.write_text('HARNESS_DEVIATIONS = {"--queues": "a private queue"}\n')
+    module = tmp_path / "test_page.py"
+    own = (
+        "@pytest.fixture(scope='module')\ndef worker(celery_app):\n"
+        "    with running_worker(celery_app):\n        yield\n\n\n"
+    )
+    built_on = "@pytest.fixture\ndef busy(worker):\n    return worker\n\n\n"
+    for source in (
+        MODULE.replace("def test_first(worker_process)", own + "def test_first(worker)"),
+        MODULE.replace("def test_first(worker_process)", own + built_on + "def test_first(busy)"),
+        MODULE.replace("(worker_process):", "():\n    running_worker()"),
+    ):
+        module.write_text(source)
+        assert proofs.proof_list(module, {}, harness).endswith("- `--queues` — a private queue")
+    not_a_worker = "@pytest.fixture\ndef worker():\n    return None\n\n\n"
+    module.write_text(
+        MODULE.replace("def test_first(worker_process)", not_a_worker + "def test_first(worker)")
+    )
+    assert "--queues" not in proofs.proof_list(module, {}, harness)
+
+
 def test_the_hook_adds_the_beat_wide_deviations_when_the_tests_start_beat(tmp_path):
     """BEAT_HARNESS_DEVIATIONS follow a list whose tests start beat subprocesses (the
     `beat_process` fixture, or the harness's `running_beat`/`start_beat`), and only such a

@@ -27,6 +27,7 @@ NOT_YET_PROVED = "<!-- checklist: not yet proved -->"
 KNOWN_VIOLATIONS = "<!-- checklist: known violations -->"
 HARNESS = ROOT / "tests" / "harness" / "deployment.py"
 WORKER_FIXTURES = frozenset({"worker_process", "shared_prefork_worker"})
+WORKER_STARTERS = frozenset({"running_worker"})  # the harness's, called by a test or a fixture
 BEAT_FIXTURES = frozenset({"beat_process"})
 BEAT_STARTERS = frozenset({"running_beat", "start_beat"})  # the harness's, called by a test
 log = logging.getLogger("mkdocs.hooks.proofs")
@@ -152,6 +153,35 @@ def starts_beats(test: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     return bool(BEAT_FIXTURES & {a.arg for a in test.args.args} or BEAT_STARTERS & names)
 
 
+def worker_fixtures(tree: ast.Module) -> frozenset[str]:
+    """The harness's worker fixtures, and the module's own fixtures that start a worker: one
+    that calls `running_worker` or takes a worker fixture (a module-scoped shared worker)."""
+    names = set(WORKER_FIXTURES)
+    fixtures = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and any("fixture" in ast.unparse(d) for d in node.decorator_list)
+    ]
+    grew = True
+    while grew:
+        grew = False
+        for node in fixtures:
+            if node.name in names:
+                continue
+            called = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            if WORKER_STARTERS & called or names & {a.arg for a in node.args.args}:
+                names.add(node.name)
+                grew = True
+    return frozenset(names)
+
+
+def starts_workers(test: ast.FunctionDef | ast.AsyncFunctionDef, fixtures: frozenset[str]) -> bool:
+    """A worker fixture among its arguments, or a call of the harness's worker starter."""
+    names = {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}
+    return bool(fixtures & {a.arg for a in test.args.args} or WORKER_STARTERS & names)
+
+
 def proofs(module: Path) -> list[Proof]:
     """Every test function (and test method of a Test class) of the module, in file order."""
     tree = ast.parse(module.read_text())
@@ -163,12 +193,13 @@ def proofs(module: Path) -> list[Proof]:
     ]
     bound = bound_names(tree)
     shared = deviations(module_marks, bound)
+    fixtures = worker_fixtures(tree)
     found = []
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             if node.name.startswith("test_"):
                 own = shared + deviations(node.decorator_list, bound)
-                workers = bool(WORKER_FIXTURES & {a.arg for a in node.args.args})
+                workers = starts_workers(node, fixtures)
                 beats = starts_beats(node)
                 found.append(Proof(node.name, node.lineno, summary(node), own, workers, beats))
         elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
@@ -177,7 +208,7 @@ def proofs(module: Path) -> list[Proof]:
                 if isinstance(item, ast.FunctionDef) and item.name.startswith("test_"):
                     own = class_marks + deviations(item.decorator_list, bound)
                     name = f"{node.name}.{item.name}"
-                    workers = bool(WORKER_FIXTURES & {a.arg for a in item.args.args})
+                    workers = starts_workers(item, fixtures)
                     beats = starts_beats(item)
                     found.append(Proof(name, item.lineno, summary(item), own, workers, beats))
     return found
