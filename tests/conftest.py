@@ -190,18 +190,18 @@ def published() -> Iterator[list[dict]]:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """An xdist process hands its worker timings to the controller, which prints the sum."""
-    import resource
-
+    from tests.harness import forkserver
     from tests.harness.celery import TIMINGS
+    from tests.harness.order import cpu_now
 
     # CPU seconds, for the profile of a CI run (2 cores: CPU, not waiting, sets its pace): this
     # test process, and every subprocess it started and reaped (workers with their pool
-    # children, beat, `celery` commands).
+    # children, beat, `celery` commands; forked ones are reaped by the fork server).
     # (Not the xdist controller's: its reaped children are the test processes, counted there.)
-    for who, usage in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN)):
-        if not session.config.pluginmanager.hasplugin("dsession"):
-            used = resource.getrusage(usage)
-            TIMINGS.append((f"cpu {who}", used.ru_utime + used.ru_stime))
+    forkserver.close_all()
+    if not session.config.pluginmanager.hasplugin("dsession"):
+        for who, used in zip(("self", "children"), cpu_now(), strict=True):
+            TIMINGS.append((f"cpu {who}", used))
     if (output := getattr(session.config, "workeroutput", None)) is not None:
         output["harness_timings"] = [list(timing) for timing in TIMINGS]
 

@@ -262,3 +262,39 @@ def test_the_celery_command_s_own_variables_in_a_developer_s_shell_do_not_reach_
     env = worker_env(BROKER_URL="asked")
     assert env["BROKER_URL"] == "asked"
     assert not {name for name in CLI_ENVVARS if name != "BROKER_URL"} & set(env)
+
+
+def test_a_forked_worker_starts_as_a_new_interpreter_would_and_only_when_it_can(tmp_path):
+    """The fork server (tests/harness/forkserver.py) against a new interpreter, for one launch:
+    the same argv, sys.path, working directory, `__main__`, environment (and wsgiref's copy of
+    it, which prometheus_client's import makes in the server), billiard's REMAP_SIGTERM (read at
+    import), signal handlers, session, descriptors, coverage and exit status. A launch that
+    differs from the server in a variable its imports read, or in one the interpreter reads at
+    its start, is not forked from it."""
+    from tests.harness import forkserver
+    from tests.harness.celery import worker_env
+    from tests.harness.process import ROOT, Process
+
+    env = worker_env(REMAP_SIGTERM="SIGQUIT", REPORT_EXIT="3")
+    argv = [sys.executable, "-m", "tests.harness.interpreter_report"]
+    fresh = Process.spawn(argv, log_path=tmp_path / "fresh.json", env=env)
+    assert fresh.wait_exit() == 3
+    # Started for another launch: one with other databases, as the next proof's worker has.
+    server_env = {**env, "SNIPPETS_DEFAULT_DB_NAME": "another_proofs"}
+    server = forkserver.Server(server_env, str(ROOT), tmp_path / "forkserver.log")
+    try:
+        with (tmp_path / "forked.json").open("wb") as out:
+            forked = server.launch(
+                argv, env=env, fds=[0, out.fileno(), out.fileno()], new_session=True
+            )
+        assert forked.wait(60) == 3
+        reaped = forkserver.CPU_REAPED[0]
+        assert json.loads((tmp_path / "forked.json").read_text()) == json.loads(fresh.log())
+        assert json.loads(fresh.log())["remap_sigterm"]  # the variable took effect at import
+        assert server.serves(env, str(ROOT))
+        assert reaped > 0  # its CPU reached this process
+        for changed in ({"REMAP_SIGTERM": "SIGTERM"}, {"PYTHONHASHSEED": "1"}, {"LC_ALL": "C"}):
+            assert not server.serves({**env, **changed}, str(ROOT)), changed
+        assert not server.serves(env, "/")
+    finally:
+        server.close()

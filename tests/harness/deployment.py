@@ -42,7 +42,10 @@ SERVICE_VARIABLES = frozenset({"CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "DA
 
 HARNESS_DEVIATIONS: dict[str, str] = {
     "celery": "run as `python -m tests.covered_celery`: the same `celery` entry point, with "
-    "coverage in every pool child when the run measures coverage (CI's Redis run)",
+    "coverage in every pool child when the run measures coverage (CI's Redis run), forked from "
+    "an interpreter that has imported Celery, kombu and Django already (tests/harness/"
+    "forkserver.py: only when the launch agrees with every environment variable those imports "
+    "read; what the worker then loads, settings, project and app, it loads itself)",
     "--queues": "each proof consumes a private queue (`wp.queue`), so no other worker of the "
     "run takes its tasks",
     "--hostname": "a node name per worker, so a proof pings and inspects exactly that worker",
@@ -59,7 +62,8 @@ HARNESS_DEVIATIONS: dict[str, str] = {
 
 BEAT_HARNESS_DEVIATIONS: dict[str, str] = {
     "celery": "run as `python -m tests.covered_celery`: the same `celery` entry point, measured "
-    "by coverage when the run measures it",
+    "by coverage when the run measures it, forked from an interpreter that has imported Celery, "
+    "kombu and Django already (tests/harness/forkserver.py, as for workers)",
     "--hostname": "a node name per beat (the unit's is `celerybeat@%h`), so a probe pings "
     "exactly that beat and two beats of one proof are two nodes",
     "--schedule": "the schedule file in the test's temporary directory instead of "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 
+from tests.harness import forkserver
 from tests.harness.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -40,7 +41,7 @@ def fresh_python(
 class Process:
     """A started subprocess: its own session (so its whole group can be stopped) and log file."""
 
-    proc: subprocess.Popen
+    proc: subprocess.Popen | forkserver.Forked
     log_path: Path
     name: str = ""
 
@@ -56,13 +57,13 @@ class Process:
     ) -> Process:
         """Start `argv` (cwd: the repository) with stdout and stderr going to `log_path`."""
         with log_path.open("wb") as log:
-            proc = subprocess.Popen(  # the only Popen under tests/ (tests/test_harness.py)
-                list(argv),
+            proc = forkserver.popen(  # the only Popen under tests/ (tests/test_harness.py)
+                argv,
                 cwd=ROOT,
                 env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                stdout=log.fileno(),
                 start_new_session=True,
+                log_dir=log_path.parent,
             )
         return cls(proc, log_path, name or Path(argv[0]).name, **fields)
 
