@@ -51,7 +51,7 @@ PREIMPORT = (
 settings or start a thread (the server checks both before it serves)."""
 
 SUBCOMMANDS = frozenset({"worker", "beat"})
-UNFORKABLE_POOLS = ("--pool=gevent", "--pool=eventlet", "-P gevent", "-P eventlet")
+UNFORKABLE_POOLS = ("gevent", "eventlet")  # named anywhere in the command: never forked
 STARTUP_VARIABLES = ("LANG", "LANGUAGE", "TZ")  # read by the interpreter or libc, not os.environ
 STARTUP_PREFIXES = ("PYTHON", "LC_")
 COVERAGE_STARTUP = ("COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG")
