@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import uuid
@@ -66,8 +67,16 @@ class PrivateRabbit:
             cwd=self.dir,
             timeout=60,
         )
-        # await_startup fails at once until the node has registered with epmd.
+        # Each `rabbitmqctl` boots an Erlang VM (~1 CPU-s on a 2-core CI machine), and
+        # await_startup fails at once until the node has registered with epmd: polled every
+        # 0.5 s, it cost a few CPU-s per start. The node opens its AMQP port at the end of its
+        # boot, so wait for that (a connect), then ask await_startup once.
+        wait_until(self.listening, 120, what=f"RabbitMQ node {self.node} listening", interval=0.2)
         wait_until(self.started, 120, what=f"RabbitMQ node {self.node} started", interval=0.5)
+
+    def listening(self) -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0
 
     def started(self) -> bool:
         try:
@@ -86,16 +95,19 @@ class PrivateRabbit:
         node.wait(60)
         self.start()
 
-    def pending(self, queue: str) -> int:
-        """Messages of `queue` not yet acknowledged: ready ones (a passive declare), else
-        ready plus delivered from the node (rabbitmqctl, slower: only when none is ready)."""
+    def ready(self, queue: str) -> int:
+        """Messages of `queue` waiting for a consumer (a passive declare); -1 while starting."""
         conn = Connection(self.url, connect_timeout=10)
         try:
             with conn:
-                ready = conn.default_channel.queue_declare(queue, passive=True).message_count
+                return conn.default_channel.queue_declare(queue, passive=True).message_count
         except (*conn.connection_errors, *conn.channel_errors, OSError):
             return -1  # the node is still starting: no answer yet
-        if ready:
+
+    def pending(self, queue: str) -> int:
+        """Messages of `queue` not yet acknowledged: ready ones (a passive declare), else
+        ready plus delivered from the node (rabbitmqctl, slower: only when none is ready)."""
+        if (ready := self.ready(queue)) != 0:
             return ready
         out = self.ctl("list_queues", "-q", "--no-table-headers", "name", "messages")
         counts = dict(line.split() for line in out.splitlines() if line.strip())

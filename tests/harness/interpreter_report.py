@@ -19,7 +19,11 @@ if __name__ == "__main__":
         "environ": dict(os.environ),
         "wsgiref": dict(wsgiref.handlers.BaseHandler.os_environ),
         "remap_sigterm": billiard.common.REMAP_SIGTERM,
-        "signals": {s.name: str(signal.getsignal(s)) for s in (signal.SIGTERM, signal.SIGINT)},
+        # The handler's name (a bound method's repr carries its object's address).
+        "signals": {
+            s.name: getattr(signal.getsignal(s), "__qualname__", str(signal.getsignal(s)))
+            for s in (signal.SIGTERM, signal.SIGINT)
+        },
         "session_leader": os.getsid(0) == os.getpid(),
         "descriptors": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
         "coverage": "coverage" in sys.modules,
