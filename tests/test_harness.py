@@ -298,3 +298,22 @@ def test_a_forked_worker_starts_as_a_new_interpreter_would_and_only_when_it_can(
         assert not server.serves(env, "/")
     finally:
         server.close()
+
+
+def test_the_fork_server_imports_only_what_the_project_s_setup_imports_anyway():
+    """A module the server imported and a fresh worker would not have is the one difference a
+    forked worker could show (an import's side effect, a registry entry): each of
+    PROJECT_IMPORTS must be imported by the project's own setup in a new interpreter."""
+    from tests.harness import forkserver
+    from tests.harness.celery import worker_env
+
+    code = (
+        "import sys, django\n"
+        "from snippets.project.celery import app\n"
+        "django.setup()\n"
+        "app.loader.import_default_modules()\n"
+        f"print([m for m in {forkserver.PROJECT_IMPORTS!r} if m not in sys.modules])\n"
+    )
+    result = fresh_python(code, worker_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

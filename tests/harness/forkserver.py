@@ -37,7 +37,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-PREIMPORT = (
+COMMAND_IMPORTS = (
     "celery.bin.celery",  # the `celery` command and its plugins (Flower's, click_repl)
     "celery.apps.worker",
     "celery.apps.beat",
@@ -45,10 +45,35 @@ PREIMPORT = (
     "celery.concurrency.prefork",
     "kombu.transport.redis",
     "kombu.transport.pyamqp",
-    "django.db",
+    "coverage",  # tests/covered_celery.py imports it first
 )
-"""What every worker and beat imports before it reads a setting: nothing here may read Django's
-settings or start a thread (the server checks both before it serves)."""
+PROJECT_IMPORTS = (
+    "django.db.models",
+    "django.db.backends.postgresql.base",
+    "psycopg",
+    "requests",
+    "sqlparse",
+    "django.core.management",
+    "django.core.checks",
+    "django.template",
+    "django.forms",
+    "django.http",
+    "django.urls",
+    "django.db.migrations",
+    "django.core.serializers",
+    "django.contrib.auth",
+    "django.views.generic",
+    "django.core.mail",
+    "celery.fixups.django",
+    "cron_descriptor",
+    "dj_database_url",
+)
+"""Modules the project's setup imports (`django.setup()` and the task modules: tests/
+test_harness.py checks each), none of which reads a setting when imported."""
+PREIMPORT = COMMAND_IMPORTS + PROJECT_IMPORTS
+"""What the server imports: what every worker and beat imports anyway, before or while it
+reads its settings. Nothing here may read Django's settings or start a thread (the server
+checks both before it serves)."""
 
 SUBCOMMANDS = frozenset({"worker", "beat"})
 UNFORKABLE_POOLS = ("gevent", "eventlet")  # named anywhere in the command: never forked

@@ -26,7 +26,7 @@ if __name__ == "__main__":
         },
         "session_leader": os.getsid(0) == os.getpid(),
         "descriptors": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
-        "coverage": "coverage" in sys.modules,
+        "coverage": "coverage" in sys.modules and bool(sys.modules["coverage"].Coverage.current()),
     }
     print(json.dumps(report))
     sys.exit(int(os.environ.get("REPORT_EXIT", "0")))
