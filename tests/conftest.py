@@ -202,6 +202,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not session.config.pluginmanager.hasplugin("dsession"):
         for who, used in zip(("self", "children"), cpu_now(), strict=True):
             TIMINGS.append((f"cpu {who}", used))
+        for how, count in forkserver.LAUNCHES.items():
+            TIMINGS.append((f"launch {how}", count))
     if (output := getattr(session.config, "workeroutput", None)) is not None:
         output["harness_timings"] = [list(timing) for timing in TIMINGS]
 
@@ -223,6 +225,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
                 f"harness: {len(seconds)} x {what}: {sum(seconds):.1f} s in all, "
                 f"mean {sum(seconds) / len(seconds):.2f} s, max {max(seconds):.2f} s"
             )
+    launches = {h: sum(n for x, n in TIMINGS if x == f"launch {h}") for h in ("forked", "new")}
+    if any(launches.values()):
+        terminalreporter.write_line(
+            f"harness: worker and beat launches: {launches['forked']:.0f} forked from a fork "
+            f"server, {launches['new']:.0f} as a new interpreter (tests/harness/forkserver.py)"
+        )
     cpu = {w: sum(s for x, s in TIMINGS if x == f"cpu {w}") for w in ("self", "children")}
     if any(cpu.values()):
         terminalreporter.write_line(

@@ -1,8 +1,8 @@
 """`celery worker` and `celery beat` forked from an interpreter that has imported Celery already.
 
-Every proof starts its workers as new processes, and on a 2-core CI machine about half of a
-start's CPU is the interpreter importing Celery, its command plugins, kombu and Django, the same
-modules every time (#18's profile). A fork server pays that once per test process: it imports
+Every proof starts its workers as new processes, and on a 2-core CI machine a third or more of
+a worker's CPU is the interpreter importing Celery, its command plugins, kombu and Django, the
+same modules every time (#18's profile). A fork server pays that once per test process: it imports
 them, then forks a child per launch; the child takes the launch's argv, environment, working
 directory and file descriptors and runs `python -m <module>` exactly as a new interpreter would
 (`runpy`, as `-m` does), settings, project, app and worker all loaded fresh in the child.
@@ -80,7 +80,10 @@ UNFORKABLE_POOLS = ("gevent", "eventlet")  # named anywhere in the command: neve
 STARTUP_VARIABLES = ("LANG", "LANGUAGE", "TZ")  # read by the interpreter or libc, not os.environ
 STARTUP_PREFIXES = ("PYTHON", "LC_")
 COVERAGE_STARTUP = ("COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG")
+START_TIMEOUT = 120  # seconds for a server's imports, or a fork, on a loaded machine
 MAX_SERVERS = 3  # per test process: one per distinct environment the imports read
+LAUNCHES = {"forked": 0, "new": 0}
+"""Worker and beat launches this process forked, and those it could not (a new interpreter)."""
 CPU_REAPED: list[float] = [0.0]
 """CPU seconds of the forked children that have exited: the server reaps them, so they are not
 in this process's RUSAGE_CHILDREN (tests/harness/order.py and tests/conftest.py add this)."""
@@ -173,7 +176,12 @@ class Server:
         self.replies: dict[int, dict] = {}
         self.exits: dict[int, int] = {}
         self.next_id = 0
-        ready = json.loads(self.sock.recv(1 << 20) or b"{}")
+        self.sock.settimeout(START_TIMEOUT)  # an import that hangs: no server, not a hang
+        try:
+            ready = json.loads(self.sock.recv(1 << 20) or b"{}")
+        except TimeoutError:
+            ready = {}
+        self.sock.settimeout(None)
         if "read" not in ready:
             self.close()
             raise RuntimeError(f"fork server refused to serve: {ready or log_path.read_text()}")
@@ -209,8 +217,10 @@ class Server:
             request["session"] = new_session
             socket.send_fds(self.sock, [json.dumps(request).encode()], list(fds))
         with self.changed:
-            self.changed.wait_for(lambda: request["id"] in self.replies or -1 in self.replies)
-            reply = self.replies.pop(request["id"], None) or self.replies[-1]
+            self.changed.wait_for(
+                lambda: request["id"] in self.replies or -1 in self.replies, START_TIMEOUT
+            )
+            reply = self.replies.pop(request["id"], None) or self.replies.get(-1, {})
         if "pid" not in reply:
             raise RuntimeError(f"fork server: {reply} ({self.log_path})")
         return Forked(self, reply["pid"], list(argv))
@@ -246,6 +256,7 @@ def popen(
     full_env = dict(os.environ if env is None else env)
     if enabled() and forkable(argv):
         server = _server_for(full_env, str(cwd), log_dir)
+        LAUNCHES["forked" if server else "new"] += 1
         if server is not None:
             return server.launch(
                 argv, env=full_env, fds=[0, stdout, stdout], new_session=start_new_session
