@@ -173,8 +173,8 @@ def chaos(session: nox.Session) -> None:
     env = {
         "CHAOS_TASKS": os.environ.get("CHAOS_TASKS", "1000"),
         "CHAOS_RESULTS": "docs/assets/data/chaos-results.txt",
-        # The published figures come from workers started as the reader starts them: no fork
-        # server (tests/harness/forkserver.py, a CI-time saving), though it changes no figure.
+        # The published figures come from workers started as the reader starts them, without
+        # the fork server (tests/harness/forkserver.py), which only saves CI time.
         "SNIPPETS_FORK_SERVER": "0",
     }
     # A scenario at 1,000 tasks runs for minutes: no per-test timeout of the normal suite.
