@@ -224,20 +224,27 @@ class Run:
                     self.failed.append(f"{i}: {exc!r}")
                 time.sleep(SPACING)
 
-    def restart_when(self, threshold: int, after: int, *, waiting: bool = False) -> float:
+    def restart_when(self, threshold: int, after: int, *, waiting: int = 0) -> float:
         """Restart the broker once `threshold` requests are made, the worker has applied a
         credit since it reconnected (`after`: the count then) and a backlog is queued; return
-        the seconds until the worker reconnected. `waiting`: the backlog must include messages
-        no consumer has taken yet, the ones a broker that keeps nothing loses (a backlog that
-        the worker had all taken outlives the restart in its memory: seen once on a loaded
-        2-core machine, a run of the anti-pattern that lost nothing)."""
-        backlog = self.server.ready if waiting else self.server.pending
+        the seconds until the worker reconnected. `waiting`: the backlog must hold at least
+        that many messages no consumer has taken yet, the ones a broker that keeps nothing
+        loses. A backlog the worker has taken outlives the restart in its memory: with any
+        backlog at all, two runs of the anti-pattern on a loaded 2-core machine lost nothing,
+        the worker (2 credits at a time, PAUSE each) having taken the last queued ones between
+        the check and the kill."""
+
+        def backlog() -> bool:
+            if waiting:
+                return self.server.ready(self.queue) >= waiting
+            return self.server.pending(self.queue) > 0
+
         wait_until(
             lambda: (
                 self.supervise()
                 and len(self.sent) >= threshold
                 and self.applied() > after
-                and backlog(self.queue) > 0
+                and backlog()
             ),
             SETTLE,
             context=self.wp,
@@ -369,7 +376,8 @@ def test_why_a_broker_restart_loses_transient_messages(worker_process, private_b
     run = Run(worker_process, private_broker, ANTIPATTERN)
     with Clock() as clock:
         run.thread(run.publish_directly)
-        run.restart_when(TASKS // 2, 0, waiting=True)
+        # 10 waiting: half a second of the worker's work, longer than the kill takes.
+        run.restart_when(TASKS // 2, 0, waiting=10)
         run.until(run.settled, "every request made and every message acknowledged")
     row = record(
         run.row(
