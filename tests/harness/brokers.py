@@ -67,7 +67,7 @@ class PrivateRabbit:
             cwd=self.dir,
             timeout=60,
         )
-        # Each `rabbitmqctl` boots an Erlang VM (~1 CPU-s on a 2-core CI machine), and
+        # Each `rabbitmqctl` boots an Erlang VM (0.7 CPU-s or more: .ci/run), and
         # await_startup fails at once until the node has registered with epmd: polled every
         # 0.5 s, it cost a few CPU-s per start. The node opens its AMQP port at the end of its
         # boot, so wait for that (a connect), then ask await_startup once.
