@@ -13,8 +13,8 @@ one that cannot change what a proof sees, because a launch is forked only when:
 - its environment agrees with the server's on every variable the imports read (the server
   records each read of `os.environ` while importing), on those Python reads before any code
   runs (PYTHON*, locale, TZ), and its working directory is the server's;
-- its command is `worker` or `beat` with a prefork, solo or threads pool: gevent and eventlet
-  must patch the standard library before anything imports it;
+- its command is `worker` or `beat` and names neither gevent nor eventlet: those must patch the
+  standard library before anything imports it;
 - the server imported nothing that reads Django's settings (it checks, and refuses to serve).
 
 Otherwise the launch is an ordinary `subprocess.Popen`. `SNIPPETS_FORK_SERVER=0` turns it off.
@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -142,12 +141,6 @@ class Forked:
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:  # as Popen: never signal a pid that may have been reused
             os.kill(self.pid, sig)
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
 
 
 class Server:
