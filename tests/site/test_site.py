@@ -1,5 +1,6 @@
 """The built site as a product, without a browser: search quality on the real index, the
-generated pages (versions, patterns A-Z, llms.txt) and the pre-drawn decision tree."""
+generated pages (versions, patterns A-Z, llms.txt), the pre-drawn decision tree, and what its
+HTML may not hold (a raw fence or include line, anything from another host)."""
 
 from __future__ import annotations
 
@@ -126,3 +127,25 @@ def test_every_pattern_page_is_tagged_and_listed_by_tag(built_site):
         assert meta.get("tags"), f"{page.relative_to(ROOT)} has no tags"
     by_tag = (built_site / "patterns" / "index.html").read_text()
     assert by_tag.count('class="md-tag') >= 8  # one listing per section tag
+
+
+def test_built_html_has_no_raw_fences_or_includes(built_site):
+    leaks = [
+        str(p.relative_to(built_site))
+        for p in built_site.rglob("*.html")
+        if "```" in p.read_text() or "--8&lt;--" in p.read_text() or "--8<--" in p.read_text()
+    ]
+    assert leaks == []
+
+
+def test_built_site_requests_nothing_from_another_host(built_site):
+    """No CDN, no web fonts: every script, stylesheet, image and font is the site's own."""
+    tag = re.compile(r"<(script|link|img|iframe|source)\b[^>]*>", re.IGNORECASE)
+    remote = re.compile(r"""(?:src|href)=["'](?:https?:)?//""")
+    offenders = []
+    for page in built_site.rglob("*.html"):
+        for m in tag.finditer(page.read_text()):
+            if remote.search(m[0]) and not re.search(r"rel=[\"']?(canonical|alternate)", m[0]):
+                offenders.append(f"{page.relative_to(built_site)}: {m[0][:120]}")
+    assert offenders == []
+    assert "fonts.googleapis" not in (built_site / "index.html").read_text()
