@@ -227,6 +227,18 @@ def test_a_test_stopped_mid_query_leaves_no_busy_connection():
 
 
 @pytest.mark.services("broker")
+def test_a_test_that_sets_celery_broker_url_does_not_move_the_session_s_worker(
+    celery_app, monkeypatch
+):
+    """Celery takes CELERY_BROKER_URL from the environment at each connection: a test that sets
+    it (the audit's private brokers) must not send the session's in-thread worker, reconnecting
+    meanwhile, to a broker that goes away with the test (tests/conftest.py)."""
+    before = celery_app.connection_for_read().as_uri()
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")
+    assert celery_app.connection_for_read().as_uri() == before
+    assert celery_app.connection_for_write().as_uri() == before
+
+
 def test_a_queue_another_process_declared_is_emptied_by_delete_queues(celery_app):
     """The worker subprocess declares a proof's queue, not the test process: on Redis kombu's
     queue_delete alone left its messages there (a fixed queue name then saw the last run's)."""
