@@ -139,12 +139,31 @@ class Process:
                         send(then)
             try:
                 self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass  # hung: the SIGKILL below
+            except subprocess.TimeoutExpired:  # hung: say where, then the SIGKILL below
+                name = signal.Signals(sig).name
+                print(f"harness: {self!r} still runs {timeout} s after {name}; its group:",
+                      self.state(), sep="\n", file=sys.stderr)  # fmt: skip
             else:
                 psutil.wait_procs(self.group(), timeout=timeout)  # orphans finishing their exit
         self.kill()
         return self.proc.returncode
+
+    def state(self) -> str:
+        """What each live process of the group is doing: state, kernel wait channel, CPU so far
+        and command line. Printed when a stop or a wait runs out, so that a hang in CI says
+        where the process was (#18: workers that stopped answering, not understood yet)."""
+        lines = []
+        for proc in self.group():
+            try:
+                with proc.oneshot():
+                    cpu = sum(proc.cpu_times()[:2])
+                    what = f"{proc.status()} ppid {proc.ppid()} cpu {cpu:.2f} s"
+                    command = " ".join(proc.cmdline())[:160]
+                wchan = Path(f"/proc/{proc.pid}/wchan").read_text()
+            except (psutil.Error, OSError):
+                continue
+            lines.append(f"  {proc.pid} {what} wchan {wchan or '-'}: {command}")
+        return "\n".join(lines)
 
     def kill(self) -> None:
         """SIGKILL the whole group at once (pull the plug), and reap the main process."""

@@ -48,4 +48,6 @@ def wait_until(
     tail = ""
     if context is not None:
         tail = f"\n--- log of {context!r} (tail) ---\n{context.log()[-4000:]}"
+        if state := getattr(context, "state", None):  # a process: what its group is doing
+            tail += f"\n--- its processes ---\n{state()}"
     raise WaitTimeout(f"not true after {timeout}s: {what or predicate} (last: {value!r}){tail}")
