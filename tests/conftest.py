@@ -100,10 +100,10 @@ def quick_worker_thread(celery_app) -> None:
     # Celery reads CELERY_BROKER_URL from the environment at every connection
     # (celery/app/utils.py, Settings.broker_url), and some tests set it for a while (the
     # audit's private brokers, the settings modules' hosts). A worker reconnecting inside such
-    # a window (a missed heartbeat on a loaded machine) follows it: in one run with 4 + 5 test
-    # processes (#18), a RabbitMQ-run process's in-thread worker retried a stopped private
-    # Redis, and the three dead-letter proofs it then served timed out. The URL the session
-    # starts with, kept for the app's reads and writes:
+    # a window (a missed heartbeat on a loaded machine) follows it: in one CI run (#18) a
+    # RabbitMQ-run process's in-thread worker retried a stopped private Redis, and the three
+    # dead-letter proofs it then served timed out. The URL the session starts with, kept for
+    # the app's reads and writes:
     celery_app.conf.broker_read_url = celery_app.conf.broker_write_url = celery_app.conf.broker_url
 
 

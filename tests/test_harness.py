@@ -226,7 +226,6 @@ def test_a_test_stopped_mid_query_leaves_no_busy_connection():
         assert cursor.fetchone() == (1,)
 
 
-@pytest.mark.services("broker")
 def test_a_test_that_sets_celery_broker_url_does_not_move_the_session_s_worker(
     celery_app, monkeypatch
 ):
@@ -239,6 +238,7 @@ def test_a_test_that_sets_celery_broker_url_does_not_move_the_session_s_worker(
     assert celery_app.connection_for_write().as_uri() == before
 
 
+@pytest.mark.services("broker")
 def test_a_queue_another_process_declared_is_emptied_by_delete_queues(celery_app):
     """The worker subprocess declares a proof's queue, not the test process: on Redis kombu's
     queue_delete alone left its messages there (a fixed queue name then saw the last run's)."""

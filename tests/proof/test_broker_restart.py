@@ -51,7 +51,8 @@ ANTIPATTERN = "snippets.proof.broker_restart_transient"
 PAUSE = 0.1  # each task's work: 2 pool children apply at most 20 credits a second
 # The anti-pattern's: its loss needs a backlog no consumer has taken when the broker dies, and
 # at PAUSE a backlog of 10 is half a second of the worker's work, which a loaded machine's poll
-# and kill outlasted (R2: never seen in 120 s; R5: all 40 applied, 0 lost; #18). 2.5 s of it.
+# and kill outlasted (#18: one run never saw the backlog in 120 s, another applied all 40 and
+# lost none). At 0.5 s it is 2.5 s of work.
 ANTIPATTERN_PAUSE = 0.5
 SPACING = 0.01  # between two requests: faster than the worker, so a backlog is queued
 RESTARTS = int(os.environ.get("CHAOS_RESTARTS", "3"))  # restarts in one run of the pattern
@@ -371,8 +372,9 @@ def test_broker_restarted_mid_run_loses_nothing(worker_process, private_broker, 
     "--include", reason="the proof's own tasks (snippets/proof is not a Django app)"
 )
 @pytest.mark.deviation(
-    "SNIPPETS_REST_OF_TASK_SECONDS=ANTIPATTERN_PAUSE",
-    reason="credit_account's stand-in for the rest of the task takes 0.5 s: a backlog builds up",
+    f"SNIPPETS_REST_OF_TASK_SECONDS={ANTIPATTERN_PAUSE:g}",
+    reason=f"credit_account's stand-in for the rest of the task takes {ANTIPATTERN_PAUSE:g} s: "
+    "a backlog builds up",
 )
 def test_why_a_broker_restart_loses_transient_messages(worker_process, private_broker, record):
     """Redis without persistence, or RabbitMQ with transient messages: the backlog queued at
