@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from tests.harness import forkserver
-from tests.harness.wait import wait_until
+from tests.harness.wait import WaitTimeout, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -117,26 +117,28 @@ class Process:
         timeout: float = 30,
         *,
         group: bool = False,
-        escalate: Sequence[tuple[float, int]] = (),
+        escalate: Sequence[tuple[float, int] | tuple[float, int, str]] = (),
     ) -> int:
         """Send `sig`, wait up to `timeout`, SIGKILL the group, sweep orphans; the exit status.
 
         `sig` goes to the main process (what systemd's KillMode=mixed and `docker stop` do), or
         to the whole group with `group=True` (a shell and what it started). `escalate` is a
-        list of (seconds, signal): while the process lives, wait that long, then send that
-        signal (a teardown's "hit Ctrl+C again": see `tests.harness.celery.TEARDOWN`).
+        list of (seconds, signal[, text]): while the process lives, wait that long, or until
+        its log shows `text` (written after the stop began), then send that signal (a
+        teardown's "hit Ctrl+C again": see `tests.harness.celery.TEARDOWN`).
         """
         if self.proc.poll() is None:
             send = partial(os.killpg, self.proc.pid) if group else self.proc.send_signal
+            seen = len(self.log())  # a step's text counts only once the stop has begun
             with contextlib.suppress(ProcessLookupError):
                 send(sig)
-            for delay, then in escalate:
-                try:
-                    self.proc.wait(delay)
+            for delay, then, *text in escalate:
+                with contextlib.suppress(WaitTimeout):
+                    wait_until(partial(self._moved_on, seen, *text), delay, interval=0.05)
+                if self.proc.poll() is not None:
                     break
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        send(then)
+                with contextlib.suppress(ProcessLookupError):
+                    send(then)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:  # hung: say where, then the SIGKILL below
@@ -147,6 +149,11 @@ class Process:
                 psutil.wait_procs(self.group(), timeout=timeout)  # orphans finishing their exit
         self.kill()
         return self.proc.returncode
+
+    def _moved_on(self, seen: int, text: str | None = None) -> bool:
+        """The process exited, or its log shows `text` after its first `seen` characters."""
+        exited = self.proc.poll() is not None
+        return exited or (text is not None and text in self.log()[seen:])
 
     def state(self) -> str:
         """What each live process of the group is doing: state, kernel wait channel, CPU so far
