@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -174,6 +175,23 @@ def beat_process(tmp_path, request) -> Iterator[Callable[..., BeatProcess]]:
             return stack.enter_context(beat)
 
         yield start
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -> None:
+    """Each test database copied from a migrated template when the run names one
+    (SNIPPETS_DEFAULT_DB_TEMPLATE, SNIPPETS_OTHER_DB_TEMPLATE: .ci/run migrates one per Django
+    version before its test processes start). Django creates the test database `TEMPLATE
+    <name>` (django/db/backends/postgresql/creation.py) and then migrates it as always, which
+    finds nothing left to apply: the same schema, without each process running every
+    migration while the others do the same (#18: the first test of each process waited
+    14-20 s for its databases)."""
+    from django.conf import settings
+
+    for alias, database in settings.DATABASES.items():
+        template = os.environ.get(f"SNIPPETS_{alias.upper()}_DB_TEMPLATE")
+        if template and database["ENGINE"].endswith("postgresql"):
+            database.setdefault("TEST", {})["TEMPLATE"] = template
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,7 @@ class WorkerProcess(Process):
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Until the worker answers a remote-control ping (it consumes by then)."""
-        wait_ping(self.app, self.hostname, timeout, proc=self)
+        wait_ping(self.app, self.hostname, timeout, proc=self, logged=f"{self.hostname} ready.")
 
     def acked_while_running(self, task_id: str, timeout: float = 60) -> bool:
         """Whether the worker has acked the message of `task_id` while the task still runs (its
@@ -88,16 +88,31 @@ class WorkerProcess(Process):
         return found["acknowledged"]
 
 
-def wait_ping(app: object, hostname: str, timeout: float = 60, proc: Process | None = None) -> None:
+def wait_ping(
+    app: object,
+    hostname: str,
+    timeout: float = 60,
+    proc: Process | None = None,
+    logged: str | None = None,
+) -> None:
     """Until the node (a worker, or beat with remote control) answers a ping; fails early if
-    `proc` exits. A ping waits up to 0.5 s for the reply, so the loop needs no sleep."""
+    `proc` exits. A ping waits up to 0.5 s for the reply, and one sent before the node listens
+    is never answered (a broadcast reaches only the nodes bound at the time): with `logged`,
+    the text the node logs once it listens (a worker's "<hostname> ready."), the first ping
+    waits for that line, or LOG_GRACE seconds for a node that logs less."""
+    since = time.monotonic()
 
     def answers() -> bool:
         if proc is not None:
             proc.check_alive()
+            if logged and logged not in proc.log() and time.monotonic() - since < LOG_GRACE:
+                return False
         return bool(app.control.ping(destination=[hostname], timeout=0.5))
 
-    wait_until(answers, timeout, what=f"{hostname} answers a ping", interval=0, context=proc)
+    wait_until(answers, timeout, what=f"{hostname} answers a ping", interval=0.05, context=proc)
+
+
+LOG_GRACE = 20  # seconds: a worker whose log level hides "ready." is pinged after this
 
 
 def worker_argv(
