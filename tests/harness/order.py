@@ -16,6 +16,7 @@ import json
 import os
 import resource
 import statistics
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -126,11 +127,15 @@ class DurationRecorder:
         self.out = out
         self.seconds: dict[str, float] = defaultdict(float)
         self.cpu: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self.started = time.monotonic()
+        self.last: dict[str, float] = {}  # test process -> when its last report arrived
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         module = module_of(report.nodeid)
         self.seconds[module] += report.duration
+        if (node := getattr(report, "node", None)) is not None:  # from an xdist process
+            self.last[node.gateway.id] = time.monotonic() - self.started
         for name, value in report.user_properties:
             if name == CPU:
                 self.cpu[module][0] += value[0]
@@ -157,6 +162,9 @@ class DurationRecorder:
                 f"harness:   {own + sub:6.1f} s CPU ({own:5.1f} + {sub:6.1f}) "
                 f"{self.seconds[module]:6.1f} s wall  {module}"
             )
+        if self.last:  # how long each process sat idle while the last one finished
+            ends = ", ".join(f"{gw} {end:.0f} s" for gw, end in sorted(self.last.items()))
+            terminalreporter.write_line(f"harness: each process's last test ended at: {ends}")
 
 
 TOP = 30
