@@ -238,6 +238,28 @@ def test_a_test_that_sets_celery_broker_url_does_not_move_the_session_s_worker(
     assert celery_app.connection_for_write().as_uri() == before
 
 
+@pytest.mark.services("postgres")
+@pytest.mark.django_db(transaction=True)
+def test_the_flush_after_a_transactional_test_deletes_every_row_related_ones_too():
+    """tests/harness/db.py's flush: DELETEs, not TRUNCATE, and rows that reference each other
+    (a periodic task and its interval, a foreign key) are all gone after it, as after the
+    TRUNCATE it replaces; the DELETEs' order does not matter (the keys are deferred)."""
+    from django.core.management import call_command
+    from django.core.management.color import no_style
+    from django.db import connection
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    every = IntervalSchedule.objects.create(every=10, period="seconds")
+    PeriodicTask.objects.create(name=f"flushed-{uuid.uuid4().hex[:8]}", task="x", interval=every)
+    tables = [IntervalSchedule._meta.db_table, PeriodicTask._meta.db_table]  # parent first
+    sql = connection.ops.sql_flush(no_style(), tables)
+    assert sql[0] == "SET CONSTRAINTS ALL DEFERRED;"
+    assert [s.split()[:2] for s in sql[1:]] == [["DELETE", "FROM"]] * 2
+
+    call_command("flush", verbosity=0, interactive=False, inhibit_post_migrate=True)
+    assert (IntervalSchedule.objects.count(), PeriodicTask.objects.count()) == (0, 0)
+
+
 @pytest.mark.services("broker")
 def test_a_queue_another_process_declared_is_emptied_by_delete_queues(celery_app):
     """The worker subprocess declares a proof's queue, not the test process: on Redis kombu's
