@@ -231,6 +231,12 @@ class Server:
             return self.exits.get(pid)
 
     def close(self) -> None:
+        # shutdown() first: close() alone leaves the socket open while the _listen thread
+        # waits in recv() on it (Linux keeps it for the call), so the server never read its
+        # end, and each close waited out the 10 s below (#18: 25-31 s after each test
+        # process's last test, its servers closed one after another).
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
