@@ -199,9 +199,10 @@ def django_db_setup(django_db_setup) -> Iterator[None]:  # pytest-django's, exte
     """The test databases; then a cheaper flush after each transactional test.
 
     A transactional test ends with Django's `flush`: TRUNCATE of every table (here DELETEs:
-    `flushing_by_delete`, tests/harness/db.py), then the post_migrate signal, whose receivers (contenttypes', auth's) write every content type and
-    permission row again. Measured (#18): 70 queries per flush against 4, and 0.10-0.14 CPU-s
-    of the test process against 0.006. No proof reads those rows (no permission check, no
+    `flushing_by_delete`, tests/harness/db.py), then the post_migrate signal, whose receivers
+    (contenttypes', auth's) write every content type and permission row again. Measured
+    (#18): 70 queries per flush against 4, and 0.10-0.14 CPU-s of the test process against
+    0.006. No proof reads those rows (no permission check, no
     generic relation), and the migrations still write them into each test database. So this
     process disconnects them once its databases exist; workers and beats never flush.
     """

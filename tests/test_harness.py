@@ -332,6 +332,7 @@ def test_a_forked_worker_starts_as_a_new_interpreter_would_and_only_when_it_can(
         assert not server.serves(env, "/")
     finally:
         server.close()
+    assert server.proc.returncode == 0  # it saw its end of the socket close, and exited
 
 
 def test_the_fork_server_imports_only_what_the_project_s_setup_imports_anyway():

@@ -176,6 +176,7 @@ class Server:
         self.replies: dict[int, dict] = {}
         self.exits: dict[int, int] = {}
         self.next_id = 0
+        self.reaped_cpu = 0.0  # CPU seconds of this server's children that have exited
         self.sock.settimeout(START_TIMEOUT)  # an import that hangs: no server, not a hang
         try:
             ready = json.loads(self.sock.recv(1 << 20) or b"{}")
@@ -200,6 +201,7 @@ class Server:
                 if "exit" in reply:
                     self.exits[reply["pid"]] = reply["exit"]
                     CPU_REAPED[0] += reply["cpu"]
+                    self.reaped_cpu += reply["cpu"]
                 else:
                     self.replies[reply["id"]] = reply
                 self.changed.notify_all()
@@ -241,6 +243,9 @@ class Server:
             self.sock.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
+            # Reaped: the server's RUSAGE_CHILDREN, its children's CPU, is in this process's
+            # now; counted once (tests/harness/order.py, `cpu_now`).
+            CPU_REAPED[0] -= self.reaped_cpu
 
 
 _servers: list[Server] = []
